@@ -1,0 +1,62 @@
+//! The cost model: MACs per node and parameter counts.
+//!
+//! MACs (what `--target-flops` counts): Conv N·Cout·Hout·Wout·(Cin/group)·∏kernel;
+//! ConvTranspose N·Cin·Hin·Win·(Cout/group)·∏kernel; Gemm M·N·K; MatMul ∏batch·M·N·K;
+//! everything else 0. Params: elements of floating-point constants (weights, biases, BN
+//! parameters), each counted once however many nodes read it.
+
+use super::shapes::Analysis;
+use crate::error::{Error, Result};
+use crate::ir::ops::{self, InferCx};
+use crate::ir::{Model, NodeId, ValueDef};
+
+#[derive(Clone, Debug, Default)]
+pub struct CostReport {
+    pub macs: u64,
+    pub params: u64,
+    /// MACs per node that has any, in topological order.
+    pub per_node: Vec<(NodeId, u64)>,
+}
+
+const MAC_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+
+pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
+    let g = &model.graph;
+    let mut r = CostReport::default();
+    for v in &g.values {
+        if let ValueDef::Const(c) = &v.def {
+            if c.tensor.dtype.is_float() {
+                r.params += c.tensor.numel();
+            }
+        }
+    }
+    let order = g.topo_order().map_err(|n| Error::Invalid(format!("cycle through node {}", g.node(n).label(n))))?;
+    for id in order {
+        let node = g.node(id);
+        if !node.is_standard() || !MAC_OPS.contains(&node.op_type.as_str()) {
+            continue;
+        }
+        let op = ops::lookup(node).expect("MAC ops are registered");
+        if let Some((_, e)) = a.errors.iter().find(|(n, _)| *n == id) {
+            return Err(Error::Node { node: node.label(id), msg: format!("cannot infer shapes: {e}") });
+        }
+        let cx = InferCx {
+            node,
+            opset: model.opset(),
+            inputs: node.inputs.iter().map(|i| i.map(|v| a.fact(v))).collect(),
+            eval: false,
+        };
+        let outs: Vec<_> = node.outputs.iter().map(|o| o.map(|v| a.fact(v).clone()).unwrap_or_default()).collect();
+        let macs = op.macs(&cx, &outs).map_err(|e| {
+            let hint = a
+                .errors
+                .first()
+                .map(|(n, m)| format!(" (first inference failure: node {}: {m})", g.node(*n).label(*n)))
+                .unwrap_or_default();
+            Error::Node { node: node.label(id), msg: format!("cannot count MACs: {e}{hint}") }
+        })?;
+        r.macs = r.macs.saturating_add(macs);
+        r.per_node.push((id, macs));
+    }
+    Ok(r)
+}

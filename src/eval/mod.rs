@@ -1,0 +1,81 @@
+//! Running models. For now: tract (pure Rust, feature `tract`, on by default) and a seeded
+//! comparison of two models on the same random inputs, used to prove rewrites preserve outputs.
+
+#[cfg(feature = "tract")]
+pub mod tract_rt;
+
+use crate::error::{Error, Result};
+use rand::{Rng, SeedableRng};
+
+/// A dense f32 tensor (shape + row-major data) crossing the runtime boundary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Deterministic standard-normal-ish inputs (sum of uniforms) for the given shapes.
+pub fn random_inputs(shapes: &[Vec<usize>], seed: u64) -> Vec<HostTensor> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    shapes
+        .iter()
+        .map(|s| {
+            let n = s.iter().product();
+            let data = (0..n)
+                .map(|_| (0..4).map(|_| rng.random::<f32>()).sum::<f32>() - 2.0)
+                .collect();
+            HostTensor { shape: s.clone(), data }
+        })
+        .collect()
+}
+
+/// How far apart two sets of outputs are.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Diff {
+    /// max |a − b| over all outputs.
+    pub max_abs: f64,
+    /// max over outputs of max|a − b| / max(max|a|, 1): relative to the output's range, floored
+    /// at 1 so that near-zero outputs (saturated probability maps) are compared in absolute terms.
+    pub max_rel: f64,
+}
+
+pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
+    if a.len() != b.len() {
+        return Err(Error::Usage(format!("the models have {} and {} outputs", a.len(), b.len())));
+    }
+    let mut d = Diff::default();
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if x.shape != y.shape {
+            return Err(Error::Usage(format!("output #{i} has shape {:?} vs {:?}", x.shape, y.shape)));
+        }
+        let scale = x.data.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1.0);
+        let md = x
+            .data
+            .iter()
+            .zip(&y.data)
+            .fold(0f64, |m, (p, q)| if p.is_nan() && q.is_nan() { m } else { m.max((*p as f64 - *q as f64).abs()) });
+        d.max_abs = d.max_abs.max(md);
+        d.max_rel = d.max_rel.max(md / scale);
+    }
+    Ok(d)
+}
+
+/// Concrete shapes of the model's (non-initializer) inputs, in order: declared dims, with
+/// `overrides` applied and an unnamed symbolic batch dim set to 1.
+pub fn input_shapes(model: &crate::ir::Model, overrides: &std::collections::HashMap<String, Vec<i64>>) -> Result<Vec<Vec<usize>>> {
+    let a = crate::analysis::infer(model, crate::analysis::ShapeMode::Bound, overrides)?;
+    let g = &model.graph;
+    g.inputs
+        .iter()
+        .filter(|&&v| matches!(g.value(v).def, crate::ir::ValueDef::Input))
+        .map(|&v| {
+            let name = &g.value(v).name;
+            if g.value(v).declared_elem() != Some(crate::ir::DataType::FLOAT) {
+                return Err(Error::Usage(format!("input '{name}' is not float32; only float32 inputs can be generated")));
+            }
+            let s = a.input_shapes.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
+            s.map(|s| s.into_iter().map(|d| d as usize).collect())
+                .ok_or_else(|| Error::Usage(format!("input '{name}' has no known shape")))
+        })
+        .collect()
+}

@@ -1,0 +1,68 @@
+//! <https://onnx.ai/onnx/operators/onnx__Concat.html>: joins inputs along `axis` (negative
+//! allowed from opset 11). Folded for constants; propagates symbolic shape vectors.
+
+use super::{axis, eval, Fact, InferCx, Op, OpResult};
+use crate::ir::{Arr, Dim};
+use ndarray::{Axis, concatenate};
+use std::sync::Arc;
+
+pub struct Concat;
+impl Op for Concat {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let first = cx.shape(0)?;
+        let r = first.len();
+        let a = axis(cx.attr_i("axis", 0), r)?;
+        let mut out = first.to_vec();
+        let mut total = Some(0i64);
+        let mut syms = vec![];
+        for i in 0..cx.inputs.len() {
+            let s = cx.shape(i)?;
+            if s.len() != r {
+                return Err(format!("input #{i} has rank {} but input #0 has rank {r}", s.len()));
+            }
+            match &s[a] {
+                Dim::Known(n) => total = total.map(|t| t + n),
+                d => {
+                    total = None;
+                    syms.push(d.clone());
+                }
+            }
+        }
+        out[a] = match total {
+            Some(t) => Dim::Known(t),
+            None if cx.inputs.len() == 1 => syms[0].clone(),
+            None => Dim::Unknown,
+        };
+        if cx.all_const() {
+            let vals: Option<Vec<Arr>> = (0..cx.inputs.len()).map(|i| cx.value(i)).collect();
+            if let Some(v) = vals.and_then(|v| concat_arrs(&v, a)) {
+                eval::check_size(v.shape())?;
+                return Ok(vec![Fact::from_tensor(Arc::new(v.to_tensor()))]);
+            }
+        }
+        let mut f = Fact::new(cx.dtype(0), Some(out));
+        if r == 1 {
+            let parts: Option<Vec<Vec<Dim>>> = cx.inputs.iter().map(|f| f.and_then(|f| f.dims_value())).collect();
+            f.sym = parts.map(|p| p.concat());
+        }
+        Ok(vec![f])
+    }
+}
+
+fn concat_arrs(v: &[Arr], a: usize) -> Option<Arr> {
+    macro_rules! cat {
+        ($ctor:path) => {{
+            let views: Option<Vec<_>> = v.iter().map(|x| match x { $ctor(y) => Some(y.view()), _ => None }).collect();
+            Some($ctor(concatenate(Axis(a), &views?).ok()?))
+        }};
+    }
+    match v.first()? {
+        Arr::F32(_) => cat!(Arr::F32),
+        Arr::F64(_) => cat!(Arr::F64),
+        Arr::I64(_) => cat!(Arr::I64),
+        Arr::I32(_) => cat!(Arr::I32),
+        Arr::I8(_) => cat!(Arr::I8),
+        Arr::U8(_) => cat!(Arr::U8),
+        Arr::Bool(_) => cat!(Arr::Bool),
+    }
+}

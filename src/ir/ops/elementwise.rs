@@ -1,0 +1,108 @@
+//! Shape-preserving ops.
+//! - Activations: <https://onnx.ai/onnx/operators/onnx__Relu.html> and siblings (LeakyRelu,
+//!   Sigmoid, HardSigmoid, HardSwish, Tanh, Elu, Selu, Softplus, Gelu (opset 20), Erf, Mish, ...).
+//! - Clip: <https://onnx.ai/onnx/operators/onnx__Clip.html> (min/max are attributes before
+//!   opset 11, optional inputs after).
+//! - Identity, Dropout (<https://onnx.ai/onnx/operators/onnx__Dropout.html>: optional `mask`
+//!   output), Cast/CastLike, Softmax/LogSoftmax, InstanceNormalization, GroupNormalization, LRN.
+
+use super::{eval, Fact, InferCx, Op, OpResult};
+use crate::ir::{DataType, Tensor};
+use std::sync::Arc;
+
+fn same(cx: &InferCx) -> OpResult<Fact> {
+    let x = cx.input(0)?;
+    Ok(Fact::new(x.dtype, x.shape.clone()))
+}
+
+/// Output 0 has input 0's type and shape; extra outputs unknown.
+pub struct SameShape;
+impl Op for SameShape {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let mut out = vec![same(cx)?];
+        out.resize(cx.n_outputs(), Fact::default());
+        Ok(out)
+    }
+}
+
+/// Elementwise unary, folded for a few float functions.
+pub struct Unary;
+impl Op for Unary {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let mut f = same(cx)?;
+        if cx.all_const() {
+            if let Some(v) = cx.value(0).and_then(|a| eval::unary(&cx.node.op_type, &a)) {
+                f = Fact::from_tensor(Arc::new(v.to_tensor()));
+            }
+        }
+        if cx.node.op_type == "Not" {
+            f.dtype = Some(DataType::BOOL);
+        }
+        Ok(vec![f])
+    }
+}
+
+pub struct Clip;
+impl Op for Clip {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        Ok(vec![same(cx)?])
+    }
+}
+
+pub struct Identity;
+impl Op for Identity {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let x = cx.input(0)?;
+        Ok(vec![x.clone()])
+    }
+}
+
+pub struct Dropout;
+impl Op for Dropout {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let x = cx.input(0)?;
+        let mut out = vec![Fact::new(x.dtype, x.shape.clone())];
+        if cx.n_outputs() > 1 {
+            out.push(Fact::new(Some(DataType::BOOL), x.shape.clone()));
+        }
+        Ok(out)
+    }
+}
+
+pub struct Cast;
+impl Op for Cast {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let x = cx.input(0)?;
+        let to = DataType(cx.attr_i("to", 0) as i32);
+        cast_to(cx, x, to)
+    }
+}
+
+pub struct CastLike;
+impl Op for CastLike {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let x = cx.input(0)?;
+        match cx.dtype(1) {
+            Some(to) => cast_to(cx, x, to),
+            None => Ok(vec![Fact::new(None, x.shape.clone())]),
+        }
+    }
+}
+
+fn cast_to(cx: &InferCx, x: &Fact, to: DataType) -> OpResult<Vec<Fact>> {
+    if cx.all_const() {
+        if let Some(v) = cx.value(0).and_then(|a| a.cast(to)) {
+            return Ok(vec![Fact::from_tensor(Arc::new(v.to_tensor()))]);
+        }
+    }
+    let mut f = Fact::new(Some(to), x.shape.clone());
+    if matches!(to, DataType::INT64 | DataType::INT32) {
+        f.sym = x.sym.clone();
+    }
+    Ok(vec![f])
+}
+
+#[allow(dead_code)]
+fn scalar_f32(v: f32) -> Arc<Tensor> {
+    Arc::new(Tensor::f32(&[], vec![v]))
+}

@@ -1,0 +1,51 @@
+//! <https://onnx.ai/onnx/operators/onnx__Expand.html> (broadcast to a shape) and
+//! <https://onnx.ai/onnx/operators/onnx__Tile.html> (repeat along each axis).
+
+use super::{broadcast, eval, Fact, InferCx, Op, OpResult};
+use crate::ir::Dim;
+use ndarray::IxDyn;
+use std::sync::Arc;
+
+pub struct Expand;
+impl Op for Expand {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let x = cx.shape(0)?;
+        let Some(target) = cx.input(1)?.dims_value() else {
+            return Ok(vec![Fact::new(cx.dtype(0), None)]);
+        };
+        let out = broadcast(x, &target)?;
+        if cx.all_const() {
+            if let (Some(v), Some(shape)) = (cx.value(0), super::concrete(&out)) {
+                let us: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+                eval::check_size(&us)?;
+                if let Some(r) = crate::arr_try_map!(v, a => a.broadcast(IxDyn(&us)).map(|b| b.to_owned())) {
+                    return Ok(vec![Fact::from_tensor(Arc::new(r.to_tensor()))]);
+                }
+            }
+        }
+        Ok(vec![Fact::new(cx.dtype(0), Some(out))])
+    }
+}
+
+pub struct Tile;
+impl Op for Tile {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let x = cx.shape(0)?;
+        let Some(rep) = cx.const_ints(1) else {
+            return Ok(vec![Fact::new(cx.dtype(0), Some(vec![Dim::Unknown; x.len()]))]);
+        };
+        if rep.len() != x.len() {
+            return Err(format!("repeats has {} values for rank {}", rep.len(), x.len()));
+        }
+        let out = x
+            .iter()
+            .zip(rep)
+            .map(|(d, r)| match d {
+                Dim::Known(v) => Dim::Known(v * r),
+                d if r == 1 => d.clone(),
+                _ => Dim::Unknown,
+            })
+            .collect();
+        Ok(vec![Fact::new(cx.dtype(0), Some(out))])
+    }
+}

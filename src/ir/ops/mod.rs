@@ -1,0 +1,327 @@
+//! Operator knowledge, one file per op family, each starting with links to the ONNX spec.
+//!
+//! Every op implements [`Op`]: given the facts known about its inputs (type, shape, and the
+//! value when constant) it produces the facts of its outputs, computing values when all inputs
+//! are constant (that is constant folding), and it reports its cost in MACs. The registry
+//! ([`lookup`]) is a plain table from op type to implementation: adding an op is adding a file
+//! and a row, never growing a `match`.
+
+mod concat;
+mod constant_of_shape;
+mod conv;
+mod elementwise;
+mod binary;
+pub mod eval;
+mod expand;
+mod gather;
+mod gemm;
+mod normalization;
+mod pad;
+mod pool;
+mod range;
+mod reduce;
+mod reshape;
+mod resize;
+mod shape;
+mod slice;
+mod split;
+mod transpose;
+
+use super::graph::{Dim, Node};
+use super::tensor::{DataType, Tensor};
+use std::sync::Arc;
+
+/// What is known about a value during analysis.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fact {
+    pub dtype: Option<DataType>,
+    /// `None`: rank unknown.
+    pub shape: Option<Vec<Dim>>,
+    /// The value, when it is a constant.
+    pub value: Option<Arc<Tensor>>,
+    /// For small 1-D/0-D integer tensors computed from shapes: the elements as dims, possibly
+    /// symbolic (ONNX "data propagation"). Lets `Reshape(x, Concat(Shape(x)[0], -1))` resolve.
+    pub sym: Option<Vec<Dim>>,
+}
+
+impl Fact {
+    pub fn new(dtype: Option<DataType>, shape: Option<Vec<Dim>>) -> Fact {
+        Fact {
+            dtype,
+            shape,
+            ..Default::default()
+        }
+    }
+    pub fn known(dtype: Option<DataType>, dims: &[i64]) -> Fact {
+        Fact::new(dtype, Some(dims.iter().map(|&d| Dim::Known(d)).collect()))
+    }
+    pub fn from_tensor(t: Arc<Tensor>) -> Fact {
+        let sym = small_int_dims(&t);
+        Fact {
+            dtype: Some(t.dtype),
+            shape: Some(t.dims.iter().map(|&d| Dim::Known(d)).collect()),
+            value: Some(t),
+            sym,
+        }
+    }
+    pub fn rank(&self) -> Option<usize> {
+        self.shape.as_ref().map(|s| s.len())
+    }
+    /// The shape when every dim is a known number.
+    pub fn concrete(&self) -> Option<Vec<i64>> {
+        concrete(self.shape.as_ref()?)
+    }
+    /// Integer contents of a constant (e.g. axes, pads).
+    pub fn ints(&self) -> Option<Vec<i64>> {
+        self.value.as_ref()?.as_i64s()
+    }
+    /// Integer contents as dims (constant or symbolic).
+    pub fn dims_value(&self) -> Option<Vec<Dim>> {
+        if let Some(v) = self.ints() {
+            return Some(v.into_iter().map(Dim::Known).collect());
+        }
+        self.sym.clone()
+    }
+}
+
+fn small_int_dims(t: &Tensor) -> Option<Vec<Dim>> {
+    if t.dims.len() > 1 || t.numel() > 64 || !matches!(t.dtype, DataType::INT64 | DataType::INT32) {
+        return None;
+    }
+    Some(t.as_i64s()?.into_iter().map(Dim::Known).collect())
+}
+
+pub fn concrete(s: &[Dim]) -> Option<Vec<i64>> {
+    s.iter()
+        .map(|d| match d {
+            Dim::Known(v) => Some(*v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Inputs of one inference call.
+pub struct InferCx<'a> {
+    pub node: &'a Node,
+    pub opset: i64,
+    pub inputs: Vec<Option<&'a Fact>>,
+    /// Whether constant values may be computed (false when the caller only wants shapes).
+    pub eval: bool,
+}
+
+pub type OpResult<T> = Result<T, String>;
+
+impl<'a> InferCx<'a> {
+    pub fn input(&self, i: usize) -> OpResult<&'a Fact> {
+        self.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| format!("missing input #{i}"))
+    }
+    pub fn opt_input(&self, i: usize) -> Option<&'a Fact> {
+        self.inputs.get(i).copied().flatten()
+    }
+    pub fn shape(&self, i: usize) -> OpResult<&'a [Dim]> {
+        self.input(i)?
+            .shape
+            .as_deref()
+            .ok_or_else(|| format!("shape of input #{i} is unknown"))
+    }
+    pub fn dtype(&self, i: usize) -> Option<DataType> {
+        self.opt_input(i).and_then(|f| f.dtype)
+    }
+    /// Constant integer input (axes, pads, shape...).
+    pub fn const_ints(&self, i: usize) -> Option<Vec<i64>> {
+        self.opt_input(i)?.ints()
+    }
+    /// All inputs that are present have constant values.
+    pub fn all_const(&self) -> bool {
+        self.eval && self.inputs.iter().flatten().all(|f| f.value.is_some())
+    }
+    pub fn value(&self, i: usize) -> Option<super::Arr> {
+        self.opt_input(i)?.value.as_ref()?.to_arr()
+    }
+    pub fn attr_i(&self, name: &str, default: i64) -> i64 {
+        self.node.attr_i(name).unwrap_or(default)
+    }
+    pub fn attr_ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.node.attr_ints(name).map(|v| v.to_vec())
+    }
+    pub fn n_outputs(&self) -> usize {
+        self.node.outputs.len()
+    }
+}
+
+/// Normalises a possibly negative axis against `rank`.
+pub fn axis(a: i64, rank: usize) -> OpResult<usize> {
+    let r = rank as i64;
+    let x = if a < 0 { a + r } else { a };
+    if x < 0 || x >= r.max(1) && !(r == 0 && x == 0) {
+        return Err(format!("axis {a} is out of range for rank {rank}"));
+    }
+    Ok(x as usize)
+}
+
+/// Numpy-style broadcasting of two shapes.
+pub fn broadcast(a: &[Dim], b: &[Dim]) -> OpResult<Vec<Dim>> {
+    let n = a.len().max(b.len());
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let x = if i + a.len() >= n { &a[i + a.len() - n] } else { &Dim::Known(1) };
+        let y = if i + b.len() >= n { &b[i + b.len() - n] } else { &Dim::Known(1) };
+        out.push(match (x, y) {
+            (Dim::Known(1), d) | (d, Dim::Known(1)) => d.clone(),
+            (Dim::Known(p), Dim::Known(q)) if p == q => Dim::Known(*p),
+            (Dim::Known(p), Dim::Known(q)) => return Err(format!("cannot broadcast {p} with {q}")),
+            (Dim::Sym(p), Dim::Sym(q)) if p == q => Dim::Sym(p.clone()),
+            (Dim::Known(p), _) | (_, Dim::Known(p)) => Dim::Known(*p),
+            _ => Dim::Unknown,
+        });
+    }
+    Ok(out)
+}
+
+/// Product of dims when all are known.
+pub fn numel(s: &[Dim]) -> Option<i64> {
+    s.iter().try_fold(1i64, |a, d| match d {
+        Dim::Known(v) => a.checked_mul(*v),
+        _ => None,
+    })
+}
+
+/// Upper bound on elements a folded constant may have (bigger results stay as nodes).
+pub const MAX_FOLD_ELEMS: i64 = 1 << 22;
+
+pub trait Op: Sync {
+    /// Facts for each output of the node (same length as `node.outputs`).
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>>;
+    /// Multiply-accumulates of this node, given the inferred facts.
+    fn macs(&self, _cx: &InferCx, _outputs: &[Fact]) -> OpResult<u64> {
+        Ok(0)
+    }
+}
+
+type Entry = (&'static str, &'static dyn Op);
+
+/// The registry: op type → implementation, for the default ONNX domain.
+static OPS: &[Entry] = &[
+    ("Conv", &conv::Conv),
+    ("ConvTranspose", &conv::ConvTranspose),
+    ("Gemm", &gemm::Gemm),
+    ("MatMul", &gemm::MatMul),
+    ("BatchNormalization", &normalization::BatchNorm),
+    ("InstanceNormalization", &elementwise::SameShape),
+    ("LayerNormalization", &normalization::LayerNorm),
+    ("GroupNormalization", &elementwise::SameShape),
+    ("LRN", &elementwise::SameShape),
+    ("Softmax", &elementwise::SameShape),
+    ("LogSoftmax", &elementwise::SameShape),
+    ("Hardmax", &elementwise::SameShape),
+    ("Relu", &elementwise::Unary),
+    ("LeakyRelu", &elementwise::Unary),
+    ("PRelu", &binary::Binary),
+    ("Clip", &elementwise::Clip),
+    ("Sigmoid", &elementwise::Unary),
+    ("HardSigmoid", &elementwise::Unary),
+    ("HardSwish", &elementwise::Unary),
+    ("Tanh", &elementwise::Unary),
+    ("Elu", &elementwise::Unary),
+    ("Selu", &elementwise::Unary),
+    ("Celu", &elementwise::Unary),
+    ("Softplus", &elementwise::Unary),
+    ("Softsign", &elementwise::Unary),
+    ("ThresholdedRelu", &elementwise::Unary),
+    ("Gelu", &elementwise::Unary),
+    ("Erf", &elementwise::Unary),
+    ("Mish", &elementwise::Unary),
+    ("Exp", &elementwise::Unary),
+    ("Log", &elementwise::Unary),
+    ("Sqrt", &elementwise::Unary),
+    ("Reciprocal", &elementwise::Unary),
+    ("Neg", &elementwise::Unary),
+    ("Abs", &elementwise::Unary),
+    ("Floor", &elementwise::Unary),
+    ("Ceil", &elementwise::Unary),
+    ("Round", &elementwise::Unary),
+    ("Sign", &elementwise::Unary),
+    ("Sin", &elementwise::Unary),
+    ("Cos", &elementwise::Unary),
+    ("Not", &elementwise::Unary),
+    ("Identity", &elementwise::Identity),
+    ("Dropout", &elementwise::Dropout),
+    ("Cast", &elementwise::Cast),
+    ("CastLike", &elementwise::CastLike),
+    ("Add", &binary::Binary),
+    ("Sub", &binary::Binary),
+    ("Mul", &binary::Binary),
+    ("Div", &binary::Binary),
+    ("Pow", &binary::Binary),
+    ("Mod", &binary::Binary),
+    ("Max", &binary::Binary),
+    ("Min", &binary::Binary),
+    ("Sum", &binary::Binary),
+    ("Mean", &binary::Binary),
+    ("Equal", &binary::Compare),
+    ("Less", &binary::Compare),
+    ("Greater", &binary::Compare),
+    ("LessOrEqual", &binary::Compare),
+    ("GreaterOrEqual", &binary::Compare),
+    ("And", &binary::Compare),
+    ("Or", &binary::Compare),
+    ("Xor", &binary::Compare),
+    ("Where", &binary::Where),
+    ("MaxPool", &pool::Pool),
+    ("AveragePool", &pool::Pool),
+    ("LpPool", &pool::Pool),
+    ("GlobalAveragePool", &pool::GlobalPool),
+    ("GlobalMaxPool", &pool::GlobalPool),
+    ("GlobalLpPool", &pool::GlobalPool),
+    ("Pad", &pad::Pad),
+    ("Resize", &resize::Resize),
+    ("Upsample", &resize::Resize),
+    ("Concat", &concat::Concat),
+    ("Split", &split::Split),
+    ("Slice", &slice::Slice),
+    ("Transpose", &transpose::Transpose),
+    ("Reshape", &reshape::Reshape),
+    ("Flatten", &reshape::Flatten),
+    ("Squeeze", &reshape::Squeeze),
+    ("Unsqueeze", &reshape::Unsqueeze),
+    ("ReduceMean", &reduce::Reduce),
+    ("ReduceSum", &reduce::Reduce),
+    ("ReduceMax", &reduce::Reduce),
+    ("ReduceMin", &reduce::Reduce),
+    ("ReduceProd", &reduce::Reduce),
+    ("ReduceL1", &reduce::Reduce),
+    ("ReduceL2", &reduce::Reduce),
+    ("ReduceSumSquare", &reduce::Reduce),
+    ("ReduceLogSumExp", &reduce::Reduce),
+    ("ArgMax", &reduce::ArgReduce),
+    ("ArgMin", &reduce::ArgReduce),
+    ("Shape", &shape::Shape),
+    ("Size", &shape::Size),
+    ("Gather", &gather::Gather),
+    ("ConstantOfShape", &constant_of_shape::ConstantOfShape),
+    ("Expand", &expand::Expand),
+    ("Tile", &expand::Tile),
+    ("Range", &range::Range),
+];
+
+/// The implementation for a node, if the tool knows its op.
+pub fn lookup(node: &Node) -> Option<&'static dyn Op> {
+    if !node.is_standard() {
+        return None;
+    }
+    OPS.iter().find(|(n, _)| *n == node.op_type).map(|(_, op)| *op)
+}
+
+/// Whether the op type is one the tool understands (for `inspect` reporting).
+pub fn is_known(node: &Node) -> bool {
+    lookup(node).is_some()
+}
+
+/// The op types the registry knows.
+pub fn known_ops() -> impl Iterator<Item = &'static str> {
+    OPS.iter().map(|(n, _)| *n)
+}

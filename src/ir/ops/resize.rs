@@ -1,0 +1,57 @@
+//! Resizing.
+//! - <https://onnx.ai/onnx/operators/onnx__Resize.html>: opset 10 (X, scales); 11+ (X, roi,
+//!   scales, sizes); 18+ `axes` attribute. Output = sizes, or floor(input·scale).
+//! - <https://onnx.ai/onnx/operators/onnx__Upsample.html> (deprecated): scales attribute (≤ 8)
+//!   or input 1 (9).
+
+use super::{axis, Fact, InferCx, Op, OpResult};
+use crate::ir::Dim;
+
+pub struct Resize;
+impl Op for Resize {
+    fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
+        let x = cx.shape(0)?;
+        let r = x.len();
+        let upsample = cx.node.op_type == "Upsample";
+        let (scales_in, sizes_in) = if upsample || cx.opset < 11 { (1, usize::MAX) } else { (2, 3) };
+        let axes: Vec<usize> = match cx.attr_ints("axes") {
+            Some(a) => a.iter().map(|&a| axis(a, r)).collect::<OpResult<_>>()?,
+            None => (0..r).collect(),
+        };
+        let mut out: Vec<Dim> = x.to_vec();
+        let sizes = cx.const_ints(sizes_in).filter(|s| !s.is_empty());
+        let scales: Option<Vec<f32>> = if upsample && cx.opset < 9 {
+            cx.node.attr("scales").and_then(|a| match a {
+                crate::ir::AttrValue::Floats(f) => Some(f.clone()),
+                _ => None,
+            })
+        } else {
+            cx.opt_input(scales_in)
+                .and_then(|f| f.value.as_ref())
+                .and_then(|t| t.as_f32s())
+                .filter(|s| !s.is_empty())
+        };
+        if let Some(sizes) = sizes {
+            if sizes.len() != axes.len() {
+                return Err(format!("sizes has {} values for {} axes", sizes.len(), axes.len()));
+            }
+            for (&a, s) in axes.iter().zip(sizes) {
+                out[a] = Dim::Known(s);
+            }
+        } else if let Some(scales) = scales {
+            if scales.len() != axes.len() {
+                return Err(format!("scales has {} values for {} axes", scales.len(), axes.len()));
+            }
+            for (&a, s) in axes.iter().zip(scales) {
+                out[a] = match &x[a] {
+                    _ if s == 1.0 => x[a].clone(),
+                    Dim::Known(n) => Dim::Known((*n as f64 * s as f64).floor() as i64),
+                    _ => Dim::Unknown,
+                };
+            }
+        } else {
+            out = vec![Dim::Unknown; r];
+        }
+        Ok(vec![Fact::new(cx.dtype(0), Some(out))])
+    }
+}

@@ -1,0 +1,11 @@
+//! onnx-prune: reads ONNX models into an index-based IR, analyses and rewrites them, and writes
+//! them back. See ARCHITECTURE.md for the code map.
+
+pub mod analysis;
+pub mod error;
+pub mod eval;
+pub mod ir;
+pub mod onnx;
+pub mod rewrite;
+
+pub use error::{Error, Result};

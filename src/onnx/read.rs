@@ -1,0 +1,586 @@
+//! ONNX protobuf → IR.
+
+use super::proto as pb;
+use crate::error::{Error, Result};
+use crate::ir::{
+    AttrValue, Attribute, ConstOrigin, Constant, DataType, Dim, Graph, Model, Node, Opaque,
+    Tensor, TensorData, ValueDef, ValueId, ValueInfo, ValueType,
+};
+use bytes::Bytes;
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// Oldest IR version accepted (IR 3 introduced opset imports).
+pub const MIN_IR_VERSION: i64 = 3;
+/// Newest IR version the vendored `onnx.proto` describes.
+pub const MAX_IR_VERSION: i64 = 14;
+
+/// Reads a model file and any external data files it references (relative to its directory).
+pub fn load(path: &Path) -> Result<Model> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::bad_file(path, "is a directory, not an ONNX file"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let dir = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p.to_path_buf()
+        }
+    });
+    decode_model(Bytes::from(bytes), dir.as_deref()).map_err(|e| e.in_file(path))
+}
+
+/// Decodes a model from memory. External data is resolved against `base_dir`; with `None`, a
+/// model that references external data is an error.
+pub fn decode_model(bytes: Bytes, base_dir: Option<&Path>) -> Result<Model> {
+    let here = PathBuf::from("<memory>");
+    if bytes.is_empty() {
+        return Err(Error::bad_file(&here, "file is empty (0 bytes), not an ONNX model"));
+    }
+    let mut m = pb::ModelProto::decode(bytes).map_err(|e| {
+        Error::bad_file(&here, format!("not a valid ONNX protobuf (truncated or corrupt?): {e}"))
+    })?;
+    let ir_version = m.ir_version.unwrap_or(0);
+    if ir_version == 0 {
+        return Err(Error::Invalid(
+            "no ir_version: this is not an ONNX model (or it is corrupt)".into(),
+        ));
+    }
+    if !(MIN_IR_VERSION..=MAX_IR_VERSION).contains(&ir_version) {
+        return Err(Error::Invalid(format!(
+            "unsupported IR version {ir_version} (this build reads IR {MIN_IR_VERSION}..={MAX_IR_VERSION})"
+        )));
+    }
+    let g = m
+        .graph
+        .take()
+        .ok_or_else(|| Error::Invalid("the model has no graph".into()))?;
+    let opsets = m
+        .opset_import
+        .iter()
+        .map(|o| (o.domain.clone().unwrap_or_default(), o.version.unwrap_or(0)))
+        .collect();
+    m.opset_import.clear();
+    let residue = Opaque(m.encode_to_vec().into());
+    let mut ext = ExternalFiles {
+        base: base_dir.map(Path::to_path_buf),
+        files: HashMap::new(),
+    };
+    let graph = read_graph(g, &mut ext)?;
+    Ok(Model {
+        graph,
+        ir_version,
+        opsets,
+        residue,
+    })
+}
+
+/// Cache of external data files, each read once.
+struct ExternalFiles {
+    base: Option<PathBuf>,
+    files: HashMap<String, Bytes>,
+}
+
+impl ExternalFiles {
+    fn slice(&mut self, tensor: &str, location: &str, offset: u64, length: Option<u64>) -> Result<Bytes> {
+        let Some(base) = &self.base else {
+            return Err(Error::Invalid(format!(
+                "tensor '{tensor}' has external data '{location}' but the model was not read from a file"
+            )));
+        };
+        let rel = Path::new(location);
+        if location.is_empty()
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(Error::Invalid(format!(
+                "tensor '{tensor}': external data location '{location}' must be a relative path inside the model's directory"
+            )));
+        }
+        if !self.files.contains_key(location) {
+            let p = base.join(rel);
+            let data = std::fs::read(&p).map_err(|e| {
+                Error::Invalid(format!(
+                    "tensor '{tensor}': cannot read external data file {}: {e}",
+                    p.display()
+                ))
+            })?;
+            self.files.insert(location.to_string(), Bytes::from(data));
+        }
+        let file = &self.files[location];
+        let len = file.len() as u64;
+        let end = match length {
+            Some(l) => offset.checked_add(l),
+            None => Some(len),
+        };
+        match end {
+            Some(end) if offset <= end && end <= len => Ok(file.slice(offset as usize..end as usize)),
+            _ => Err(Error::Invalid(format!(
+                "tensor '{tensor}': external data range offset {offset} length {length:?} is outside '{location}' ({len} bytes)"
+            ))),
+        }
+    }
+}
+
+fn read_graph(mut g: pb::GraphProto, ext: &mut ExternalFiles) -> Result<Graph> {
+    let mut graph = Graph::new(g.name.take().unwrap_or_default());
+    let mut by_name: HashMap<String, ValueId> = HashMap::new();
+    let input_names: HashSet<&str> = g.input.iter().filter_map(|i| i.name.as_deref()).collect();
+
+    // 1. Initializers: first-class constants.
+    for (index, t) in std::mem::take(&mut g.initializer).into_iter().enumerate() {
+        let name = t.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(Error::Invalid(format!("initializer #{index} has no name")));
+        }
+        if by_name.contains_key(&name) {
+            return Err(Error::Invalid(format!("initializer '{name}' is defined twice")));
+        }
+        let overridable = input_names.contains(name.as_str());
+        let (tensor, residue, external) = read_tensor(t, &name, ext)?;
+        let v = graph.add_value(
+            name.clone(),
+            ValueDef::Const(Constant {
+                tensor: Arc::new(tensor),
+                origin: ConstOrigin::Initializer { index, overridable },
+                residue,
+                external,
+            }),
+        );
+        by_name.insert(name, v);
+    }
+    // Sparse initializers stay in the residue; their names are opaque definitions.
+    for s in &g.sparse_initializer {
+        if let Some(name) = s.values.as_ref().and_then(|v| v.name.clone()) {
+            if by_name.contains_key(&name) {
+                return Err(Error::Invalid(format!("sparse initializer '{name}' is defined twice")));
+            }
+            let v = graph.add_value(name.clone(), ValueDef::Opaque);
+            by_name.insert(name, v);
+        }
+    }
+
+    // 2. Graph inputs.
+    for vi in std::mem::take(&mut g.input) {
+        let name = vi.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(Error::Invalid("a graph input has no name".into()));
+        }
+        let info = read_value_info(vi)?;
+        let v = match by_name.get(&name) {
+            Some(&v) => v, // initializer with a default value
+            None => {
+                let v = graph.add_value(name.clone(), ValueDef::Input);
+                by_name.insert(name.clone(), v);
+                v
+            }
+        };
+        if graph.inputs.contains(&v) {
+            return Err(Error::Invalid(format!("graph input '{name}' is listed twice")));
+        }
+        graph.value_mut(v).info = Some(info);
+        graph.inputs.push(v);
+    }
+
+    // 3. Node outputs (all first, so inputs may refer forward; order is checked later).
+    let nodes = std::mem::take(&mut g.node);
+    let mut pending: Vec<(usize, pb::NodeProto, Vec<Option<ValueId>>)> = Vec::with_capacity(nodes.len());
+    for (order, n) in nodes.into_iter().enumerate() {
+        let label = node_label(&n, order);
+        let is_const = n.op_type.as_deref() == Some("Constant")
+            && n.domain.as_deref().unwrap_or("").is_empty()
+            && n.output.len() == 1
+            && n.attribute.len() == 1
+            && n.attribute[0].ref_attr_name.is_none()
+            && n.attribute[0].name.as_deref() != Some("sparse_value");
+        if is_const {
+            let name = n.output[0].clone();
+            if name.is_empty() {
+                return Err(Error::Invalid(format!("node {label} has an empty output name")));
+            }
+            if by_name.contains_key(&name) {
+                return Err(Error::Invalid(format!("value '{name}' is defined twice (again by node {label})")));
+            }
+            let tensor = constant_node_tensor(&n.attribute[0], &label, ext)?;
+            let residue = Opaque(n.encode_to_vec().into());
+            let v = graph.add_value(
+                name.clone(),
+                ValueDef::Const(Constant {
+                    tensor: Arc::new(tensor),
+                    origin: ConstOrigin::Node {
+                        order: order as u64,
+                        node_name: n.name.clone().unwrap_or_default(),
+                        residue,
+                    },
+                    residue: Opaque::default(),
+                    external: false,
+                }),
+            );
+            by_name.insert(name, v);
+            continue;
+        }
+        let node_id = crate::ir::NodeId(graph.nodes.len() + pending.len());
+        let mut outs = Vec::with_capacity(n.output.len());
+        for (slot, o) in n.output.iter().enumerate() {
+            if o.is_empty() {
+                outs.push(None);
+                continue;
+            }
+            if by_name.contains_key(o) {
+                return Err(Error::Invalid(format!("value '{o}' is defined twice (again by node {label})")));
+            }
+            let v = graph.add_value(o.clone(), ValueDef::Node { node: node_id, slot });
+            by_name.insert(o.clone(), v);
+            outs.push(Some(v));
+        }
+        pending.push((order, n, outs));
+    }
+
+    // 4. Wire node inputs and build IR nodes.
+    for (order, mut n, outputs) in pending {
+        let label = node_label(&n, order);
+        let mut inputs = Vec::with_capacity(n.input.len());
+        for i in &n.input {
+            if i.is_empty() {
+                inputs.push(None);
+            } else {
+                match by_name.get(i) {
+                    Some(&v) => inputs.push(Some(v)),
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "node {label}: input '{i}' is not produced by any node, initializer or graph input"
+                        )))
+                    }
+                }
+            }
+        }
+        // Outer-scope names read inside subgraphs.
+        let mut free = Vec::new();
+        for a in &n.attribute {
+            if let Some(sub) = &a.g {
+                free_names(sub, &mut HashSet::new(), &mut free);
+            }
+            for sub in &a.graphs {
+                free_names(sub, &mut HashSet::new(), &mut free);
+            }
+        }
+        let mut implicit = Vec::new();
+        for f in free {
+            if let Some(&v) = by_name.get(&f) {
+                if !implicit.contains(&v) {
+                    implicit.push(v);
+                }
+            }
+        }
+        let mut attrs = Vec::with_capacity(n.attribute.len());
+        for a in std::mem::take(&mut n.attribute) {
+            attrs.push(read_attr(a, &label, ext)?);
+        }
+        let node = Node {
+            name: n.name.take().unwrap_or_default(),
+            op_type: n.op_type.take().unwrap_or_default(),
+            domain: n.domain.take().unwrap_or_default(),
+            inputs,
+            outputs,
+            implicit_inputs: implicit,
+            attrs,
+            doc_string: n.doc_string.take().unwrap_or_default(),
+            residue: {
+                n.input.clear();
+                n.output.clear();
+                let b = n.encode_to_vec();
+                Opaque(b.into())
+            },
+            order: order as u64,
+        };
+        if node.op_type.is_empty() {
+            return Err(Error::Invalid(format!("node {label} has no op_type")));
+        }
+        graph.push_node_raw(node);
+    }
+
+    // 5. Outputs.
+    for vi in std::mem::take(&mut g.output) {
+        let name = vi.name.clone().unwrap_or_default();
+        let Some(&v) = by_name.get(&name) else {
+            return Err(Error::Invalid(format!(
+                "graph output '{name}' is not produced by any node, initializer or graph input"
+            )));
+        };
+        let info = read_value_info(vi)?;
+        if graph.value(v).info.is_none() {
+            graph.value_mut(v).info = Some(info);
+        }
+        graph.outputs.push(v);
+    }
+
+    // 6. value_info: attach to known values; keep unknown entries in the residue.
+    let mut orphans = Vec::new();
+    for vi in std::mem::take(&mut g.value_info) {
+        let name = vi.name.clone().unwrap_or_default();
+        match by_name.get(&name) {
+            Some(&v) if !graph.value(v).in_value_info => {
+                let info = read_value_info(vi)?;
+                let val = graph.value_mut(v);
+                if val.info.is_none() {
+                    val.info = Some(info);
+                }
+                val.in_value_info = true;
+            }
+            _ => orphans.push(vi),
+        }
+    }
+    g.value_info = orphans;
+    graph.residue = Opaque(g.encode_to_vec().into());
+
+    if let Err(n) = graph.topo_order() {
+        return Err(Error::Invalid(format!(
+            "the graph has a cycle through node {}",
+            graph.node(n).label(n)
+        )));
+    }
+    Ok(graph)
+}
+
+fn node_label(n: &pb::NodeProto, order: usize) -> String {
+    let op = n.op_type.as_deref().unwrap_or("?");
+    match n.name.as_deref() {
+        Some(s) if !s.is_empty() => format!("'{s}' ({op})"),
+        _ => format!("#{order} ({op})"),
+    }
+}
+
+/// Names read inside a subgraph (recursively) that it does not define itself.
+fn free_names(g: &pb::GraphProto, outer_defined: &mut HashSet<String>, out: &mut Vec<String>) {
+    let mut defined: HashSet<String> = outer_defined.clone();
+    defined.extend(g.input.iter().filter_map(|i| i.name.clone()));
+    defined.extend(g.initializer.iter().filter_map(|i| i.name.clone()));
+    defined.extend(
+        g.sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())),
+    );
+    for n in &g.node {
+        for i in &n.input {
+            if !i.is_empty() && !defined.contains(i) {
+                out.push(i.clone());
+            }
+        }
+        for a in &n.attribute {
+            let mut d = defined.clone();
+            if let Some(sub) = &a.g {
+                free_names(sub, &mut d, out);
+            }
+            for sub in &a.graphs {
+                free_names(sub, &mut d, out);
+            }
+        }
+        defined.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+    }
+    for o in &g.output {
+        if let Some(n) = &o.name {
+            if !defined.contains(n) {
+                out.push(n.clone());
+            }
+        }
+    }
+}
+
+fn read_value_info(mut vi: pb::ValueInfoProto) -> Result<ValueInfo> {
+    let ty = vi.r#type.take();
+    let parsed = ty.as_ref().map(read_type);
+    let orig_ty = match (&parsed, &ty) {
+        (Some(p), Some(t)) => Some((p.clone(), Opaque(t.encode_to_vec().into()))),
+        _ => None,
+    };
+    vi.name = None;
+    Ok(ValueInfo {
+        ty: parsed,
+        orig_ty,
+        residue: Opaque(vi.encode_to_vec().into()),
+    })
+}
+
+fn read_type(t: &pb::TypeProto) -> ValueType {
+    match &t.value {
+        Some(pb::type_proto::Value::TensorType(tt)) => ValueType::Tensor {
+            elem: DataType(tt.elem_type.unwrap_or(0)),
+            shape: tt.shape.as_ref().map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => Dim::Known(*v),
+                        Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
+                            Dim::Sym(p.clone())
+                        }
+                        _ => Dim::Unknown,
+                    })
+                    .collect()
+            }),
+        },
+        _ => ValueType::Other(Opaque(t.encode_to_vec().into())),
+    }
+}
+
+/// Converts a `TensorProto` into an IR tensor, its residue and whether its data was external.
+fn read_tensor(
+    mut t: pb::TensorProto,
+    name: &str,
+    ext: &mut ExternalFiles,
+) -> Result<(Tensor, Opaque, bool)> {
+    let dtype = DataType(t.data_type.unwrap_or(0));
+    if t.dims.iter().any(|&d| d < 0) {
+        return Err(Error::Invalid(format!("tensor '{name}' has negative dims {:?}", t.dims)));
+    }
+    if t.segment.is_some() {
+        return Err(Error::Invalid(format!("tensor '{name}' is segmented; segmented tensors are not supported")));
+    }
+    let dims = std::mem::take(&mut t.dims);
+    let numel = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .ok_or_else(|| Error::Invalid(format!("tensor '{name}' has too many elements ({dims:?})")))?;
+    let external = t.data_location == Some(pb::tensor_proto::DataLocation::External as i32);
+    let data = if dtype == DataType::STRING {
+        TensorData::Strings(std::mem::take(&mut t.string_data))
+    } else if external {
+        let mut location = None;
+        let mut offset = 0u64;
+        let mut length = None;
+        for kv in &t.external_data {
+            let v = kv.value.as_deref().unwrap_or("");
+            match kv.key.as_deref() {
+                Some("location") => location = Some(v.to_string()),
+                Some("offset") => {
+                    offset = v.parse().map_err(|_| {
+                        Error::Invalid(format!("tensor '{name}': bad external data offset '{v}'"))
+                    })?
+                }
+                Some("length") => {
+                    length = Some(v.parse().map_err(|_| {
+                        Error::Invalid(format!("tensor '{name}': bad external data length '{v}'"))
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        let location = location.ok_or_else(|| {
+            Error::Invalid(format!("tensor '{name}' is external but has no location"))
+        })?;
+        TensorData::Raw(ext.slice(name, &location, offset, length)?)
+    } else if let Some(raw) = t.raw_data.take() {
+        TensorData::Raw(raw)
+    } else {
+        TensorData::Raw(typed_to_raw(&mut t, dtype, name)?)
+    };
+    if let (TensorData::Raw(b), Some(size)) = (&data, dtype.byte_size()) {
+        let want = numel.saturating_mul(size as u64);
+        if b.len() as u64 != want {
+            return Err(Error::Invalid(format!(
+                "tensor '{name}': data has {} bytes but dims {:?} of {} need {want}",
+                b.len(),
+                dims,
+                dtype.name()
+            )));
+        }
+    }
+    if let TensorData::Strings(s) = &data {
+        if s.len() as u64 != numel {
+            return Err(Error::Invalid(format!(
+                "tensor '{name}': {} strings for dims {dims:?}",
+                s.len()
+            )));
+        }
+    }
+    let residue = pb::TensorProto {
+        doc_string: t.doc_string.take(),
+        metadata_props: std::mem::take(&mut t.metadata_props),
+        ..Default::default()
+    };
+    let residue = if residue == pb::TensorProto::default() {
+        Opaque::default()
+    } else {
+        Opaque(residue.encode_to_vec().into())
+    };
+    Ok((Tensor { dtype, dims, data }, residue, external))
+}
+
+
+/// Typed repeated fields (`float_data`, `int32_data`, ...) → little-endian raw bytes.
+fn typed_to_raw(t: &mut pb::TensorProto, dtype: DataType, name: &str) -> Result<Bytes> {
+    let mut b = Vec::new();
+    match dtype.0 {
+        1 | 14 => t.float_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        11 | 15 => t.double_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        7 => t.int64_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        6 => t.int32_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        12 => t.uint64_data.iter().for_each(|x| b.extend_from_slice(&(*x as u32).to_le_bytes())),
+        13 => t.uint64_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        4 | 5 | 10 | 16 => t.int32_data.iter().for_each(|x| b.extend_from_slice(&(*x as u16).to_le_bytes())),
+        2 | 3 | 9 | 17..=20 | 24 => t.int32_data.iter().for_each(|x| b.push(*x as u8)),
+        0 => {
+            return Err(Error::Invalid(format!("tensor '{name}' has no data_type")));
+        }
+        _ => {
+            // Sub-byte and unknown types: int32_data packed per spec; keep bytes as given.
+            t.int32_data.iter().for_each(|x| b.push(*x as u8));
+        }
+    }
+    Ok(b.into())
+}
+
+fn constant_node_tensor(a: &pb::AttributeProto, label: &str, ext: &mut ExternalFiles) -> Result<Tensor> {
+    let name = a.name.as_deref().unwrap_or("");
+    Ok(match name {
+        "value" => {
+            let t = a
+                .t
+                .clone()
+                .ok_or_else(|| Error::Invalid(format!("node {label}: Constant 'value' holds no tensor")))?;
+            read_tensor(t, label, ext)?.0
+        }
+        "value_float" => Tensor::f32(&[], vec![a.f.unwrap_or(0.0)]),
+        "value_floats" => Tensor::f32(&[a.floats.len() as i64], a.floats.clone()),
+        "value_int" => Tensor::i64(&[], vec![a.i.unwrap_or(0)]),
+        "value_ints" => Tensor::i64(&[a.ints.len() as i64], a.ints.clone()),
+        "value_string" => Tensor {
+            dtype: DataType::STRING,
+            dims: vec![],
+            data: TensorData::Strings(vec![a.s.clone().unwrap_or_default()]),
+        },
+        "value_strings" => Tensor {
+            dtype: DataType::STRING,
+            dims: vec![a.strings.len() as i64],
+            data: TensorData::Strings(a.strings.clone()),
+        },
+        other => {
+            return Err(Error::Invalid(format!("node {label}: Constant has unknown attribute '{other}'")))
+        }
+    })
+}
+
+fn read_attr(a: pb::AttributeProto, label: &str, ext: &mut ExternalFiles) -> Result<Attribute> {
+    use pb::attribute_proto::AttributeType as T;
+    let name = a.name.clone().unwrap_or_default();
+    let plain = a.ref_attr_name.is_none() && a.doc_string.is_none();
+    let value = match (plain, a.r#type.and_then(|t| T::try_from(t).ok())) {
+        (true, Some(T::Float)) => AttrValue::Float(a.f.unwrap_or(0.0)),
+        (true, Some(T::Int)) => AttrValue::Int(a.i.unwrap_or(0)),
+        (true, Some(T::String)) => AttrValue::String(a.s.unwrap_or_default()),
+        (true, Some(T::Floats)) => AttrValue::Floats(a.floats),
+        (true, Some(T::Ints)) => AttrValue::Ints(a.ints),
+        (true, Some(T::Strings)) => AttrValue::Strings(a.strings),
+        (true, Some(T::Tensor)) if a.t.is_some() => {
+            let t = a.t.unwrap();
+            AttrValue::Tensor(read_tensor(t, &format!("{label} attribute '{name}'"), ext)?.0)
+        }
+        _ => AttrValue::Opaque(Opaque(a.encode_to_vec().into())),
+    };
+    Ok(Attribute { name, value })
+}
