@@ -12,8 +12,9 @@ pub enum Error {
     /// The file is not a readable ONNX model (empty, truncated, garbage, bad IR version).
     #[error("{path}: {msg}")]
     BadFile { path: PathBuf, msg: String },
-    /// The model is structurally invalid (dangling names, duplicate definitions, cycles).
-    #[error("invalid model: {0}")]
+    /// The model is unreadable or structurally invalid (empty, corrupt, dangling names,
+    /// duplicate definitions, cycles). [`Error::in_file`] adds the path.
+    #[error("{0}")]
     Invalid(String),
     /// Shape inference or cost analysis failed at a node.
     #[error("node {node}: {msg}")]

@@ -37,8 +37,14 @@ pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
             continue;
         }
         let op = ops::lookup(node).expect("MAC ops are registered");
+        let root = a
+            .errors
+            .first()
+            .filter(|(n, _)| *n != id)
+            .map(|(n, m)| format!(" (first inference failure: node {}: {m})", g.node(*n).label(*n)))
+            .unwrap_or_default();
         if let Some((_, e)) = a.errors.iter().find(|(n, _)| *n == id) {
-            return Err(Error::Node { node: node.label(id), msg: format!("cannot infer shapes: {e}") });
+            return Err(Error::Node { node: node.label(id), msg: format!("cannot infer shapes: {e}{root}") });
         }
         let cx = InferCx {
             node,
@@ -47,14 +53,9 @@ pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
             eval: false,
         };
         let outs: Vec<_> = node.outputs.iter().map(|o| o.map(|v| a.fact(v).clone()).unwrap_or_default()).collect();
-        let macs = op.macs(&cx, &outs).map_err(|e| {
-            let hint = a
-                .errors
-                .first()
-                .map(|(n, m)| format!(" (first inference failure: node {}: {m})", g.node(*n).label(*n)))
-                .unwrap_or_default();
-            Error::Node { node: node.label(id), msg: format!("cannot count MACs: {e}{hint}") }
-        })?;
+        let macs = op
+            .macs(&cx, &outs)
+            .map_err(|e| Error::Node { node: node.label(id), msg: format!("cannot count MACs: {e}{root}") })?;
         r.macs = r.macs.saturating_add(macs);
         r.per_node.push((id, macs));
     }

@@ -171,6 +171,9 @@ pub enum AttrValue {
 pub struct Attribute {
     pub name: String,
     pub value: AttrValue,
+    /// For tensor attributes: the `TensorProto` fields besides dims/type/data (name, doc string),
+    /// so they round-trip.
+    pub residue: Opaque,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -226,6 +229,7 @@ impl Node {
             self.attrs.push(Attribute {
                 name: name.to_string(),
                 value,
+                residue: Opaque::default(),
             });
         }
     }

@@ -19,8 +19,8 @@ pub struct Model {
     pub ir_version: i64,
     /// `(domain, version)` for every opset import, in file order ("" is the default domain).
     pub opsets: Vec<(String, i64)>,
-    /// `ModelProto` fields other than `graph` and `opset_import` (producer, metadata_props,
-    /// functions, training_info, ...), carried verbatim.
+    /// `ModelProto` fields other than `graph` (producer, metadata_props, functions,
+    /// training_info, the original opset_import...), carried verbatim.
     pub residue: Opaque,
 }
 

@@ -13,6 +13,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
+pub mod builder;
 mod read;
 mod write;
 

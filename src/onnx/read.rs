@@ -37,13 +37,11 @@ pub fn load(path: &Path) -> Result<Model> {
 /// Decodes a model from memory. External data is resolved against `base_dir`; with `None`, a
 /// model that references external data is an error.
 pub fn decode_model(bytes: Bytes, base_dir: Option<&Path>) -> Result<Model> {
-    let here = PathBuf::from("<memory>");
     if bytes.is_empty() {
-        return Err(Error::bad_file(&here, "file is empty (0 bytes), not an ONNX model"));
+        return Err(Error::Invalid("file is empty (0 bytes), not an ONNX model".into()));
     }
-    let mut m = pb::ModelProto::decode(bytes).map_err(|e| {
-        Error::bad_file(&here, format!("not a valid ONNX protobuf (truncated or corrupt?): {e}"))
-    })?;
+    let mut m = pb::ModelProto::decode(bytes)
+        .map_err(|e| Error::Invalid(format!("not a valid ONNX protobuf (truncated or corrupt?): {e}")))?;
     let ir_version = m.ir_version.unwrap_or(0);
     if ir_version == 0 {
         return Err(Error::Invalid(
@@ -64,7 +62,6 @@ pub fn decode_model(bytes: Bytes, base_dir: Option<&Path>) -> Result<Model> {
         .iter()
         .map(|o| (o.domain.clone().unwrap_or_default(), o.version.unwrap_or(0)))
         .collect();
-    m.opset_import.clear();
     let residue = Opaque(m.encode_to_vec().into());
     let mut ext = ExternalFiles {
         base: base_dir.map(Path::to_path_buf),
@@ -577,10 +574,20 @@ fn read_attr(a: pb::AttributeProto, label: &str, ext: &mut ExternalFiles) -> Res
         (true, Some(T::Ints)) => AttrValue::Ints(a.ints),
         (true, Some(T::Strings)) => AttrValue::Strings(a.strings),
         (true, Some(T::Tensor)) if a.t.is_some() => {
-            let t = a.t.unwrap();
-            AttrValue::Tensor(read_tensor(t, &format!("{label} attribute '{name}'"), ext)?.0)
+            let mut t = a.t.unwrap();
+            let tname = t.name.take();
+            let (tensor, residue, _) = read_tensor(t, &format!("{label} attribute '{name}'"), ext)?;
+            let residue = match tname {
+                None => residue,
+                Some(n) => {
+                    let mut r = pb::TensorProto::decode(residue.0).unwrap_or_default();
+                    r.name = Some(n);
+                    Opaque(r.encode_to_vec().into())
+                }
+            };
+            return Ok(Attribute { name, value: AttrValue::Tensor(tensor), residue });
         }
         _ => AttrValue::Opaque(Opaque(a.encode_to_vec().into())),
     };
-    Ok(Attribute { name, value })
+    Ok(Attribute { name, value, residue: Opaque::default() })
 }

@@ -46,14 +46,21 @@ type ExternalHook<'a> = dyn FnMut(ValueId, &Tensor) -> Option<Vec<pb::StringStri
 fn to_proto_with(model: &Model, external: &mut ExternalHook<'_>) -> Result<pb::ModelProto> {
     let mut m: pb::ModelProto = decode(&model.residue);
     m.ir_version = Some(model.ir_version);
-    m.opset_import = model
-        .opsets
-        .iter()
-        .map(|(d, v)| pb::OperatorSetIdProto {
-            domain: Some(d.clone()),
-            version: Some(*v),
-        })
-        .collect();
+    // The residue keeps the original opset_import (exact bytes, e.g. an explicit empty domain);
+    // it is regenerated only if the opsets were changed.
+    let orig: Vec<(String, i64)> =
+        m.opset_import.iter().map(|o| (o.domain.clone().unwrap_or_default(), o.version.unwrap_or(0))).collect();
+    if orig != model.opsets {
+        m.opset_import = model
+            .opsets
+            .iter()
+            .map(|(d, v)| pb::OperatorSetIdProto {
+                // The default domain is written absent, as most exporters do.
+                domain: (!d.is_empty()).then(|| d.clone()),
+                version: Some(*v),
+            })
+            .collect();
+    }
     m.graph = Some(write_graph(&model.graph, external)?);
     Ok(m)
 }
@@ -207,7 +214,7 @@ fn write_attr(a: &Attribute) -> pb::AttributeProto {
         }
         AttrValue::Tensor(t) => {
             p.r#type = Some(T::Tensor as i32);
-            p.t = Some(write_tensor(t, "", &Opaque::default()));
+            p.t = Some(write_tensor(t, "", &a.residue));
         }
         AttrValue::Floats(v) => {
             p.r#type = Some(T::Floats as i32);

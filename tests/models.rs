@@ -1,0 +1,112 @@
+//! Data-driven checks over real models (`tests/data/models.tsv`): MAC/param counts equal the
+//! independent counts recorded there, and `simplify` (with BN folding) preserves outputs in
+//! tract and in onnxruntime, passes `onnx.checker` (full check) and keeps dynamic batch dims.
+
+mod common;
+use onnx_prune::analysis::{self, ShapeMode};
+use onnx_prune::onnx::{self, ExternalData, SaveOptions};
+use onnx_prune::rewrite::{self, PassOptions};
+use std::path::PathBuf;
+
+struct Case {
+    path: PathBuf,
+    shapes: Vec<String>,
+    macs: u64,
+    params: u64,
+}
+
+/// The table rows whose files are present (rows needing ../shared or the registry models are
+/// skipped, with a printed reason, when those are absent).
+fn cases() -> Vec<Case> {
+    let shared = common::shared();
+    let extra = common::extra_models();
+    let text = std::fs::read_to_string(common::repo().join("tests/data/models.tsv")).unwrap();
+    let mut out = vec![];
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let path = if let Some(n) = f[0].strip_prefix("extra:") {
+            match &extra {
+                Some(d) => d.join(n),
+                None => continue,
+            }
+        } else if let Some(n) = f[0].strip_prefix("repo:") {
+            common::repo().join(n)
+        } else {
+            match &shared {
+                Some(d) => d.join(f[0]),
+                None => continue,
+            }
+        };
+        let shapes = if f[1] == "-" { vec![] } else { f[1].split(',').map(String::from).collect() };
+        out.push(Case { path, shapes, macs: f[2].parse().unwrap(), params: f[3].parse().unwrap() });
+    }
+    out
+}
+
+#[test]
+fn macs_and_params_match_independent_counts() {
+    let cases = cases();
+    for c in &cases {
+        let mut cmd = common::bin();
+        cmd.arg("inspect").arg(&c.path).arg("--json");
+        for s in &c.shapes {
+            cmd.args(["--input-shape", s]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}: {}", c.path.display(), String::from_utf8_lossy(&out.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["macs"].as_u64(), Some(c.macs), "MACs of {}", c.path.display());
+        assert_eq!(j["params"].as_u64(), Some(c.params), "params of {}", c.path.display());
+        println!("{}: {} MACs, {} params", c.path.display(), c.macs, c.params);
+    }
+    assert!(!cases.is_empty());
+}
+
+#[test]
+fn simplify_preserves_outputs_in_tract_and_onnxruntime() {
+    let py = common::python_ok();
+    let dir = tempfile::tempdir().unwrap();
+    for c in cases() {
+        let mut m = onnx::load(&c.path).unwrap();
+        let before = m.graph.live_nodes().count();
+        rewrite::simplify(&mut m, &PassOptions { fold_bn: true }).unwrap();
+        m.graph.check().unwrap();
+        let out = dir.path().join(c.path.file_name().unwrap());
+        onnx::save(&m, &out, &SaveOptions { external: ExternalData::Keep }, &[c.path.clone()]).unwrap();
+        // The cost of the simplified model is unchanged.
+        let m2 = onnx::load(&out).unwrap();
+        let shapes = common::shape_map(&c.shapes);
+        let a = analysis::infer(&m2, ShapeMode::Bound, &shapes).unwrap();
+        assert_eq!(analysis::cost(&m2, &a).unwrap().macs, c.macs, "MACs changed by simplify: {}", c.path.display());
+
+        let t = common::tract_diff(&c.path, &out, &c.shapes, None);
+        assert!(t <= 1e-5, "{}: tract relative diff {t:e}", c.path.display());
+        let mut line = format!("{}: {} -> {} nodes, tract diff {t:.2e}", c.path.display(), before, m2.graph.live_nodes().count());
+        if py {
+            let (o, checker) = common::ort_compare(&c.path, &out, &c.shapes);
+            assert!(o <= 1e-5, "{}: onnxruntime relative diff {o:e}", c.path.display());
+            assert_eq!(checker, "ok", "{}: onnx.checker", c.path.display());
+            line += &format!(", onnxruntime diff {o:.2e}, checker ok");
+        }
+        println!("{line}");
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+#[test]
+fn folding_keeps_dynamic_batch() {
+    // Models with a symbolic batch: after simplify they must still run at batch 3.
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = vec![common::repo().join("models/tiny_resnet.onnx")];
+    if let Some(s) = common::shared() {
+        paths.push(s.join("models/cifar10/resnet20.onnx"));
+    }
+    for p in paths {
+        let mut m = onnx::load(&p).unwrap();
+        rewrite::simplify(&mut m, &PassOptions { fold_bn: true }).unwrap();
+        let out = dir.path().join("s.onnx");
+        onnx::save(&m, &out, &SaveOptions::default(), &[]).unwrap();
+        let d = common::tract_diff(&p, &out, &[], Some(3));
+        assert!(d <= 1e-5, "{}: batch-3 diff {d:e}", p.display());
+    }
+}
