@@ -127,6 +127,22 @@ fn merge_declared(f: &mut Fact, decl: &Fact) {
     }
 }
 
+/// A shape vector whose elements all became known (e.g. `Shape(x)[1]` with a static channel
+/// dim) is a constant.
+fn promote_sym(f: &mut Fact) {
+    if f.value.is_some() || f.dtype != Some(crate::ir::DataType::INT64) {
+        return;
+    }
+    let (Some(sym), Some(shape)) = (&f.sym, &f.shape) else { return };
+    let Some(vals) = ops::concrete(sym) else { return };
+    let dims: Vec<i64> = match shape.as_slice() {
+        [] if vals.len() == 1 => vec![],
+        [Dim::Known(n)] if *n as usize == vals.len() => vec![*n],
+        _ => return,
+    };
+    f.value = Some(std::sync::Arc::new(crate::ir::Tensor::i64(&dims, vals)));
+}
+
 /// Runs inference over the main graph.
 pub fn infer(model: &Model, mode: ShapeMode, overrides: &HashMap<String, Vec<i64>>) -> Result<Analysis> {
     let g = &model.graph;
@@ -188,6 +204,7 @@ pub fn infer(model: &Model, mode: ShapeMode, overrides: &HashMap<String, Vec<i64
         };
         for (slot, mut f) in outs.into_iter().enumerate() {
             if let Some(v) = node.outputs[slot] {
+                promote_sym(&mut f);
                 if f.value.is_none() {
                     merge_declared(&mut f, &declared_fact(g, v));
                 }

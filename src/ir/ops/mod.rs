@@ -325,3 +325,8 @@ pub fn is_known(node: &Node) -> bool {
 pub fn known_ops() -> impl Iterator<Item = &'static str> {
     OPS.iter().map(|(n, _)| *n)
 }
+
+/// Reshape target resolution (exposed for tests).
+pub fn reshape_target_for_tests(input: &[Dim], target: &[Dim]) -> OpResult<Vec<Dim>> {
+    reshape::reshape_target(input, target, false)
+}
