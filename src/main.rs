@@ -128,10 +128,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Some(Cmd::Inspect { model, json, top, shapes }) => inspect(&model, json, top, &shapes.map()),
-        Some(Cmd::Simplify { input, output, fold_bn, external_data, shapes }) => {
-            simplify(&input, &output, fold_bn, &external_data, &shapes.map())
-        }
+        Some(Cmd::Inspect {
+            model,
+            json,
+            top,
+            shapes,
+        }) => inspect(&model, json, top, &shapes.map()),
+        Some(Cmd::Simplify {
+            input,
+            output,
+            fold_bn,
+            external_data,
+            shapes,
+        }) => simplify(&input, &output, fold_bn, &external_data, &shapes.map()),
         Some(Cmd::Compare(c)) => compare(c),
         None => {
             let p = cli.prune;
@@ -143,7 +152,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             match p.target_flops {
                 None => bail!("missing --target-flops R (fraction of MACs to keep, e.g. 0.5)"),
-                Some(r) if !(r > 0.0 && r <= 1.0) => bail!("--target-flops must be in (0, 1], got {r}"),
+                Some(r) if !(r > 0.0 && r <= 1.0) => {
+                    bail!("--target-flops must be in (0, 1], got {r}")
+                }
                 Some(_) => {}
             }
             let _ = onnx::load(&input)?;
@@ -157,14 +168,20 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn dims_str(d: &[Dim]) -> String {
-    format!("[{}]", d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        d.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -172,14 +189,24 @@ fn group_digits(n: u64) -> String {
     out
 }
 
-fn inspect(path: &Path, as_json: bool, top: usize, shapes: &HashMap<String, Vec<i64>>) -> Result<()> {
+fn inspect(
+    path: &Path,
+    as_json: bool,
+    top: usize,
+    shapes: &HashMap<String, Vec<i64>>,
+) -> Result<()> {
     let model = onnx::load(path)?;
-    let a = analysis::infer(&model, ShapeMode::Bound, shapes).with_context(|| path.display().to_string())?;
+    let a = analysis::infer(&model, ShapeMode::Bound, shapes)
+        .with_context(|| path.display().to_string())?;
     let cost = analysis::cost(&model, &a).map_err(|e| e.in_file(path))?;
     let g = &model.graph;
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     for (_, n) in g.live_nodes() {
-        let key = if n.is_standard() { n.op_type.clone() } else { format!("{}::{}", n.domain, n.op_type) };
+        let key = if n.is_standard() {
+            n.op_type.clone()
+        } else {
+            format!("{}::{}", n.domain, n.op_type)
+        };
         *ops.entry(key).or_default() += 1;
     }
     let mut unknown: Vec<String> = a
@@ -187,7 +214,11 @@ fn inspect(path: &Path, as_json: bool, top: usize, shapes: &HashMap<String, Vec<
         .iter()
         .map(|&id| {
             let n = g.node(id);
-            if n.domain.is_empty() { n.op_type.clone() } else { format!("{}::{}", n.domain, n.op_type) }
+            if n.domain.is_empty() {
+                n.op_type.clone()
+            } else {
+                format!("{}::{}", n.domain, n.op_type)
+            }
         })
         .collect();
     unknown.sort();
@@ -197,12 +228,28 @@ fn inspect(path: &Path, as_json: bool, top: usize, shapes: &HashMap<String, Vec<
     ranked.truncate(top);
     let io = |v: onnx_prune::ir::ValueId| {
         let val = g.value(v);
-        let dtype = val.declared_elem().map(|d| d.name()).unwrap_or_else(|| "?".into());
-        let declared = val.declared_shape().map(dims_str).unwrap_or_else(|| "?".into());
-        let analysed = a.fact(v).shape.as_deref().map(dims_str).unwrap_or_else(|| "?".into());
+        let dtype = val
+            .declared_elem()
+            .map(|d| d.name())
+            .unwrap_or_else(|| "?".into());
+        let declared = val
+            .declared_shape()
+            .map(dims_str)
+            .unwrap_or_else(|| "?".into());
+        let analysed = a
+            .fact(v)
+            .shape
+            .as_deref()
+            .map(dims_str)
+            .unwrap_or_else(|| "?".into());
         (val.name.clone(), dtype, declared, analysed)
     };
-    let inputs: Vec<_> = g.inputs.iter().filter(|&&v| matches!(g.value(v).def, ValueDef::Input)).map(|&v| io(v)).collect();
+    let inputs: Vec<_> = g
+        .inputs
+        .iter()
+        .filter(|&&v| matches!(g.value(v).def, ValueDef::Input))
+        .map(|&v| io(v))
+        .collect();
     let outputs: Vec<_> = g.outputs.iter().map(|&v| io(v)).collect();
     let nodes = g.live_nodes().count();
     let opset = model.opset();
@@ -230,13 +277,28 @@ fn inspect(path: &Path, as_json: bool, top: usize, shapes: &HashMap<String, Vec<
         return Ok(());
     }
     println!("model:    {}", path.display());
-    println!("format:   IR {}, opset {}{}", model.ir_version, opset, producer.map(|p| format!(", produced by {p}")).unwrap_or_default());
+    println!(
+        "format:   IR {}, opset {}{}",
+        model.ir_version,
+        opset,
+        producer
+            .map(|p| format!(", produced by {p}"))
+            .unwrap_or_default()
+    );
     for (n, t, d, s) in &inputs {
-        let note = if d != s { format!("  (analysed as {s})") } else { String::new() };
+        let note = if d != s {
+            format!("  (analysed as {s})")
+        } else {
+            String::new()
+        };
         println!("input:    {n}  {t} {d}{note}");
     }
     for (n, t, d, s) in &outputs {
-        let note = if d != s { format!("  (analysed as {s})") } else { String::new() };
+        let note = if d != s {
+            format!("  (analysed as {s})")
+        } else {
+            String::new()
+        };
         println!("output:   {n}  {t} {d}{note}");
     }
     println!("nodes:    {nodes}");
@@ -249,15 +311,36 @@ fn inspect(path: &Path, as_json: bool, top: usize, shapes: &HashMap<String, Vec<
     };
     println!("ops:      {}", hist.join(", "));
     if !unknown.is_empty() {
-        println!("unknown:  {} (carried unchanged; their MACs count as 0)", unknown.join(", "));
+        println!(
+            "unknown:  {} (carried unchanged; their MACs count as 0)",
+            unknown.join(", ")
+        );
     }
     if !ranked.is_empty() {
         println!("top layers by MACs:");
         for (i, &(id, m)) in ranked.iter().enumerate() {
             let n = g.node(id);
-            let shape = n.outputs.first().copied().flatten().and_then(|v| a.fact(v).shape.as_deref().map(dims_str)).unwrap_or_default();
-            let pct = if cost.macs > 0 { 100.0 * m as f64 / cost.macs as f64 } else { 0.0 };
-            println!("  {:>2}. {:<40} {:<14} {:<18} {:>15} {:>5.1}%", i + 1, n.name, n.op_type, shape, group_digits(m), pct);
+            let shape = n
+                .outputs
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|v| a.fact(v).shape.as_deref().map(dims_str))
+                .unwrap_or_default();
+            let pct = if cost.macs > 0 {
+                100.0 * m as f64 / cost.macs as f64
+            } else {
+                0.0
+            };
+            println!(
+                "  {:>2}. {:<40} {:<14} {:<18} {:>15} {:>5.1}%",
+                i + 1,
+                n.name,
+                n.op_type,
+                shape,
+                group_digits(m),
+                pct
+            );
         }
     }
     Ok(())
@@ -267,10 +350,17 @@ fn producer(model: &Model) -> Option<String> {
     onnx::producer(model)
 }
 
-fn simplify(input: &Path, output: &Path, fold_bn: bool, external: &str, shapes: &HashMap<String, Vec<i64>>) -> Result<()> {
+fn simplify(
+    input: &Path,
+    output: &Path,
+    fold_bn: bool,
+    external: &str,
+    shapes: &HashMap<String, Vec<i64>>,
+) -> Result<()> {
     let mut model = onnx::load(input)?;
     rewrite::set_input_shapes(&mut model, shapes)?;
-    let rep = rewrite::simplify(&mut model, &PassOptions { fold_bn }).map_err(|e| e.in_file(input))?;
+    let rep =
+        rewrite::simplify(&mut model, &PassOptions { fold_bn }).map_err(|e| e.in_file(input))?;
     let external = match external {
         "all" => ExternalData::All,
         "none" => ExternalData::None,
@@ -278,7 +368,12 @@ fn simplify(input: &Path, output: &Path, fold_bn: bool, external: &str, shapes: 
     };
     let protect = input_files(input);
     onnx::save(&model, output, &SaveOptions { external }, &protect)?;
-    let detail: Vec<String> = rep.rewrites.iter().filter(|(_, n)| *n > 0).map(|(p, n)| format!("{p} {n}")).collect();
+    let detail: Vec<String> = rep
+        .rewrites
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
     eprintln!(
         "simplified {} -> {}: {} -> {} nodes in {} round(s){}",
         input.display(),
@@ -286,7 +381,11 @@ fn simplify(input: &Path, output: &Path, fold_bn: bool, external: &str, shapes: 
         rep.nodes_before,
         rep.nodes_after,
         rep.rounds,
-        if detail.is_empty() { String::new() } else { format!(" ({})", detail.join(", ")) }
+        if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", detail.join(", "))
+        }
     );
     Ok(())
 }
@@ -324,12 +423,22 @@ fn compare(c: CompareArgs) -> Result<()> {
         worst.max_rel = worst.max_rel.max(d.max_rel);
     }
     if c.json {
-        println!("{}", json!({"runtime": "tract", "runs": c.runs, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel}));
+        println!(
+            "{}",
+            json!({"runtime": "tract", "runs": c.runs, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel})
+        );
     } else {
-        println!("tract, {} random input set(s): max |a-b| = {:.3e}, max relative = {:.3e}", c.runs, worst.max_abs, worst.max_rel);
+        println!(
+            "tract, {} random input set(s): max |a-b| = {:.3e}, max relative = {:.3e}",
+            c.runs, worst.max_abs, worst.max_rel
+        );
     }
     if worst.max_rel > c.tolerance {
-        return Err(ToleranceExceeded(format!("outputs differ: relative {:.3e} > tolerance {:.1e}", worst.max_rel, c.tolerance)).into());
+        return Err(ToleranceExceeded(format!(
+            "outputs differ: relative {:.3e} > tolerance {:.1e}",
+            worst.max_rel, c.tolerance
+        ))
+        .into());
     }
     Ok(())
 }

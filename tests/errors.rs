@@ -10,11 +10,22 @@ use std::path::Path;
 fn expect_error(args: &[&str], needles: &[&str]) -> String {
     let out = common::bin().args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "args {args:?}: expected exit 2, stderr: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "args {args:?}: expected exit 2, stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "expected one line, got: {err}"
+    );
     for n in needles {
-        assert!(err.contains(n), "error for {args:?} should mention '{n}': {err}");
+        assert!(
+            err.contains(n),
+            "error for {args:?} should mention '{n}': {err}"
+        );
     }
     err
 }
@@ -34,14 +45,19 @@ fn zero_byte_file() {
     let d = tempfile::tempdir().unwrap();
     let p = write(d.path(), "empty.onnx", b"");
     expect_error(&["inspect", &p], &["empty.onnx", "empty"]);
-    expect_error(&["simplify", &p, "-o", &format!("{p}.out")], &["empty.onnx"]);
+    expect_error(
+        &["simplify", &p, "-o", &format!("{p}.out")],
+        &["empty.onnx"],
+    );
     assert!(!Path::new(&format!("{p}.out")).exists());
 }
 
 #[test]
 fn garbage_file() {
     let d = tempfile::tempdir().unwrap();
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let p = write(d.path(), "garbage.onnx", &bytes);
     expect_error(&["inspect", &p], &["garbage.onnx"]);
     let p = write(d.path(), "text.onnx", b"this is not a model at all\n");
@@ -60,7 +76,10 @@ fn truncated_file() {
 
 #[test]
 fn missing_file_and_directory() {
-    expect_error(&["inspect", "/nonexistent/model.onnx"], &["/nonexistent/model.onnx"]);
+    expect_error(
+        &["inspect", "/nonexistent/model.onnx"],
+        &["/nonexistent/model.onnx"],
+    );
     let d = tempfile::tempdir().unwrap();
     expect_error(&["inspect", &d.path().to_string_lossy()], &["directory"]);
 }
@@ -71,7 +90,10 @@ fn unsupported_ir_version() {
     let mut m = tiny();
     m.ir_version = Some(99);
     let p = write(d.path(), "future.onnx", &m.encode_to_vec());
-    expect_error(&["inspect", &p], &["future.onnx", "unsupported IR version 99"]);
+    expect_error(
+        &["inspect", &p],
+        &["future.onnx", "unsupported IR version 99"],
+    );
     m.ir_version = None;
     let p = write(d.path(), "noir.onnx", &m.encode_to_vec());
     expect_error(&["inspect", &p], &["noir.onnx", "ir_version"]);
@@ -85,7 +107,10 @@ fn missing_external_data() {
     let name = t.name.clone().unwrap();
     t.raw_data = None;
     t.data_location = Some(1);
-    t.external_data = vec![pb::StringStringEntryProto { key: Some("location".into()), value: Some("weights.bin".into()) }];
+    t.external_data = vec![pb::StringStringEntryProto {
+        key: Some("location".into()),
+        value: Some("weights.bin".into()),
+    }];
     let p = write(d.path(), "ext.onnx", &m.encode_to_vec());
     expect_error(&["inspect", &p], &["ext.onnx", &name, "weights.bin"]);
     // A location escaping the model's directory is refused.
@@ -97,7 +122,10 @@ fn missing_external_data() {
     std::fs::write(d.path().join("short.bin"), [0u8; 8]).unwrap();
     let t = &mut m.graph.as_mut().unwrap().initializer[0];
     t.external_data[0].value = Some("short.bin".into());
-    t.external_data.push(pb::StringStringEntryProto { key: Some("length".into()), value: Some("4096".into()) });
+    t.external_data.push(pb::StringStringEntryProto {
+        key: Some("length".into()),
+        value: Some("4096".into()),
+    });
     let p = write(d.path(), "ext3.onnx", &m.encode_to_vec());
     expect_error(&["inspect", &p], &["ext3.onnx", "short.bin"]);
 }
@@ -143,30 +171,52 @@ fn shapes_that_cannot_be_inferred() {
 
     // A dynamic spatial dim without --input-shape: the error says how to fix it.
     let mut b = builder::ModelBuilder::new(17, 0);
-    b.graph.input.push(builder::value_info("img", 1, &[1, 3, 8, 8]));
-    if let Some(pb::type_proto::Value::TensorType(t)) = b.graph.input[0].r#type.as_mut().and_then(|t| t.value.as_mut()) {
-        t.shape.as_mut().unwrap().dim[2].value = Some(pb::tensor_shape_proto::dimension::Value::DimParam("H".into()));
+    b.graph
+        .input
+        .push(builder::value_info("img", 1, &[1, 3, 8, 8]));
+    if let Some(pb::type_proto::Value::TensorType(t)) = b.graph.input[0]
+        .r#type
+        .as_mut()
+        .and_then(|t| t.value.as_mut())
+    {
+        t.shape.as_mut().unwrap().dim[2].value = Some(
+            pb::tensor_shape_proto::dimension::Value::DimParam("H".into()),
+        );
     }
     b.conv("img", 3, 4, 3, 1, 1);
     b.rename_last_output("out");
     b.output("out", &[1, 4, 8, 8]);
     let p = write(d.path(), "dyn.onnx", &b.to_bytes());
     expect_error(&["inspect", &p], &["dyn.onnx", "img", "--input-shape"]);
-    let ok = common::bin().args(["inspect", &p, "--json", "--input-shape", "img=1x3x16x8"]).output().unwrap();
+    let ok = common::bin()
+        .args(["inspect", &p, "--json", "--input-shape", "img=1x3x16x8"])
+        .output()
+        .unwrap();
     assert!(ok.status.success());
     let j: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(j["macs"].as_u64().unwrap(), 4 * 16 * 8 * 3 * 9);
     // Bad --input-shape values are usage errors.
     expect_error(&["inspect", &p, "--input-shape", "img=1x3x16"], &["rank"]);
-    expect_error(&["inspect", &p, "--input-shape", "nope=1x3x16x8"], &["nope"]);
-    expect_error(&["inspect", &p, "--input-shape", "img=1x3x16x9"], &["fixed to 8"]);
+    expect_error(
+        &["inspect", &p, "--input-shape", "nope=1x3x16x8"],
+        &["nope"],
+    );
+    expect_error(
+        &["inspect", &p, "--input-shape", "img=1x3x16x9"],
+        &["fixed to 8"],
+    );
 }
 
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -182,13 +232,36 @@ fn input_is_never_modified_and_output_is_atomic() {
     assert_eq!(snapshot(d.path()), before);
     // A normal run leaves the input as it was, writes the output, and no temporary files.
     let out = d.path().join("out.onnx");
-    let st = common::bin().args(["simplify", &p, "-o", &out.to_string_lossy(), "--fold-bn"]).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let st = common::bin()
+        .args(["simplify", &p, "-o", &out.to_string_lossy(), "--fold-bn"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let after = snapshot(d.path());
-    assert_eq!(after.len(), 2, "unexpected files: {:?}", after.iter().map(|f| &f.0).collect::<Vec<_>>());
-    assert_eq!(after.iter().find(|f| f.0 == "in.onnx").unwrap().1, before[0].1);
+    assert_eq!(
+        after.len(),
+        2,
+        "unexpected files: {:?}",
+        after.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        after.iter().find(|f| f.0 == "in.onnx").unwrap().1,
+        before[0].1
+    );
     // Output into a missing directory fails cleanly without leaving anything behind.
-    expect_error(&["simplify", &p, "-o", &d.path().join("no/such/dir/x.onnx").to_string_lossy()], &["no/such/dir"]);
+    expect_error(
+        &[
+            "simplify",
+            &p,
+            "-o",
+            &d.path().join("no/such/dir/x.onnx").to_string_lossy(),
+        ],
+        &["no/such/dir"],
+    );
     assert_eq!(snapshot(d.path()).len(), 2);
 }
 
@@ -196,8 +269,14 @@ fn input_is_never_modified_and_output_is_atomic() {
 fn top_level_prune_form_is_reserved_and_validated() {
     let d = tempfile::tempdir().unwrap();
     let p = write(d.path(), "in.onnx", &tiny().encode_to_vec());
-    expect_error(&[&p, "-o", "x.onnx", "--target-flops", "1.5"], &["--target-flops"]);
+    expect_error(
+        &[&p, "-o", "x.onnx", "--target-flops", "1.5"],
+        &["--target-flops"],
+    );
     expect_error(&[&p, "-o", "x.onnx"], &["--target-flops"]);
-    expect_error(&[&p, "-o", "x.onnx", "--target-flops", "0.5"], &["not available"]);
+    expect_error(
+        &[&p, "-o", "x.onnx", "--target-flops", "0.5"],
+        &["not available"],
+    );
     assert!(!Path::new("x.onnx").exists());
 }

@@ -22,7 +22,10 @@ fn cases() -> Vec<Case> {
     let extra = common::extra_models();
     let text = std::fs::read_to_string(common::repo().join("tests/data/models.tsv")).unwrap();
     let mut out = vec![];
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let f: Vec<&str> = line.split('\t').collect();
         let path = if let Some(n) = f[0].strip_prefix("extra:") {
             match &extra {
@@ -37,8 +40,17 @@ fn cases() -> Vec<Case> {
                 None => continue,
             }
         };
-        let shapes = if f[1] == "-" { vec![] } else { f[1].split(',').map(String::from).collect() };
-        out.push(Case { path, shapes, macs: f[2].parse().unwrap(), params: f[3].parse().unwrap() });
+        let shapes = if f[1] == "-" {
+            vec![]
+        } else {
+            f[1].split(',').map(String::from).collect()
+        };
+        out.push(Case {
+            path,
+            shapes,
+            macs: f[2].parse().unwrap(),
+            params: f[3].parse().unwrap(),
+        });
     }
     out
 }
@@ -53,10 +65,25 @@ fn macs_and_params_match_independent_counts() {
             cmd.args(["--input-shape", s]);
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}: {}", c.path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            c.path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(j["macs"].as_u64(), Some(c.macs), "MACs of {}", c.path.display());
-        assert_eq!(j["params"].as_u64(), Some(c.params), "params of {}", c.path.display());
+        assert_eq!(
+            j["macs"].as_u64(),
+            Some(c.macs),
+            "MACs of {}",
+            c.path.display()
+        );
+        assert_eq!(
+            j["params"].as_u64(),
+            Some(c.params),
+            "params of {}",
+            c.path.display()
+        );
         println!("{}: {} MACs, {} params", c.path.display(), c.macs, c.params);
     }
     assert!(!cases.is_empty());
@@ -72,19 +99,41 @@ fn simplify_preserves_outputs_in_tract_and_onnxruntime() {
         rewrite::simplify(&mut m, &PassOptions { fold_bn: true }).unwrap();
         m.graph.check().unwrap();
         let out = dir.path().join(c.path.file_name().unwrap());
-        onnx::save(&m, &out, &SaveOptions { external: ExternalData::Keep }, &[c.path.clone()]).unwrap();
+        onnx::save(
+            &m,
+            &out,
+            &SaveOptions {
+                external: ExternalData::Keep,
+            },
+            std::slice::from_ref(&c.path),
+        )
+        .unwrap();
         // The cost of the simplified model is unchanged.
         let m2 = onnx::load(&out).unwrap();
         let shapes = common::shape_map(&c.shapes);
         let a = analysis::infer(&m2, ShapeMode::Bound, &shapes).unwrap();
-        assert_eq!(analysis::cost(&m2, &a).unwrap().macs, c.macs, "MACs changed by simplify: {}", c.path.display());
+        assert_eq!(
+            analysis::cost(&m2, &a).unwrap().macs,
+            c.macs,
+            "MACs changed by simplify: {}",
+            c.path.display()
+        );
 
         let t = common::tract_diff(&c.path, &out, &c.shapes, None);
         assert!(t <= 1e-5, "{}: tract relative diff {t:e}", c.path.display());
-        let mut line = format!("{}: {} -> {} nodes, tract diff {t:.2e}", c.path.display(), before, m2.graph.live_nodes().count());
+        let mut line = format!(
+            "{}: {} -> {} nodes, tract diff {t:.2e}",
+            c.path.display(),
+            before,
+            m2.graph.live_nodes().count()
+        );
         if py {
             let (o, checker) = common::ort_compare(&c.path, &out, &c.shapes);
-            assert!(o <= 1e-5, "{}: onnxruntime relative diff {o:e}", c.path.display());
+            assert!(
+                o <= 1e-5,
+                "{}: onnxruntime relative diff {o:e}",
+                c.path.display()
+            );
             assert_eq!(checker, "ok", "{}: onnx.checker", c.path.display());
             line += &format!(", onnxruntime diff {o:.2e}, checker ok");
         }

@@ -40,10 +40,18 @@ fn bn_fold_copies_shared_weights() {
     let d = tempfile::tempdir().unwrap();
     let (pa, pb_) = (d.path().join("a.onnx"), d.path().join("b.onnx"));
     let ir = simplify_to(&m, &pa, &pb_, true);
-    let ops: Vec<&str> = ir.graph.live_nodes().map(|(_, n)| n.op_type.as_str()).collect();
+    let ops: Vec<&str> = ir
+        .graph
+        .live_nodes()
+        .map(|(_, n)| n.op_type.as_str())
+        .collect();
     assert_eq!(ops, ["Conv", "Conv"], "both BNs folded");
     // Each conv has its own folded weight; the shared original is gone (unused), not modified.
-    let w0 = ir.graph.live_nodes().map(|(_, n)| n.inputs[1].unwrap()).collect::<Vec<_>>();
+    let w0 = ir
+        .graph
+        .live_nodes()
+        .map(|(_, n)| n.inputs[1].unwrap())
+        .collect::<Vec<_>>();
     assert_ne!(w0[0], w0[1]);
     assert!(common::tract_diff(&pa, &pb_, &[], None) <= 1e-5);
     // Graph output name kept.
@@ -64,13 +72,29 @@ fn identity_chain_to_graph_output_and_dropout_with_used_mask() {
     // A Dropout whose mask is a graph output must stay.
     let dm = b.node("Dropout", &[&x], vec![], 2);
     b.graph.node.last_mut().unwrap().output[1] = "mask".into();
-    b.graph.output.push(onnx::builder::value_info("mask", 9, &[2, 3]));
+    b.graph
+        .output
+        .push(onnx::builder::value_info("mask", 9, &[2, 3]));
     let _ = dm;
     let d = tempfile::tempdir().unwrap();
-    let ir = simplify_to(&b.build(), &d.path().join("a.onnx"), &d.path().join("b.onnx"), false);
-    let ops: Vec<&str> = ir.graph.live_nodes().map(|(_, n)| n.op_type.as_str()).collect();
+    let ir = simplify_to(
+        &b.build(),
+        &d.path().join("a.onnx"),
+        &d.path().join("b.onnx"),
+        false,
+    );
+    let ops: Vec<&str> = ir
+        .graph
+        .live_nodes()
+        .map(|(_, n)| n.op_type.as_str())
+        .collect();
     assert_eq!(ops, ["Relu", "Dropout"]);
-    let names: Vec<&str> = ir.graph.outputs.iter().map(|&v| ir.graph.value(v).name.as_str()).collect();
+    let names: Vec<&str> = ir
+        .graph
+        .outputs
+        .iter()
+        .map(|&v| ir.graph.value(v).name.as_str())
+        .collect();
     assert_eq!(names, ["out", "mask"]);
 }
 
@@ -82,8 +106,17 @@ fn identity_between_input_and_output_is_kept() {
     b.rename_last_output("y");
     b.output("y", &[2]);
     let d = tempfile::tempdir().unwrap();
-    let ir = simplify_to(&b.build(), &d.path().join("a.onnx"), &d.path().join("b.onnx"), false);
-    assert_eq!(ir.graph.live_nodes().count(), 1, "input→output Identity must stay (names are the interface)");
+    let ir = simplify_to(
+        &b.build(),
+        &d.path().join("a.onnx"),
+        &d.path().join("b.onnx"),
+        false,
+    );
+    assert_eq!(
+        ir.graph.live_nodes().count(),
+        1,
+        "input→output Identity must stay (names are the interface)"
+    );
 }
 
 #[test]
@@ -106,13 +139,32 @@ fn shape_subgraph_folds_only_when_static() {
     };
     let d = tempfile::tempdir().unwrap();
     // Channel dim is static: the target folds to a constant even with a symbolic batch.
-    let ir = simplify_to(&build(-1), &d.path().join("a.onnx"), &d.path().join("b.onnx"), false);
-    let ops: Vec<&str> = ir.graph.live_nodes().map(|(_, n)| n.op_type.as_str()).collect();
+    let ir = simplify_to(
+        &build(-1),
+        &d.path().join("a.onnx"),
+        &d.path().join("b.onnx"),
+        false,
+    );
+    let ops: Vec<&str> = ir
+        .graph
+        .live_nodes()
+        .map(|(_, n)| n.op_type.as_str())
+        .collect();
     assert_eq!(ops, ["Reshape"]);
     let tgt = ir.graph.live_nodes().next().unwrap().1.inputs[1].unwrap();
     assert!(matches!(ir.graph.value(tgt).def, ValueDef::Const(_)));
-    assert_eq!(ir.graph.const_of(tgt).unwrap().as_i64s().unwrap(), vec![-1, 8]);
-    assert!(common::tract_diff(&d.path().join("a.onnx"), &d.path().join("b.onnx"), &[], Some(5)) <= 1e-6);
+    assert_eq!(
+        ir.graph.const_of(tgt).unwrap().as_i64s().unwrap(),
+        vec![-1, 8]
+    );
+    assert!(
+        common::tract_diff(
+            &d.path().join("a.onnx"),
+            &d.path().join("b.onnx"),
+            &[],
+            Some(5)
+        ) <= 1e-6
+    );
 }
 
 #[test]
@@ -132,15 +184,35 @@ fn batch_is_not_baked_in_unless_asked() {
     b.output("y", &[-1, 6]);
     let m = b.build();
     let d = tempfile::tempdir().unwrap();
-    let ir = simplify_to(&m, &d.path().join("a.onnx"), &d.path().join("b.onnx"), false);
-    assert_eq!(ir.graph.live_nodes().count(), 5, "symbolic batch: Shape chain must stay");
+    let ir = simplify_to(
+        &m,
+        &d.path().join("a.onnx"),
+        &d.path().join("b.onnx"),
+        false,
+    );
+    assert_eq!(
+        ir.graph.live_nodes().count(),
+        5,
+        "symbolic batch: Shape chain must stay"
+    );
     // ...but with `--input-shape x=4x2x3` the input is fixed and the chain folds away.
     let out = d.path().join("c.onnx");
     let st = common::bin()
-        .args(["simplify", &d.path().join("a.onnx").to_string_lossy(), "-o", &out.to_string_lossy(), "--input-shape", "x=4x2x3"])
+        .args([
+            "simplify",
+            &d.path().join("a.onnx").to_string_lossy(),
+            "-o",
+            &out.to_string_lossy(),
+            "--input-shape",
+            "x=4x2x3",
+        ])
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let ir = onnx::load(&out).unwrap();
     assert_eq!(ir.graph.live_nodes().count(), 1);
     let inp = ir.graph.inputs[0];
@@ -155,9 +227,20 @@ fn external_data_round_trip() {
     let m = onnx::load(&src).unwrap();
     // Save with all tensors external, reload, compare every constant and the outputs.
     let ext = d.path().join("ext.onnx");
-    onnx::save(&m, &ext, &SaveOptions { external: onnx::ExternalData::All }, &[]).unwrap();
+    onnx::save(
+        &m,
+        &ext,
+        &SaveOptions {
+            external: onnx::ExternalData::All,
+        },
+        &[],
+    )
+    .unwrap();
     assert!(d.path().join("ext.onnx.data").is_file());
-    assert!(std::fs::metadata(&ext).unwrap().len() < 20_000, "weights should live in ext.onnx.data");
+    assert!(
+        std::fs::metadata(&ext).unwrap().len() < 20_000,
+        "weights should live in ext.onnx.data"
+    );
     let back = onnx::load(&ext).unwrap();
     for (a, b) in m.graph.values.iter().zip(&back.graph.values) {
         if let (Some(x), Some(y)) = (a.constant(), b.constant()) {
@@ -168,8 +251,20 @@ fn external_data_round_trip() {
     let sub = d.path().join("out");
     std::fs::create_dir(&sub).unwrap();
     let out = sub.join("s.onnx");
-    let st = common::bin().args(["simplify", &ext.to_string_lossy(), "-o", &out.to_string_lossy()]).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let st = common::bin()
+        .args([
+            "simplify",
+            &ext.to_string_lossy(),
+            "-o",
+            &out.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     assert!(sub.join("s.onnx.data").is_file());
     assert!(common::tract_diff(&src, &out, &[], None) <= 1e-6);
     if common::python_ok() {
@@ -184,9 +279,18 @@ fn external_data_round_trip() {
             src.to_string_lossy(),
             pyext.join("m.onnx").to_string_lossy()
         );
-        assert!(std::process::Command::new("python3").args(["-c", &code]).status().unwrap().success());
+        assert!(std::process::Command::new("python3")
+            .args(["-c", &code])
+            .status()
+            .unwrap()
+            .success());
         let back = onnx::load(&pyext.join("m.onnx")).unwrap();
-        let n_ext = back.graph.values.iter().filter(|v| v.constant().is_some_and(|c| c.external)).count();
+        let n_ext = back
+            .graph
+            .values
+            .iter()
+            .filter(|v| v.constant().is_some_and(|c| c.external))
+            .count();
         assert!(n_ext > 10, "expected external tensors, found {n_ext}");
         for (a, b) in m.graph.values.iter().zip(&back.graph.values) {
             if let (Some(x), Some(y)) = (a.constant(), b.constant()) {

@@ -7,7 +7,9 @@ use prost::Message;
 
 #[test]
 fn real_models_round_trip_byte_identical() {
-    let Some(shared) = common::shared() else { return };
+    let Some(shared) = common::shared() else {
+        return;
+    };
     let mut n = 0;
     for dir in ["models/cifar10", "models/zoo"] {
         for e in std::fs::read_dir(shared.join(dir)).unwrap() {
@@ -16,7 +18,13 @@ fn real_models_round_trip_byte_identical() {
                 let orig = std::fs::read(&p).unwrap();
                 let m = onnx::load(&p).unwrap();
                 let out = onnx::encode_model(&m).unwrap();
-                assert!(out == orig, "{} does not round-trip byte-identically ({} vs {} bytes)", p.display(), out.len(), orig.len());
+                assert!(
+                    out == orig,
+                    "{} does not round-trip byte-identically ({} vs {} bytes)",
+                    p.display(),
+                    out.len(),
+                    orig.len()
+                );
                 n += 1;
             }
         }
@@ -35,12 +43,19 @@ fn registry_and_fixture_models_round_trip_byte_identical() {
     for p in files {
         let orig = std::fs::read(&p).unwrap();
         let out = onnx::encode_model(&onnx::load(&p).unwrap()).unwrap();
-        assert!(out == orig, "{} does not round-trip byte-identically", p.display());
+        assert!(
+            out == orig,
+            "{} does not round-trip byte-identically",
+            p.display()
+        );
     }
 }
 
 fn kv(k: &str, v: &str) -> pb::StringStringEntryProto {
-    pb::StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) }
+    pb::StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    }
 }
 
 /// A model using every field the IR carries without interpreting it.
@@ -49,7 +64,9 @@ fn kitchen_sink() -> pb::ModelProto {
     let mut x = value_info("x", 1, &[-1, 4]);
     x.doc_string = Some("the input".into());
     x.metadata_props.push(kv("k", "v"));
-    if let Some(pb::type_proto::Value::TensorType(t)) = x.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+    if let Some(pb::type_proto::Value::TensorType(t)) =
+        x.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
         t.shape.as_mut().unwrap().dim[1].denotation = Some("FEATURE".into());
     }
     let typed = pb::TensorProto {
@@ -93,7 +110,14 @@ fn kitchen_sink() -> pb::ModelProto {
             name: Some("cond".into()),
             op_type: Some("Constant".into()),
             output: vec!["c".into()],
-            attribute: vec![attr_t("value", pb::TensorProto { data_type: Some(9), raw_data: Some(vec![1u8].into()), ..Default::default() })],
+            attribute: vec![attr_t(
+                "value",
+                pb::TensorProto {
+                    data_type: Some(9),
+                    raw_data: Some(vec![1u8].into()),
+                    ..Default::default()
+                },
+            )],
             ..Default::default()
         },
         pb::NodeProto {
@@ -102,8 +126,18 @@ fn kitchen_sink() -> pb::ModelProto {
             input: vec!["c".into()],
             output: vec!["z".into()],
             attribute: vec![
-                pb::AttributeProto { name: Some("then_branch".into()), r#type: Some(5), g: Some(sub("then", "Relu")), ..Default::default() },
-                pb::AttributeProto { name: Some("else_branch".into()), r#type: Some(5), g: Some(sub("else", "Neg")), ..Default::default() },
+                pb::AttributeProto {
+                    name: Some("then_branch".into()),
+                    r#type: Some(5),
+                    g: Some(sub("then", "Relu")),
+                    ..Default::default()
+                },
+                pb::AttributeProto {
+                    name: Some("else_branch".into()),
+                    r#type: Some(5),
+                    g: Some(sub("else", "Neg")),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         },
@@ -116,7 +150,12 @@ fn kitchen_sink() -> pb::ModelProto {
             output: vec!["out".into(), "".into()],
             attribute: vec![
                 attr_s("mode", "fast"),
-                pb::AttributeProto { name: Some("ref".into()), ref_attr_name: Some("outer".into()), r#type: Some(2), ..Default::default() },
+                pb::AttributeProto {
+                    name: Some("ref".into()),
+                    ref_attr_name: Some("outer".into()),
+                    r#type: Some(2),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         },
@@ -131,11 +170,27 @@ fn kitchen_sink() -> pb::ModelProto {
         doc_string: Some("model doc".into()),
         metadata_props: vec![kv("author", "me")],
         opset_import: vec![
-            pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(17) },
-            pb::OperatorSetIdProto { domain: Some("com.example".into()), version: Some(1) },
+            pb::OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(17),
+            },
+            pb::OperatorSetIdProto {
+                domain: Some("com.example".into()),
+                version: Some(1),
+            },
         ],
-        functions: vec![pb::FunctionProto { name: Some("Foo".into()), domain: Some("com.example".into()), ..Default::default() }],
-        training_info: vec![pb::TrainingInfoProto { algorithm: Some(pb::GraphProto { name: Some("train".into()), ..Default::default() }), ..Default::default() }],
+        functions: vec![pb::FunctionProto {
+            name: Some("Foo".into()),
+            domain: Some("com.example".into()),
+            ..Default::default()
+        }],
+        training_info: vec![pb::TrainingInfoProto {
+            algorithm: Some(pb::GraphProto {
+                name: Some("train".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
         graph: Some(pb::GraphProto {
             name: Some("main".into()),
             doc_string: Some("graph doc".into()),
@@ -149,7 +204,10 @@ fn kitchen_sink() -> pb::ModelProto {
             input: vec![x],
             output: vec![value_info("out", 1, &[-1, 4])],
             value_info: vec![value_info("y0", 1, &[-1, 4]), value_info("ghost", 1, &[1])],
-            quantization_annotation: vec![pb::TensorAnnotation { tensor_name: Some("y".into()), quant_parameter_tensor_names: vec![kv("SCALE", "s")] }],
+            quantization_annotation: vec![pb::TensorAnnotation {
+                tensor_name: Some("y".into()),
+                quant_parameter_tensor_names: vec![kv("SCALE", "s")],
+            }],
             metadata_props: vec![kv("g", "meta")],
         }),
         ..Default::default()
@@ -165,7 +223,13 @@ fn uninterpreted_fields_survive_load_save() {
     // The one normalisation: typed float_data is written as raw_data (same values).
     let mut expect = orig.clone();
     let t = &mut expect.graph.as_mut().unwrap().initializer[0];
-    t.raw_data = Some(t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into());
+    t.raw_data = Some(
+        t.float_data
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+    );
     t.float_data.clear();
     assert_eq!(back, expect);
 }
@@ -179,9 +243,18 @@ fn passes_respect_subgraph_reads_and_opaque_ops() {
     let back = pb::ModelProto::decode(&onnx::encode_model(&m).unwrap()[..]).unwrap();
     let g = back.graph.unwrap();
     // `y` is read by name inside the If branches: its producer must stay and keep its name.
-    assert!(g.node.iter().any(|n| n.output.first().map(String::as_str) == Some("y")), "value 'y' was lost");
+    assert!(
+        g.node
+            .iter()
+            .any(|n| n.output.first().map(String::as_str) == Some("y")),
+        "value 'y' was lost"
+    );
     assert!(g.node.iter().any(|n| n.op_type.as_deref() == Some("If")));
-    let foo = g.node.iter().find(|n| n.op_type.as_deref() == Some("Foo")).expect("custom op kept");
+    let foo = g
+        .node
+        .iter()
+        .find(|n| n.op_type.as_deref() == Some("Foo"))
+        .expect("custom op kept");
     assert_eq!(foo.overload.as_deref(), Some("v2"));
     assert_eq!(foo.domain.as_deref(), Some("com.example"));
     assert_eq!(g.sparse_initializer.len(), 1);

@@ -30,7 +30,9 @@ pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
             }
         }
     }
-    let order = g.topo_order().map_err(|n| Error::Invalid(format!("cycle through node {}", g.node(n).label(n))))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| Error::Invalid(format!("cycle through node {}", g.node(n).label(n))))?;
     for id in order {
         let node = g.node(id);
         if !node.is_standard() || !MAC_OPS.contains(&node.op_type.as_str()) {
@@ -41,10 +43,18 @@ pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
             .errors
             .first()
             .filter(|(n, _)| *n != id)
-            .map(|(n, m)| format!(" (first inference failure: node {}: {m})", g.node(*n).label(*n)))
+            .map(|(n, m)| {
+                format!(
+                    " (first inference failure: node {}: {m})",
+                    g.node(*n).label(*n)
+                )
+            })
             .unwrap_or_default();
         if let Some((_, e)) = a.errors.iter().find(|(n, _)| *n == id) {
-            return Err(Error::Node { node: node.label(id), msg: format!("cannot infer shapes: {e}{root}") });
+            return Err(Error::Node {
+                node: node.label(id),
+                msg: format!("cannot infer shapes: {e}{root}"),
+            });
         }
         let cx = InferCx {
             node,
@@ -52,10 +62,15 @@ pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
             inputs: node.inputs.iter().map(|i| i.map(|v| a.fact(v))).collect(),
             eval: false,
         };
-        let outs: Vec<_> = node.outputs.iter().map(|o| o.map(|v| a.fact(v).clone()).unwrap_or_default()).collect();
-        let macs = op
-            .macs(&cx, &outs)
-            .map_err(|e| Error::Node { node: node.label(id), msg: format!("cannot count MACs: {e}{root}") })?;
+        let outs: Vec<_> = node
+            .outputs
+            .iter()
+            .map(|o| o.map(|v| a.fact(v).clone()).unwrap_or_default())
+            .collect();
+        let macs = op.macs(&cx, &outs).map_err(|e| Error::Node {
+            node: node.label(id),
+            msg: format!("cannot count MACs: {e}{root}"),
+        })?;
         r.macs = r.macs.saturating_add(macs);
         r.per_node.push((id, macs));
     }

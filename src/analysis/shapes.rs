@@ -48,7 +48,12 @@ pub fn parse_input_shape(s: &str) -> std::result::Result<(String, Vec<i64>), Str
     Ok((name.to_string(), dims))
 }
 
-fn input_fact(g: &Graph, v: ValueId, mode: &ShapeMode, overrides: &HashMap<String, Vec<i64>>) -> Result<(Fact, Option<Vec<i64>>)> {
+fn input_fact(
+    g: &Graph,
+    v: ValueId,
+    mode: &ShapeMode,
+    overrides: &HashMap<String, Vec<i64>>,
+) -> Result<(Fact, Option<Vec<i64>>)> {
     let val = g.value(v);
     let dtype = val.declared_elem();
     if let Some(dims) = overrides.get(&val.name) {
@@ -106,7 +111,10 @@ fn input_fact(g: &Graph, v: ValueId, mode: &ShapeMode, overrides: &HashMap<Strin
 
 fn declared_fact(g: &Graph, v: ValueId) -> Fact {
     let val = g.value(v);
-    Fact::new(val.declared_elem(), val.declared_shape().map(|s| s.to_vec()))
+    Fact::new(
+        val.declared_elem(),
+        val.declared_shape().map(|s| s.to_vec()),
+    )
 }
 
 /// Fills dims the op left unknown from the declared `value_info`, when present.
@@ -133,8 +141,12 @@ fn promote_sym(f: &mut Fact) {
     if f.value.is_some() || f.dtype != Some(crate::ir::DataType::INT64) {
         return;
     }
-    let (Some(sym), Some(shape)) = (&f.sym, &f.shape) else { return };
-    let Some(vals) = ops::concrete(sym) else { return };
+    let (Some(sym), Some(shape)) = (&f.sym, &f.shape) else {
+        return;
+    };
+    let Some(vals) = ops::concrete(sym) else {
+        return;
+    };
     let dims: Vec<i64> = match shape.as_slice() {
         [] if vals.len() == 1 => vec![],
         [Dim::Known(n)] if *n as usize == vals.len() => vec![*n],
@@ -144,11 +156,17 @@ fn promote_sym(f: &mut Fact) {
 }
 
 /// Runs inference over the main graph.
-pub fn infer(model: &Model, mode: ShapeMode, overrides: &HashMap<String, Vec<i64>>) -> Result<Analysis> {
+pub fn infer(
+    model: &Model,
+    mode: ShapeMode,
+    overrides: &HashMap<String, Vec<i64>>,
+) -> Result<Analysis> {
     let g = &model.graph;
     for name in overrides.keys() {
         if !g.inputs.iter().any(|&v| g.value(v).name == *name) {
-            return Err(Error::Usage(format!("--input-shape names '{name}', which is not a graph input")));
+            return Err(Error::Usage(format!(
+                "--input-shape names '{name}', which is not a graph input"
+            )));
         }
     }
     let mut a = Analysis {
@@ -158,9 +176,9 @@ pub fn infer(model: &Model, mode: ShapeMode, overrides: &HashMap<String, Vec<i64
     for (i, val) in g.values.iter().enumerate() {
         if let ValueDef::Const(c) = &val.def {
             a.facts[i] = match c.origin {
-                ConstOrigin::Initializer { overridable: true, .. } => {
-                    Fact::known(Some(c.tensor.dtype), &c.tensor.dims)
-                }
+                ConstOrigin::Initializer {
+                    overridable: true, ..
+                } => Fact::known(Some(c.tensor.dtype), &c.tensor.dims),
                 _ => Fact::from_tensor(c.tensor.clone()),
             };
         }
@@ -174,20 +192,29 @@ pub fn infer(model: &Model, mode: ShapeMode, overrides: &HashMap<String, Vec<i64
             }
         }
     }
-    let order = g.topo_order().map_err(|n| Error::Invalid(format!("cycle through node {}", g.node(n).label(n))))?;
+    let order = g
+        .topo_order()
+        .map_err(|n| Error::Invalid(format!("cycle through node {}", g.node(n).label(n))))?;
     let opset = model.opset();
     for id in order {
         let node = g.node(id);
         let outs: Vec<Fact> = match ops::lookup(node) {
             None => {
                 a.unknown.push(id);
-                node.outputs.iter().map(|o| o.map(|v| declared_fact(g, v)).unwrap_or_default()).collect()
+                node.outputs
+                    .iter()
+                    .map(|o| o.map(|v| declared_fact(g, v)).unwrap_or_default())
+                    .collect()
             }
             Some(op) => {
                 let cx = InferCx {
                     node,
                     opset,
-                    inputs: node.inputs.iter().map(|i| i.map(|v| &a.facts[v.0])).collect(),
+                    inputs: node
+                        .inputs
+                        .iter()
+                        .map(|i| i.map(|v| &a.facts[v.0]))
+                        .collect(),
                     eval: true,
                 };
                 match op.infer(&cx) {
@@ -197,7 +224,10 @@ pub fn infer(model: &Model, mode: ShapeMode, overrides: &HashMap<String, Vec<i64
                     }
                     Err(e) => {
                         a.errors.push((id, e));
-                        node.outputs.iter().map(|o| o.map(|v| declared_fact(g, v)).unwrap_or_default()).collect()
+                        node.outputs
+                            .iter()
+                            .map(|o| o.map(|v| declared_fact(g, v)).unwrap_or_default())
+                            .collect()
                     }
                 }
             }

@@ -24,7 +24,10 @@ pub fn random_inputs(shapes: &[Vec<usize>], seed: u64) -> Vec<HostTensor> {
             let data = (0..n)
                 .map(|_| (0..4).map(|_| rng.random::<f32>()).sum::<f32>() - 2.0)
                 .collect();
-            HostTensor { shape: s.clone(), data }
+            HostTensor {
+                shape: s.clone(),
+                data,
+            }
         })
         .collect()
 }
@@ -41,19 +44,32 @@ pub struct Diff {
 
 pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
     if a.len() != b.len() {
-        return Err(Error::Usage(format!("the models have {} and {} outputs", a.len(), b.len())));
+        return Err(Error::Usage(format!(
+            "the models have {} and {} outputs",
+            a.len(),
+            b.len()
+        )));
     }
     let mut d = Diff::default();
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         if x.shape != y.shape {
-            return Err(Error::Usage(format!("output #{i} has shape {:?} vs {:?}", x.shape, y.shape)));
+            return Err(Error::Usage(format!(
+                "output #{i} has shape {:?} vs {:?}",
+                x.shape, y.shape
+            )));
         }
-        let scale = x.data.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1.0);
-        let md = x
+        let scale = x
             .data
             .iter()
-            .zip(&y.data)
-            .fold(0f64, |m, (p, q)| if p.is_nan() && q.is_nan() { m } else { m.max((*p as f64 - *q as f64).abs()) });
+            .fold(0f64, |m, v| m.max(v.abs() as f64))
+            .max(1.0);
+        let md = x.data.iter().zip(&y.data).fold(0f64, |m, (p, q)| {
+            if p.is_nan() && q.is_nan() {
+                m
+            } else {
+                m.max((*p as f64 - *q as f64).abs())
+            }
+        });
         d.max_abs = d.max_abs.max(md);
         d.max_rel = d.max_rel.max(md / scale);
     }
@@ -62,7 +78,10 @@ pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
 
 /// Concrete shapes of the model's (non-initializer) inputs, in order: declared dims, with
 /// `overrides` applied and an unnamed symbolic batch dim set to 1.
-pub fn input_shapes(model: &crate::ir::Model, overrides: &std::collections::HashMap<String, Vec<i64>>) -> Result<Vec<Vec<usize>>> {
+pub fn input_shapes(
+    model: &crate::ir::Model,
+    overrides: &std::collections::HashMap<String, Vec<i64>>,
+) -> Result<Vec<Vec<usize>>> {
     let a = crate::analysis::infer(model, crate::analysis::ShapeMode::Bound, overrides)?;
     let g = &model.graph;
     g.inputs
@@ -71,9 +90,15 @@ pub fn input_shapes(model: &crate::ir::Model, overrides: &std::collections::Hash
         .map(|&v| {
             let name = &g.value(v).name;
             if g.value(v).declared_elem() != Some(crate::ir::DataType::FLOAT) {
-                return Err(Error::Usage(format!("input '{name}' is not float32; only float32 inputs can be generated")));
+                return Err(Error::Usage(format!(
+                    "input '{name}' is not float32; only float32 inputs can be generated"
+                )));
             }
-            let s = a.input_shapes.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
+            let s = a
+                .input_shapes
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.clone());
             s.map(|s| s.into_iter().map(|d| d as usize).collect())
                 .ok_or_else(|| Error::Usage(format!("input '{name}' has no known shape")))
         })

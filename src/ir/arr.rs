@@ -76,9 +76,10 @@ impl Arr {
             DataType::INT32 => Arr::I32(decode!(raw, shape, i32, 4)),
             DataType::INT8 => Arr::I8(decode!(raw, shape, i8, 1)),
             DataType::UINT8 => Arr::U8(decode!(raw, shape, u8, 1)),
-            DataType::BOOL => {
-                Arr::Bool(ArrayD::from_shape_vec(IxDyn(&shape), raw.iter().map(|&b| b != 0).collect()).ok()?)
-            }
+            DataType::BOOL => Arr::Bool(
+                ArrayD::from_shape_vec(IxDyn(&shape), raw.iter().map(|&b| b != 0).collect())
+                    .ok()?,
+            ),
             _ => return None,
         })
     }

@@ -99,7 +99,10 @@ pub enum ValueDef {
     /// A graph input (not an initializer).
     Input,
     Const(Constant),
-    Node { node: NodeId, slot: usize },
+    Node {
+        node: NodeId,
+        slot: usize,
+    },
     /// Defined by something the IR carries opaquely (a sparse initializer).
     Opaque,
     Removed,
@@ -303,9 +306,10 @@ impl Graph {
     pub fn foldable_const(&self, v: ValueId) -> Option<&Arc<Tensor>> {
         match &self.values[v.0].def {
             ValueDef::Const(Constant {
-                origin: ConstOrigin::Initializer {
-                    overridable: true, ..
-                },
+                origin:
+                    ConstOrigin::Initializer {
+                        overridable: true, ..
+                    },
                 ..
             }) => None,
             ValueDef::Const(c) => Some(&c.tensor),
@@ -518,13 +522,18 @@ impl Graph {
         for (slot, v) in node.inputs.iter().enumerate() {
             if let Some(v) = v {
                 let uses = &mut self.values[v.0].uses;
-                if let Some(p) = uses.iter().position(|u| u.node == id && u.slot == Slot::Input(slot)) {
+                if let Some(p) = uses
+                    .iter()
+                    .position(|u| u.node == id && u.slot == Slot::Input(slot))
+                {
                     uses.swap_remove(p);
                 }
             }
         }
         for v in &node.implicit_inputs {
-            self.values[v.0].uses.retain(|u| !(u.node == id && u.slot == Slot::Implicit));
+            self.values[v.0]
+                .uses
+                .retain(|u| !(u.node == id && u.slot == Slot::Implicit));
         }
         for (v, t) in node.outputs.iter().zip(tensors) {
             let (Some(v), Some(t)) = (v, t) else { continue };
@@ -532,7 +541,10 @@ impl Graph {
             val.in_value_info = false;
             val.def = ValueDef::Const(Constant {
                 tensor: Arc::new(t),
-                origin: ConstOrigin::Initializer { index: usize::MAX, overridable: false },
+                origin: ConstOrigin::Initializer {
+                    index: usize::MAX,
+                    overridable: false,
+                },
                 residue: Opaque::default(),
                 external: false,
             });
@@ -620,7 +632,11 @@ impl Graph {
                 if let Some(v) = v {
                     let val = &self.values[v.0];
                     if matches!(val.def, ValueDef::Removed) {
-                        return Err(format!("node {} reads removed value {}", n.label(id), val.name));
+                        return Err(format!(
+                            "node {} reads removed value {}",
+                            n.label(id),
+                            val.name
+                        ));
                     }
                     let c = val
                         .uses
@@ -635,7 +651,11 @@ impl Graph {
             for (slot, v) in n.outputs.iter().enumerate() {
                 if let Some(v) = v {
                     if self.values[v.0].def != (ValueDef::Node { node: id, slot }) {
-                        return Err(format!("output {} of {} has a wrong def", self.values[v.0].name, n.label(id)));
+                        return Err(format!(
+                            "output {} of {} has a wrong def",
+                            self.values[v.0].name,
+                            n.label(id)
+                        ));
                     }
                 }
             }
@@ -666,7 +686,10 @@ impl Graph {
         }
         for o in &self.outputs {
             if matches!(self.values[o.0].def, ValueDef::Removed) {
-                return Err(format!("graph output {} was removed", self.values[o.0].name));
+                return Err(format!(
+                    "graph output {} was removed",
+                    self.values[o.0].name
+                ));
             }
         }
         self.topo_order()

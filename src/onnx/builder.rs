@@ -6,19 +6,44 @@ use prost::Message;
 use rand::{Rng, SeedableRng};
 
 pub fn attr_i(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: Some(name.into()), r#type: Some(2), i: Some(v), ..Default::default() }
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(2),
+        i: Some(v),
+        ..Default::default()
+    }
 }
 pub fn attr_f(name: &str, v: f32) -> pb::AttributeProto {
-    pb::AttributeProto { name: Some(name.into()), r#type: Some(1), f: Some(v), ..Default::default() }
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(1),
+        f: Some(v),
+        ..Default::default()
+    }
 }
 pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto { name: Some(name.into()), r#type: Some(7), ints: v.to_vec(), ..Default::default() }
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(7),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 pub fn attr_s(name: &str, v: &str) -> pb::AttributeProto {
-    pb::AttributeProto { name: Some(name.into()), r#type: Some(3), s: Some(v.as_bytes().to_vec().into()), ..Default::default() }
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(3),
+        s: Some(v.as_bytes().to_vec().into()),
+        ..Default::default()
+    }
 }
 pub fn attr_t(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
-    pb::AttributeProto { name: Some(name.into()), r#type: Some(4), t: Some(t), ..Default::default() }
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(4),
+        t: Some(t),
+        ..Default::default()
+    }
 }
 
 pub fn tensor_f32(name: &str, dims: &[i64], v: &[f32]) -> pb::TensorProto {
@@ -26,7 +51,12 @@ pub fn tensor_f32(name: &str, dims: &[i64], v: &[f32]) -> pb::TensorProto {
         name: Some(name.into()),
         dims: dims.to_vec(),
         data_type: Some(1),
-        raw_data: Some(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()),
+        raw_data: Some(
+            v.iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
         ..Default::default()
     }
 }
@@ -35,7 +65,12 @@ pub fn tensor_i64(name: &str, dims: &[i64], v: &[i64]) -> pb::TensorProto {
         name: Some(name.into()),
         dims: dims.to_vec(),
         data_type: Some(7),
-        raw_data: Some(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()),
+        raw_data: Some(
+            v.iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
         ..Default::default()
     }
 }
@@ -54,7 +89,11 @@ pub fn value_info(name: &str, elem: i32, dims: &[i64]) -> pb::ValueInfoProto {
                         .iter()
                         .map(|&d| Dimension {
                             denotation: None,
-                            value: Some(if d < 0 { DV::DimParam("N".into()) } else { DV::DimValue(d) }),
+                            value: Some(if d < 0 {
+                                DV::DimParam("N".into())
+                            } else {
+                                DV::DimValue(d)
+                            }),
                         })
                         .collect(),
                 }),
@@ -74,7 +113,10 @@ pub struct ModelBuilder {
 impl ModelBuilder {
     pub fn new(opset: i64, seed: u64) -> Self {
         ModelBuilder {
-            graph: pb::GraphProto { name: Some("g".into()), ..Default::default() },
+            graph: pb::GraphProto {
+                name: Some("g".into()),
+                ..Default::default()
+            },
             opset,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             counter: 0,
@@ -95,7 +137,9 @@ impl ModelBuilder {
     /// Uniform(-scale, scale) float initializer.
     pub fn weight(&mut self, base: &str, dims: &[i64], scale: f32) -> String {
         let n: i64 = dims.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| self.rng.random_range(-scale..scale)).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| self.rng.random_range(-scale..scale))
+            .collect();
         self.init_f32(base, dims, &v)
     }
     pub fn init_f32(&mut self, base: &str, dims: &[i64], v: &[f32]) -> String {
@@ -111,10 +155,17 @@ impl ModelBuilder {
     /// A `Constant` node holding an int64 tensor.
     pub fn const_i64(&mut self, dims: &[i64], v: &[i64]) -> String {
         let t = tensor_i64("", dims, v);
-        self.node("Constant", &[], vec![attr_t("value", t)], 1).remove(0)
+        self.node("Constant", &[], vec![attr_t("value", t)], 1)
+            .remove(0)
     }
     /// Adds a node with `n_out` fresh outputs; returns their names.
-    pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>, n_out: usize) -> Vec<String> {
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<pb::AttributeProto>,
+        n_out: usize,
+    ) -> Vec<String> {
         let name = self.fresh(op);
         let outs: Vec<String> = (0..n_out).map(|i| format!("{name}_out{i}")).collect();
         self.graph.node.push(pb::NodeProto {
@@ -131,7 +182,15 @@ impl ModelBuilder {
         self.node(op, inputs, attrs, 1).remove(0)
     }
     /// Conv with random weights and bias (`k`×`k`, same padding).
-    pub fn conv(&mut self, x: &str, cin: i64, cout: i64, k: i64, stride: i64, group: i64) -> String {
+    pub fn conv(
+        &mut self,
+        x: &str,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+        group: i64,
+    ) -> String {
         let fan_in = (cin / group * k * k) as f32;
         let w = self.weight("w", &[cout, cin / group, k, k], (3.0 / fan_in).sqrt());
         let b = self.weight("b", &[cout], 0.1);
@@ -139,7 +198,12 @@ impl ModelBuilder {
         self.op(
             "Conv",
             &[x, &w, &b],
-            vec![attr_ints("kernel_shape", &[k, k]), attr_ints("strides", &[stride, stride]), attr_ints("pads", &[p, p, p, p]), attr_i("group", group)],
+            vec![
+                attr_ints("kernel_shape", &[k, k]),
+                attr_ints("strides", &[stride, stride]),
+                attr_ints("pads", &[p, p, p, p]),
+                attr_i("group", group),
+            ],
         )
     }
     /// BatchNormalization with random (positive-variance) statistics.
@@ -152,7 +216,11 @@ impl ModelBuilder {
         let b = self.init_f32("beta", &[c], &beta);
         let m = self.init_f32("mean", &[c], &mean);
         let v = self.init_f32("var", &[c], &var);
-        self.op("BatchNormalization", &[x, &g, &b, &m, &v], vec![attr_f("epsilon", 1e-5)])
+        self.op(
+            "BatchNormalization",
+            &[x, &g, &b, &m, &v],
+            vec![attr_f("epsilon", 1e-5)],
+        )
     }
     /// Renames the last node's first output (to make it a named graph output).
     pub fn rename_last_output(&mut self, name: &str) -> String {
@@ -165,7 +233,10 @@ impl ModelBuilder {
             ir_version: Some(8),
             producer_name: Some("onnx-prune".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-            opset_import: vec![pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(self.opset) }],
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(self.opset),
+            }],
             graph: Some(self.graph),
             ..Default::default()
         }
@@ -205,7 +276,11 @@ pub fn tiny_resnet(seed: u64) -> pb::ModelProto {
     let sp = b.const_i64(&[2], &[2, 2]);
     let sl = b.op("Slice", &[&r3, &st, &en, &ax, &sp], vec![]);
     let zeros_shape = b.const_i64(&[1], &[4]);
-    let zeros = b.op("ConstantOfShape", &[&zeros_shape], vec![attr_t("value", tensor_i64("", &[1], &[0]))]);
+    let zeros = b.op(
+        "ConstantOfShape",
+        &[&zeros_shape],
+        vec![attr_t("value", tensor_i64("", &[1], &[0]))],
+    );
     let chan = b.const_i64(&[4], &[8, 0, 8, 0]);
     let pads4 = b.op("Concat", &[&zeros, &chan], vec![attr_i("axis", 0)]);
     let pads_r = b.const_i64(&[2], &[2, 4]);

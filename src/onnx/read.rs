@@ -3,8 +3,8 @@
 use super::proto as pb;
 use crate::error::{Error, Result};
 use crate::ir::{
-    AttrValue, Attribute, ConstOrigin, Constant, DataType, Dim, Graph, Model, Node, Opaque,
-    Tensor, TensorData, ValueDef, ValueId, ValueInfo, ValueType,
+    AttrValue, Attribute, ConstOrigin, Constant, DataType, Dim, Graph, Model, Node, Opaque, Tensor,
+    TensorData, ValueDef, ValueId, ValueInfo, ValueType,
 };
 use bytes::Bytes;
 use prost::Message;
@@ -38,10 +38,15 @@ pub fn load(path: &Path) -> Result<Model> {
 /// model that references external data is an error.
 pub fn decode_model(bytes: Bytes, base_dir: Option<&Path>) -> Result<Model> {
     if bytes.is_empty() {
-        return Err(Error::Invalid("file is empty (0 bytes), not an ONNX model".into()));
+        return Err(Error::Invalid(
+            "file is empty (0 bytes), not an ONNX model".into(),
+        ));
     }
-    let mut m = pb::ModelProto::decode(bytes)
-        .map_err(|e| Error::Invalid(format!("not a valid ONNX protobuf (truncated or corrupt?): {e}")))?;
+    let mut m = pb::ModelProto::decode(bytes).map_err(|e| {
+        Error::Invalid(format!(
+            "not a valid ONNX protobuf (truncated or corrupt?): {e}"
+        ))
+    })?;
     let ir_version = m.ir_version.unwrap_or(0);
     if ir_version == 0 {
         return Err(Error::Invalid(
@@ -83,7 +88,13 @@ struct ExternalFiles {
 }
 
 impl ExternalFiles {
-    fn slice(&mut self, tensor: &str, location: &str, offset: u64, length: Option<u64>) -> Result<Bytes> {
+    fn slice(
+        &mut self,
+        tensor: &str,
+        location: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<Bytes> {
         let Some(base) = &self.base else {
             return Err(Error::Invalid(format!(
                 "tensor '{tensor}' has external data '{location}' but the model was not read from a file"
@@ -137,7 +148,9 @@ fn read_graph(mut g: pb::GraphProto, ext: &mut ExternalFiles) -> Result<Graph> {
             return Err(Error::Invalid(format!("initializer #{index} has no name")));
         }
         if by_name.contains_key(&name) {
-            return Err(Error::Invalid(format!("initializer '{name}' is defined twice")));
+            return Err(Error::Invalid(format!(
+                "initializer '{name}' is defined twice"
+            )));
         }
         let overridable = input_names.contains(name.as_str());
         let (tensor, residue, external) = read_tensor(t, &name, ext)?;
@@ -156,7 +169,9 @@ fn read_graph(mut g: pb::GraphProto, ext: &mut ExternalFiles) -> Result<Graph> {
     for s in &g.sparse_initializer {
         if let Some(name) = s.values.as_ref().and_then(|v| v.name.clone()) {
             if by_name.contains_key(&name) {
-                return Err(Error::Invalid(format!("sparse initializer '{name}' is defined twice")));
+                return Err(Error::Invalid(format!(
+                    "sparse initializer '{name}' is defined twice"
+                )));
             }
             let v = graph.add_value(name.clone(), ValueDef::Opaque);
             by_name.insert(name, v);
@@ -179,7 +194,9 @@ fn read_graph(mut g: pb::GraphProto, ext: &mut ExternalFiles) -> Result<Graph> {
             }
         };
         if graph.inputs.contains(&v) {
-            return Err(Error::Invalid(format!("graph input '{name}' is listed twice")));
+            return Err(Error::Invalid(format!(
+                "graph input '{name}' is listed twice"
+            )));
         }
         graph.value_mut(v).info = Some(info);
         graph.inputs.push(v);
@@ -187,7 +204,8 @@ fn read_graph(mut g: pb::GraphProto, ext: &mut ExternalFiles) -> Result<Graph> {
 
     // 3. Node outputs (all first, so inputs may refer forward; order is checked later).
     let nodes = std::mem::take(&mut g.node);
-    let mut pending: Vec<(usize, pb::NodeProto, Vec<Option<ValueId>>)> = Vec::with_capacity(nodes.len());
+    let mut pending: Vec<(usize, pb::NodeProto, Vec<Option<ValueId>>)> =
+        Vec::with_capacity(nodes.len());
     for (order, n) in nodes.into_iter().enumerate() {
         let label = node_label(&n, order);
         let is_const = n.op_type.as_deref() == Some("Constant")
@@ -199,10 +217,14 @@ fn read_graph(mut g: pb::GraphProto, ext: &mut ExternalFiles) -> Result<Graph> {
         if is_const {
             let name = n.output[0].clone();
             if name.is_empty() {
-                return Err(Error::Invalid(format!("node {label} has an empty output name")));
+                return Err(Error::Invalid(format!(
+                    "node {label} has an empty output name"
+                )));
             }
             if by_name.contains_key(&name) {
-                return Err(Error::Invalid(format!("value '{name}' is defined twice (again by node {label})")));
+                return Err(Error::Invalid(format!(
+                    "value '{name}' is defined twice (again by node {label})"
+                )));
             }
             let tensor = constant_node_tensor(&n.attribute[0], &label, ext)?;
             let residue = Opaque(n.encode_to_vec().into());
@@ -230,9 +252,17 @@ fn read_graph(mut g: pb::GraphProto, ext: &mut ExternalFiles) -> Result<Graph> {
                 continue;
             }
             if by_name.contains_key(o) {
-                return Err(Error::Invalid(format!("value '{o}' is defined twice (again by node {label})")));
+                return Err(Error::Invalid(format!(
+                    "value '{o}' is defined twice (again by node {label})"
+                )));
             }
-            let v = graph.add_value(o.clone(), ValueDef::Node { node: node_id, slot });
+            let v = graph.add_value(
+                o.clone(),
+                ValueDef::Node {
+                    node: node_id,
+                    slot,
+                },
+            );
             by_name.insert(o.clone(), v);
             outs.push(Some(v));
         }
@@ -412,8 +442,12 @@ fn read_type(t: &pb::TypeProto) -> ValueType {
                 s.dim
                     .iter()
                     .map(|d| match &d.value {
-                        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => Dim::Known(*v),
-                        Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
+                        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => {
+                            Dim::Known(*v)
+                        }
+                        Some(pb::tensor_shape_proto::dimension::Value::DimParam(p))
+                            if !p.is_empty() =>
+                        {
                             Dim::Sym(p.clone())
                         }
                         _ => Dim::Unknown,
@@ -433,16 +467,23 @@ fn read_tensor(
 ) -> Result<(Tensor, Opaque, bool)> {
     let dtype = DataType(t.data_type.unwrap_or(0));
     if t.dims.iter().any(|&d| d < 0) {
-        return Err(Error::Invalid(format!("tensor '{name}' has negative dims {:?}", t.dims)));
+        return Err(Error::Invalid(format!(
+            "tensor '{name}' has negative dims {:?}",
+            t.dims
+        )));
     }
     if t.segment.is_some() {
-        return Err(Error::Invalid(format!("tensor '{name}' is segmented; segmented tensors are not supported")));
+        return Err(Error::Invalid(format!(
+            "tensor '{name}' is segmented; segmented tensors are not supported"
+        )));
     }
     let dims = std::mem::take(&mut t.dims);
     let numel = dims
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-        .ok_or_else(|| Error::Invalid(format!("tensor '{name}' has too many elements ({dims:?})")))?;
+        .ok_or_else(|| {
+            Error::Invalid(format!("tensor '{name}' has too many elements ({dims:?})"))
+        })?;
     let external = t.data_location == Some(pb::tensor_proto::DataLocation::External as i32);
     let data = if dtype == DataType::STRING {
         TensorData::Strings(std::mem::take(&mut t.string_data))
@@ -508,18 +549,38 @@ fn read_tensor(
     Ok((Tensor { dtype, dims, data }, residue, external))
 }
 
-
 /// Typed repeated fields (`float_data`, `int32_data`, ...) → little-endian raw bytes.
 fn typed_to_raw(t: &mut pb::TensorProto, dtype: DataType, name: &str) -> Result<Bytes> {
     let mut b = Vec::new();
     match dtype.0 {
-        1 | 14 => t.float_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
-        11 | 15 => t.double_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
-        7 => t.int64_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
-        6 => t.int32_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
-        12 => t.uint64_data.iter().for_each(|x| b.extend_from_slice(&(*x as u32).to_le_bytes())),
-        13 => t.uint64_data.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
-        4 | 5 | 10 | 16 => t.int32_data.iter().for_each(|x| b.extend_from_slice(&(*x as u16).to_le_bytes())),
+        1 | 14 => t
+            .float_data
+            .iter()
+            .for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        11 | 15 => t
+            .double_data
+            .iter()
+            .for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        7 => t
+            .int64_data
+            .iter()
+            .for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        6 => t
+            .int32_data
+            .iter()
+            .for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        12 => t
+            .uint64_data
+            .iter()
+            .for_each(|x| b.extend_from_slice(&(*x as u32).to_le_bytes())),
+        13 => t
+            .uint64_data
+            .iter()
+            .for_each(|x| b.extend_from_slice(&x.to_le_bytes())),
+        4 | 5 | 10 | 16 => t
+            .int32_data
+            .iter()
+            .for_each(|x| b.extend_from_slice(&(*x as u16).to_le_bytes())),
         2 | 3 | 9 | 17..=20 | 24 => t.int32_data.iter().for_each(|x| b.push(*x as u8)),
         0 => {
             return Err(Error::Invalid(format!("tensor '{name}' has no data_type")));
@@ -532,14 +593,17 @@ fn typed_to_raw(t: &mut pb::TensorProto, dtype: DataType, name: &str) -> Result<
     Ok(b.into())
 }
 
-fn constant_node_tensor(a: &pb::AttributeProto, label: &str, ext: &mut ExternalFiles) -> Result<Tensor> {
+fn constant_node_tensor(
+    a: &pb::AttributeProto,
+    label: &str,
+    ext: &mut ExternalFiles,
+) -> Result<Tensor> {
     let name = a.name.as_deref().unwrap_or("");
     Ok(match name {
         "value" => {
-            let t = a
-                .t
-                .clone()
-                .ok_or_else(|| Error::Invalid(format!("node {label}: Constant 'value' holds no tensor")))?;
+            let t = a.t.clone().ok_or_else(|| {
+                Error::Invalid(format!("node {label}: Constant 'value' holds no tensor"))
+            })?;
             read_tensor(t, label, ext)?.0
         }
         "value_float" => Tensor::f32(&[], vec![a.f.unwrap_or(0.0)]),
@@ -557,7 +621,9 @@ fn constant_node_tensor(a: &pb::AttributeProto, label: &str, ext: &mut ExternalF
             data: TensorData::Strings(a.strings.clone()),
         },
         other => {
-            return Err(Error::Invalid(format!("node {label}: Constant has unknown attribute '{other}'")))
+            return Err(Error::Invalid(format!(
+                "node {label}: Constant has unknown attribute '{other}'"
+            )))
         }
     })
 }
@@ -585,9 +651,17 @@ fn read_attr(a: pb::AttributeProto, label: &str, ext: &mut ExternalFiles) -> Res
                     Opaque(r.encode_to_vec().into())
                 }
             };
-            return Ok(Attribute { name, value: AttrValue::Tensor(tensor), residue });
+            return Ok(Attribute {
+                name,
+                value: AttrValue::Tensor(tensor),
+                residue,
+            });
         }
         _ => AttrValue::Opaque(Opaque(a.encode_to_vec().into())),
     };
-    Ok(Attribute { name, value, residue: Opaque::default() })
+    Ok(Attribute {
+        name,
+        value,
+        residue: Opaque::default(),
+    })
 }

@@ -48,8 +48,11 @@ fn to_proto_with(model: &Model, external: &mut ExternalHook<'_>) -> Result<pb::M
     m.ir_version = Some(model.ir_version);
     // The residue keeps the original opset_import (exact bytes, e.g. an explicit empty domain);
     // it is regenerated only if the opsets were changed.
-    let orig: Vec<(String, i64)> =
-        m.opset_import.iter().map(|o| (o.domain.clone().unwrap_or_default(), o.version.unwrap_or(0))).collect();
+    let orig: Vec<(String, i64)> = m
+        .opset_import
+        .iter()
+        .map(|o| (o.domain.clone().unwrap_or_default(), o.version.unwrap_or(0)))
+        .collect();
     if orig != model.opsets {
         m.opset_import = model
             .opsets
@@ -109,7 +112,10 @@ fn write_graph(g: &Graph, external: &mut ExternalHook<'_>) -> Result<pb::GraphPr
 
     // Nodes in topological order, Constant nodes interleaved at their original positions.
     let order = g.topo_order().map_err(|n| {
-        Error::Invalid(format!("the graph has a cycle through node {}", g.node(n).label(n)))
+        Error::Invalid(format!(
+            "the graph has a cycle through node {}",
+            g.node(n).label(n)
+        ))
     })?;
     let mut emitted = vec![false; g.values.len()];
     let mut ci = 0;
@@ -132,8 +138,14 @@ fn write_graph(g: &Graph, external: &mut ExternalHook<'_>) -> Result<pb::GraphPr
             emit_const(const_nodes[ci].1, &mut out, &mut emitted);
             ci += 1;
         }
-        for v in node.inputs.iter().flatten().chain(node.implicit_inputs.iter()) {
-            if matches!(&g.value(*v).def, ValueDef::Const(c) if matches!(c.origin, ConstOrigin::Node { .. })) {
+        for v in node
+            .inputs
+            .iter()
+            .flatten()
+            .chain(node.implicit_inputs.iter())
+        {
+            if matches!(&g.value(*v).def, ValueDef::Const(c) if matches!(c.origin, ConstOrigin::Node { .. }))
+            {
                 emit_const(*v, &mut out, &mut emitted);
             }
         }
@@ -258,7 +270,10 @@ fn write_value_info(g: &Graph, v: ValueId) -> pb::ValueInfoProto {
         p.r#type = write_type(info);
     } else if let ValueDef::Const(c) = &val.def {
         // An initializer listed as an input/output with no declared type: describe it.
-        p.r#type = Some(tensor_type(c.tensor.dtype.0, Some(c.tensor.dims.iter().map(|&d| Dim::Known(d)).collect())));
+        p.r#type = Some(tensor_type(
+            c.tensor.dtype.0,
+            Some(c.tensor.dims.iter().map(|&d| Dim::Known(d)).collect()),
+        ));
     }
     p.name = Some(val.name.clone());
     p
@@ -336,7 +351,7 @@ pub fn save(model: &Model, path: &Path, opts: &SaveOptions, protect: &[PathBuf])
             return None;
         }
         // Align each tensor to 4 KiB so the file can be memory-mapped.
-        while data.len() % 4096 != 0 {
+        while !data.len().is_multiple_of(4096) {
             data.push(0);
         }
         let offset = data.len();
@@ -391,7 +406,10 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;

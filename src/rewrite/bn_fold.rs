@@ -21,26 +21,51 @@ impl Pass for FoldBatchNorm {
         let ids: Vec<_> = g.node_ids().collect();
         let mut n = 0;
         for id in ids {
-            let Some(bn) = g.nodes[id.0].as_ref() else { continue };
-            if !bn.is_standard() || bn.op_type != "BatchNormalization" || bn.outputs.iter().skip(1).flatten().count() > 0 {
+            let Some(bn) = g.nodes[id.0].as_ref() else {
+                continue;
+            };
+            if !bn.is_standard()
+                || bn.op_type != "BatchNormalization"
+                || bn.outputs.iter().skip(1).flatten().count() > 0
+            {
                 continue;
             }
             if bn.attr_i("training_mode").unwrap_or(0) != 0 || bn.inputs.len() < 5 {
                 continue;
             }
-            let (Some(x), Some(y)) = (bn.inputs[0], bn.outputs[0]) else { continue };
-            let ValueDef::Node { node: conv_id, slot: 0 } = g.value(x).def else { continue };
+            let (Some(x), Some(y)) = (bn.inputs[0], bn.outputs[0]) else {
+                continue;
+            };
+            let ValueDef::Node {
+                node: conv_id,
+                slot: 0,
+            } = g.value(x).def
+            else {
+                continue;
+            };
             let conv = g.node(conv_id);
-            if !conv.is_standard() || conv.op_type != "Conv" || g.value(x).uses.len() != 1 || g.is_graph_output(x) {
+            if !conv.is_standard()
+                || conv.op_type != "Conv"
+                || g.value(x).uses.len() != 1
+                || g.is_graph_output(x)
+            {
                 continue;
             }
             let consts: Option<Vec<Vec<f32>>> = bn.inputs[1..5]
                 .iter()
-                .map(|v| v.and_then(|v| g.foldable_const(v)).and_then(|t| (t.dtype == crate::ir::DataType::FLOAT).then(|| t.as_f32s()).flatten()))
+                .map(|v| {
+                    v.and_then(|v| g.foldable_const(v)).and_then(|t| {
+                        (t.dtype == crate::ir::DataType::FLOAT)
+                            .then(|| t.as_f32s())
+                            .flatten()
+                    })
+                })
                 .collect();
             let Some(p) = consts else { continue };
             let eps = bn.attr_f("epsilon").unwrap_or(1e-5);
-            let Some(folded) = fold(g, conv, &p, eps) else { continue };
+            let Some(folded) = fold(g, conv, &p, eps) else {
+                continue;
+            };
             let (w, b) = folded;
             let wname = format!("{}_bnfolded", g.value(conv.inputs[1].unwrap()).name);
             let bname = format!("{}_bias_bnfolded", g.value(x).name);

@@ -22,7 +22,9 @@ impl Pass for FoldConstants {
         let mut n = 0;
         for id in ids {
             let node = g.node(id);
-            if !node.implicit_inputs.is_empty() || node.outputs.iter().flatten().any(|&v| g.is_graph_output(v)) {
+            if !node.implicit_inputs.is_empty()
+                || node.outputs.iter().flatten().any(|&v| g.is_graph_output(v))
+            {
                 continue;
             }
             // Identity of a constant is handled by the identity pass (keeps one copy).

@@ -20,21 +20,28 @@ impl Pass for EliminateIdentity {
             if !node.is_standard() {
                 continue;
             }
-            let removable = match node.op_type.as_str() {
-                "Identity" => true,
-                "Dropout" => {
-                    let mask_unused = node.outputs.get(1).copied().flatten().is_none_or(|m| {
-                        g.value(m).uses.is_empty() && !g.is_graph_output(m)
-                    });
-                    let training_off = match node.inputs.get(2).copied().flatten() {
-                        None => true,
-                        Some(t) => g.foldable_const(t).and_then(|t| t.as_i64s()).is_some_and(|v| v.iter().all(|&x| x == 0)),
-                    };
-                    mask_unused && training_off
-                }
-                _ => false,
-            };
-            let (Some(Some(inp)), Some(Some(out))) = (node.inputs.first().copied(), node.outputs.first().copied()) else {
+            let removable =
+                match node.op_type.as_str() {
+                    "Identity" => true,
+                    "Dropout" => {
+                        let mask_unused =
+                            node.outputs.get(1).copied().flatten().is_none_or(|m| {
+                                g.value(m).uses.is_empty() && !g.is_graph_output(m)
+                            });
+                        let training_off = match node.inputs.get(2).copied().flatten() {
+                            None => true,
+                            Some(t) => g
+                                .foldable_const(t)
+                                .and_then(|t| t.as_i64s())
+                                .is_some_and(|v| v.iter().all(|&x| x == 0)),
+                        };
+                        mask_unused && training_off
+                    }
+                    _ => false,
+                };
+            let (Some(Some(inp)), Some(Some(out))) =
+                (node.inputs.first().copied(), node.outputs.first().copied())
+            else {
                 continue;
             };
             if removable && bypass(g, id, inp, out) {

@@ -29,7 +29,12 @@ pub trait Pass: Sync {
 }
 
 /// The simplification pipeline, in order.
-pub static DEFAULT_PASSES: &[&dyn Pass] = &[&identity::EliminateIdentity, &fold::FoldConstants, &bn_fold::FoldBatchNorm, &dce::DeadCode];
+pub static DEFAULT_PASSES: &[&dyn Pass] = &[
+    &identity::EliminateIdentity,
+    &fold::FoldConstants,
+    &bn_fold::FoldBatchNorm,
+    &dce::DeadCode,
+];
 
 /// Upper bound on pipeline rounds.
 pub const MAX_ROUNDS: usize = 8;
@@ -56,10 +61,9 @@ pub fn simplify(model: &mut Model, opts: &PassOptions) -> Result<SimplifyReport>
         for p in DEFAULT_PASSES {
             let n = p.run(model, opts)?;
             if cfg!(debug_assertions) {
-                model
-                    .graph
-                    .check()
-                    .map_err(|e| Error::Invalid(format!("internal error after pass {}: {e}", p.name())))?;
+                model.graph.check().map_err(|e| {
+                    Error::Invalid(format!("internal error after pass {}: {e}", p.name()))
+                })?;
             }
             *totals.entry(p.name()).or_default() += n;
             changed += n;
@@ -68,7 +72,10 @@ pub fn simplify(model: &mut Model, opts: &PassOptions) -> Result<SimplifyReport>
             break;
         }
     }
-    rep.rewrites = DEFAULT_PASSES.iter().map(|p| (p.name(), totals.get(p.name()).copied().unwrap_or(0))).collect();
+    rep.rewrites = DEFAULT_PASSES
+        .iter()
+        .map(|p| (p.name(), totals.get(p.name()).copied().unwrap_or(0)))
+        .collect();
     rep.nodes_after = model.graph.live_nodes().count();
     Ok(rep)
 }
@@ -83,7 +90,11 @@ pub fn set_input_shapes(model: &mut Model, shapes: &HashMap<String, Vec<i64>>) -
             .iter()
             .copied()
             .find(|&v| g.value(v).name == *name && matches!(g.value(v).def, ValueDef::Input))
-            .ok_or_else(|| Error::Usage(format!("--input-shape names '{name}', which is not a graph input")))?;
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--input-shape names '{name}', which is not a graph input"
+                ))
+            })?;
         let val = g.value_mut(v);
         let info = val
             .info
@@ -118,13 +129,21 @@ pub fn set_input_shapes(model: &mut Model, shapes: &HashMap<String, Vec<i64>>) -
 /// (only possible when `inp` is produced by a node and is not itself an output or read by a
 /// subgraph). Returns false, changing nothing, when that is impossible.
 pub(crate) fn bypass(g: &mut Graph, node: NodeId, inp: ValueId, out: ValueId) -> bool {
-    if g.value(out).uses.iter().any(|u| u.slot == crate::ir::Slot::Implicit) {
+    if g.value(out)
+        .uses
+        .iter()
+        .any(|u| u.slot == crate::ir::Slot::Implicit)
+    {
         return false;
     }
     if g.is_graph_output(out) {
         let inp_ok = matches!(g.value(inp).def, ValueDef::Node { .. })
             && !g.is_graph_output(inp)
-            && !g.value(inp).uses.iter().any(|u| u.slot == crate::ir::Slot::Implicit);
+            && !g
+                .value(inp)
+                .uses
+                .iter()
+                .any(|u| u.slot == crate::ir::Slot::Implicit);
         if !inp_ok {
             return false;
         }

@@ -28,7 +28,10 @@ pub fn extra_models() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        println!("SKIP: no extra registry models at {} (run .ci/fetch-extra-models)", p.display());
+        println!(
+            "SKIP: no extra registry models at {} (run .ci/fetch-extra-models)",
+            p.display()
+        );
         None
     }
 }
@@ -59,9 +62,17 @@ pub fn ort_compare(a: &Path, b: &Path, shapes: &[String]) -> (f64, String) {
         .args(shapes)
         .output()
         .expect("run python3");
-    assert!(out.status.success(), "ort_compare failed for {}: {}", b.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ort_compare failed for {}: {}",
+        b.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    (j["max_rel_diff"].as_f64().unwrap(), j["checker"].as_str().unwrap().to_string())
+    (
+        j["max_rel_diff"].as_f64().unwrap(),
+        j["checker"].as_str().unwrap().to_string(),
+    )
 }
 
 pub fn bin() -> Command {
@@ -70,7 +81,10 @@ pub fn bin() -> Command {
 
 /// Parses `a=1x3x4x4` strings into the map the library takes.
 pub fn shape_map(specs: &[String]) -> std::collections::HashMap<String, Vec<i64>> {
-    specs.iter().map(|s| onnx_prune::analysis::parse_input_shape(s).unwrap()).collect()
+    specs
+        .iter()
+        .map(|s| onnx_prune::analysis::parse_input_shape(s).unwrap())
+        .collect()
 }
 
 /// Runs both models in tract on the same seeded inputs; returns the worst relative diff.

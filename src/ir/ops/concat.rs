@@ -3,7 +3,7 @@
 
 use super::{axis, eval, Fact, InferCx, Op, OpResult};
 use crate::ir::{Arr, Dim};
-use ndarray::{Axis, concatenate};
+use ndarray::{concatenate, Axis};
 use std::sync::Arc;
 
 pub struct Concat;
@@ -18,7 +18,10 @@ impl Op for Concat {
         for i in 0..cx.inputs.len() {
             let s = cx.shape(i)?;
             if s.len() != r {
-                return Err(format!("input #{i} has rank {} but input #0 has rank {r}", s.len()));
+                return Err(format!(
+                    "input #{i} has rank {} but input #0 has rank {r}",
+                    s.len()
+                ));
             }
             match &s[a] {
                 Dim::Known(n) => total = total.map(|t| t + n),
@@ -42,7 +45,11 @@ impl Op for Concat {
         }
         let mut f = Fact::new(cx.dtype(0), Some(out));
         if r == 1 {
-            let parts: Option<Vec<Vec<Dim>>> = cx.inputs.iter().map(|f| f.and_then(|f| f.dims_value())).collect();
+            let parts: Option<Vec<Vec<Dim>>> = cx
+                .inputs
+                .iter()
+                .map(|f| f.and_then(|f| f.dims_value()))
+                .collect();
             f.sym = parts.map(|p| p.concat());
         }
         Ok(vec![f])
@@ -52,7 +59,13 @@ impl Op for Concat {
 fn concat_arrs(v: &[Arr], a: usize) -> Option<Arr> {
     macro_rules! cat {
         ($ctor:path) => {{
-            let views: Option<Vec<_>> = v.iter().map(|x| match x { $ctor(y) => Some(y.view()), _ => None }).collect();
+            let views: Option<Vec<_>> = v
+                .iter()
+                .map(|x| match x {
+                    $ctor(y) => Some(y.view()),
+                    _ => None,
+                })
+                .collect();
             Some($ctor(concatenate(Axis(a), &views?).ok()?))
         }};
     }

@@ -22,12 +22,18 @@ impl Op for ConstantOfShape {
             return Err("negative dimension".into());
         }
         if cx.all_const() {
-            if let (Some(shape), Some(raw), Some(_)) = (super::concrete(&dims), fill.raw(), fill.dtype.byte_size()) {
+            if let (Some(shape), Some(raw), Some(_)) =
+                (super::concrete(&dims), fill.raw(), fill.dtype.byte_size())
+            {
                 let us: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
                 eval::check_size(&us)?;
                 let n: usize = us.iter().product();
                 let data = raw.repeat(n);
-                let t = Tensor { dtype: fill.dtype, dims: shape, data: crate::ir::TensorData::Raw(data.into()) };
+                let t = Tensor {
+                    dtype: fill.dtype,
+                    dims: shape,
+                    data: crate::ir::TensorData::Raw(data.into()),
+                };
                 return Ok(vec![Fact::from_tensor(Arc::new(t))]);
             }
         }

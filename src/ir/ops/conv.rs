@@ -18,7 +18,11 @@ pub(super) struct Geometry {
     pub auto_pad: String,
 }
 
-pub(super) fn geometry(cx: &InferCx, spatial: usize, kernel_from_w: Option<Vec<i64>>) -> OpResult<Geometry> {
+pub(super) fn geometry(
+    cx: &InferCx,
+    spatial: usize,
+    kernel_from_w: Option<Vec<i64>>,
+) -> OpResult<Geometry> {
     let kernel = match cx.attr_ints("kernel_shape").or(kernel_from_w) {
         Some(k) => k,
         None => return Err("kernel shape is unknown".into()),
@@ -26,12 +30,18 @@ pub(super) fn geometry(cx: &InferCx, spatial: usize, kernel_from_w: Option<Vec<i
     let get = |name: &str, n: usize, d: i64| -> OpResult<Vec<i64>> {
         match cx.attr_ints(name) {
             Some(v) if v.len() == n => Ok(v),
-            Some(v) => Err(format!("attribute {name} has {} values, expected {n}", v.len())),
+            Some(v) => Err(format!(
+                "attribute {name} has {} values, expected {n}",
+                v.len()
+            )),
             None => Ok(vec![d; n]),
         }
     };
     if kernel.len() != spatial {
-        return Err(format!("kernel has {} dims but the input has {spatial} spatial dims", kernel.len()));
+        return Err(format!(
+            "kernel has {} dims but the input has {spatial} spatial dims",
+            kernel.len()
+        ));
     }
     let g = Geometry {
         strides: get("strides", spatial, 1)?,
@@ -48,7 +58,9 @@ pub(super) fn geometry(cx: &InferCx, spatial: usize, kernel_from_w: Option<Vec<i
 
 /// Output length of one sliding-window axis.
 pub(super) fn window_out(input: &Dim, g: &Geometry, i: usize, ceil_mode: bool) -> OpResult<Dim> {
-    let Dim::Known(n) = *input else { return Ok(Dim::Unknown) };
+    let Dim::Known(n) = *input else {
+        return Ok(Dim::Unknown);
+    };
     let n_sp = g.kernel.len();
     let eff = (g.kernel[i] - 1) * g.dilations[i] + 1;
     let s = g.strides[i];
@@ -58,7 +70,10 @@ pub(super) fn window_out(input: &Dim, g: &Geometry, i: usize, ceil_mode: bool) -
         "NOTSET" | "" => {
             let total = n + g.pads[i] + g.pads[i + n_sp] - eff;
             if total < 0 {
-                return Err(format!("window {eff} is larger than padded input {}", n + g.pads[i] + g.pads[i + n_sp]));
+                return Err(format!(
+                    "window {eff} is larger than padded input {}",
+                    n + g.pads[i] + g.pads[i + n_sp]
+                ));
             }
             if ceil_mode {
                 let mut o = (total + s - 1) / s + 1;
@@ -85,7 +100,11 @@ impl Op for Conv {
         let x = cx.shape(0)?;
         let w = cx.shape(1)?;
         if x.len() < 3 || w.len() != x.len() {
-            return Err(format!("input rank {} and weight rank {} do not fit a convolution", x.len(), w.len()));
+            return Err(format!(
+                "input rank {} and weight rank {} do not fit a convolution",
+                x.len(),
+                w.len()
+            ));
         }
         let sp = x.len() - 2;
         let wk = super::concrete(&w[2..]);
@@ -93,7 +112,9 @@ impl Op for Conv {
         let group = cx.attr_i("group", 1);
         if let (Dim::Known(c), Dim::Known(wc)) = (&x[1], &w[1]) {
             if group <= 0 || *c != wc * group {
-                return Err(format!("input has {c} channels but weight expects {wc}×group {group}"));
+                return Err(format!(
+                    "input has {c} channels but weight expects {wc}×group {group}"
+                ));
             }
         }
         let mut out = vec![x[0].clone(), w[0].clone()];
@@ -103,7 +124,9 @@ impl Op for Conv {
         Ok(vec![Fact::new(cx.dtype(0), Some(out))])
     }
     fn macs(&self, cx: &InferCx, outputs: &[Fact]) -> OpResult<u64> {
-        let y = outputs[0].concrete().ok_or("output shape is not fully known")?;
+        let y = outputs[0]
+            .concrete()
+            .ok_or("output shape is not fully known")?;
         let w = cx.input(1)?.concrete().ok_or("weight shape is not known")?;
         // N·Cout·∏out · (Cin/group)·∏k  ==  ∏y · ∏w[1..]
         let a = y.iter().product::<i64>() as u64;
@@ -118,7 +141,11 @@ impl Op for ConvTranspose {
         let x = cx.shape(0)?;
         let w = cx.shape(1)?;
         if x.len() < 3 || w.len() != x.len() {
-            return Err(format!("input rank {} and weight rank {} do not fit a transposed convolution", x.len(), w.len()));
+            return Err(format!(
+                "input rank {} and weight rank {} do not fit a transposed convolution",
+                x.len(),
+                w.len()
+            ));
         }
         let sp = x.len() - 2;
         let g = geometry(cx, sp, super::concrete(&w[2..]))?;
@@ -157,10 +184,14 @@ impl Op for ConvTranspose {
         Ok(vec![Fact::new(cx.dtype(0), Some(out))])
     }
     fn macs(&self, cx: &InferCx, _outputs: &[Fact]) -> OpResult<u64> {
-        let x = cx.input(0)?.concrete().ok_or("input shape is not fully known")?;
+        let x = cx
+            .input(0)?
+            .concrete()
+            .ok_or("input shape is not fully known")?;
         let w = cx.input(1)?.concrete().ok_or("weight shape is not known")?;
         // N·Cin·∏in · (Cout/group)·∏k  ==  ∏x · ∏w[1..]
-        let a = numel(&x.iter().map(|&d| Dim::Known(d)).collect::<Vec<_>>()).ok_or("overflow")? as u64;
+        let a =
+            numel(&x.iter().map(|&d| Dim::Known(d)).collect::<Vec<_>>()).ok_or("overflow")? as u64;
         let b = w[1..].iter().product::<i64>() as u64;
         a.checked_mul(b).ok_or_else(|| "MAC count overflows".into())
     }

@@ -8,8 +8,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let n = a.len().max(b.len());
     (0..n)
         .map(|i| {
-            let x = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let y = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            let x = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
             match (x, y) {
                 (1, d) | (d, 1) => Some(d),
                 (p, q) if p == q => Some(p),
@@ -32,7 +40,9 @@ pub fn check_size(shape: &[usize]) -> OpResult<()> {
         .try_fold(1i64, |a, &d| a.checked_mul(d as i64))
         .unwrap_or(i64::MAX);
     if n > MAX_FOLD_ELEMS {
-        return Err(format!("constant result of {n} elements is too large to fold"));
+        return Err(format!(
+            "constant result of {n} elements is too large to fold"
+        ));
     }
     Ok(())
 }
@@ -56,8 +66,24 @@ pub fn arith(op: &str, a: &Arr, b: &Arr) -> Option<Arr> {
         }};
     }
     match (a, b) {
-        (Arr::F32(x), Arr::F32(y)) => num!(x, y, Arr::F32, f32, |x, y| x / y, |x: f32, y| x.powf(y), |x: f32, y| x % y),
-        (Arr::F64(x), Arr::F64(y)) => num!(x, y, Arr::F64, f64, |x, y| x / y, |x: f64, y| x.powf(y), |x: f64, y| x % y),
+        (Arr::F32(x), Arr::F32(y)) => num!(
+            x,
+            y,
+            Arr::F32,
+            f32,
+            |x, y| x / y,
+            |x: f32, y| x.powf(y),
+            |x: f32, y| x % y
+        ),
+        (Arr::F64(x), Arr::F64(y)) => num!(
+            x,
+            y,
+            Arr::F64,
+            f64,
+            |x, y| x / y,
+            |x: f64, y| x.powf(y),
+            |x: f64, y| x % y
+        ),
         (Arr::I64(x), Arr::I64(y)) => num!(
             x,
             y,
@@ -163,7 +189,12 @@ pub fn where_(c: &Arr, x: &Arr, y: &Arr) -> Option<Arr> {
             let cv = c.broadcast(IxDyn(&s))?;
             let xv = $x.broadcast(IxDyn(&s))?;
             let yv = $y.broadcast(IxDyn(&s))?;
-            Some($ctor(Zip::from(&cv).and(&xv).and(&yv).map_collect(|&c, &a, &b| if c { a } else { b })))
+            Some($ctor(
+                Zip::from(&cv)
+                    .and(&xv)
+                    .and(&yv)
+                    .map_collect(|&c, &a, &b| if c { a } else { b }),
+            ))
         }};
     }
     match (x, y) {

@@ -18,7 +18,9 @@ impl Op for Expand {
             if let (Some(v), Some(shape)) = (cx.value(0), super::concrete(&out)) {
                 let us: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
                 eval::check_size(&us)?;
-                if let Some(r) = crate::arr_try_map!(v, a => a.broadcast(IxDyn(&us)).map(|b| b.to_owned())) {
+                if let Some(r) =
+                    crate::arr_try_map!(v, a => a.broadcast(IxDyn(&us)).map(|b| b.to_owned()))
+                {
                     return Ok(vec![Fact::from_tensor(Arc::new(r.to_tensor()))]);
                 }
             }
@@ -32,10 +34,17 @@ impl Op for Tile {
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.shape(0)?;
         let Some(rep) = cx.const_ints(1) else {
-            return Ok(vec![Fact::new(cx.dtype(0), Some(vec![Dim::Unknown; x.len()]))]);
+            return Ok(vec![Fact::new(
+                cx.dtype(0),
+                Some(vec![Dim::Unknown; x.len()]),
+            )]);
         };
         if rep.len() != x.len() {
-            return Err(format!("repeats has {} values for rank {}", rep.len(), x.len()));
+            return Err(format!(
+                "repeats has {} values for rank {}",
+                rep.len(),
+                x.len()
+            ));
         }
         let out = x
             .iter()

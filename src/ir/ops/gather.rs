@@ -24,8 +24,17 @@ impl Op for Gather {
         }
         if cx.all_const() {
             if let (Some(v), Some(ind), Dim::Known(n)) = (cx.value(0), &indices, &x[a]) {
-                let flat: Vec<usize> = ind.iter().map(|&i| if i < 0 { i + n } else { i } as usize).collect();
-                let shape: Vec<usize> = out.iter().map(|d| match d { Dim::Known(v) => *v as usize, _ => 0 }).collect();
+                let flat: Vec<usize> = ind
+                    .iter()
+                    .map(|&i| if i < 0 { i + n } else { i } as usize)
+                    .collect();
+                let shape: Vec<usize> = out
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Known(v) => *v as usize,
+                        _ => 0,
+                    })
+                    .collect();
                 eval::check_size(&shape)?;
                 let r = crate::arr_try_map!(v, arr => arr.select(Axis(a), &flat).into_shape_with_order(IxDyn(&shape)).ok());
                 if let Some(r) = r {

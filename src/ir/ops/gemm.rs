@@ -13,22 +13,48 @@ impl Op for Gemm {
         let a = cx.shape(0)?;
         let b = cx.shape(1)?;
         if a.len() != 2 || b.len() != 2 {
-            return Err(format!("Gemm needs 2-D operands, got ranks {} and {}", a.len(), b.len()));
+            return Err(format!(
+                "Gemm needs 2-D operands, got ranks {} and {}",
+                a.len(),
+                b.len()
+            ));
         }
-        let (m, ka) = if cx.attr_i("transA", 0) != 0 { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
-        let (kb, n) = if cx.attr_i("transB", 0) != 0 { (&b[1], &b[0]) } else { (&b[0], &b[1]) };
+        let (m, ka) = if cx.attr_i("transA", 0) != 0 {
+            (&a[1], &a[0])
+        } else {
+            (&a[0], &a[1])
+        };
+        let (kb, n) = if cx.attr_i("transB", 0) != 0 {
+            (&b[1], &b[0])
+        } else {
+            (&b[0], &b[1])
+        };
         if let (Dim::Known(p), Dim::Known(q)) = (ka, kb) {
             if p != q {
                 return Err(format!("inner dimensions differ: {p} vs {q}"));
             }
         }
-        Ok(vec![Fact::new(cx.dtype(0), Some(vec![m.clone(), n.clone()]))])
+        Ok(vec![Fact::new(
+            cx.dtype(0),
+            Some(vec![m.clone(), n.clone()]),
+        )])
     }
     fn macs(&self, cx: &InferCx, outputs: &[Fact]) -> OpResult<u64> {
-        let y = outputs[0].concrete().ok_or("output shape is not fully known")?;
-        let a = cx.input(0)?.concrete().ok_or("input shape is not fully known")?;
-        let k = if cx.attr_i("transA", 0) != 0 { a[0] } else { a[1] };
-        Ok((y[0] as u64).saturating_mul(y[1] as u64).saturating_mul(k as u64))
+        let y = outputs[0]
+            .concrete()
+            .ok_or("output shape is not fully known")?;
+        let a = cx
+            .input(0)?
+            .concrete()
+            .ok_or("input shape is not fully known")?;
+        let k = if cx.attr_i("transA", 0) != 0 {
+            a[0]
+        } else {
+            a[1]
+        };
+        Ok((y[0] as u64)
+            .saturating_mul(y[1] as u64)
+            .saturating_mul(k as u64))
     }
 }
 
@@ -38,8 +64,16 @@ fn matmul_shape(a: &[Dim], b: &[Dim]) -> OpResult<(Vec<Dim>, Dim)> {
     if a.is_empty() || b.is_empty() {
         return Err("MatMul operands must have rank ≥ 1".into());
     }
-    let a2: Vec<Dim> = if a.len() == 1 { vec![Dim::Known(1), a[0].clone()] } else { a.to_vec() };
-    let b2: Vec<Dim> = if b.len() == 1 { vec![b[0].clone(), Dim::Known(1)] } else { b.to_vec() };
+    let a2: Vec<Dim> = if a.len() == 1 {
+        vec![Dim::Known(1), a[0].clone()]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<Dim> = if b.len() == 1 {
+        vec![b[0].clone(), Dim::Known(1)]
+    } else {
+        b.to_vec()
+    };
     let (ab, am) = a2.split_at(a2.len() - 2);
     let (bb, bm) = b2.split_at(b2.len() - 2);
     if let (Dim::Known(p), Dim::Known(q)) = (&am[1], &bm[0]) {
@@ -64,8 +98,12 @@ impl Op for MatMul {
     }
     fn macs(&self, cx: &InferCx, outputs: &[Fact]) -> OpResult<u64> {
         let (_, k) = matmul_shape(cx.shape(0)?, cx.shape(1)?)?;
-        let Dim::Known(k) = k else { return Err("inner dimension is not known".into()) };
-        let y = outputs[0].concrete().ok_or("output shape is not fully known")?;
+        let Dim::Known(k) = k else {
+            return Err("inner dimension is not known".into());
+        };
+        let y = outputs[0]
+            .concrete()
+            .ok_or("output shape is not fully known")?;
         Ok(y.iter().fold(k as u64, |a, &d| a.saturating_mul(d as u64)))
     }
 }

@@ -6,11 +6,11 @@
 //! ([`lookup`]) is a plain table from op type to implementation: adding an op is adding a file
 //! and a row, never growing a `match`.
 
+mod binary;
 mod concat;
 mod constant_of_shape;
 mod conv;
 mod elementwise;
-mod binary;
 pub mod eval;
 mod expand;
 mod gather;
@@ -168,8 +168,16 @@ pub fn broadcast(a: &[Dim], b: &[Dim]) -> OpResult<Vec<Dim>> {
     let n = a.len().max(b.len());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let x = if i + a.len() >= n { &a[i + a.len() - n] } else { &Dim::Known(1) };
-        let y = if i + b.len() >= n { &b[i + b.len() - n] } else { &Dim::Known(1) };
+        let x = if i + a.len() >= n {
+            &a[i + a.len() - n]
+        } else {
+            &Dim::Known(1)
+        };
+        let y = if i + b.len() >= n {
+            &b[i + b.len() - n]
+        } else {
+            &Dim::Known(1)
+        };
         out.push(match (x, y) {
             (Dim::Known(1), d) | (d, Dim::Known(1)) => d.clone(),
             (Dim::Known(p), Dim::Known(q)) if p == q => Dim::Known(*p),
@@ -313,7 +321,9 @@ pub fn lookup(node: &Node) -> Option<&'static dyn Op> {
     if !node.is_standard() {
         return None;
     }
-    OPS.iter().find(|(n, _)| *n == node.op_type).map(|(_, op)| *op)
+    OPS.iter()
+        .find(|(n, _)| *n == node.op_type)
+        .map(|(_, op)| *op)
 }
 
 /// Whether the op type is one the tool understands (for `inspect` reporting).

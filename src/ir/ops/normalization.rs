@@ -12,7 +12,11 @@ impl Op for BatchNorm {
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.input(0)?;
         let mut out = vec![Fact::new(x.dtype, x.shape.clone())];
-        let c = x.shape.as_ref().and_then(|s| s.get(1).cloned()).unwrap_or(Dim::Unknown);
+        let c = x
+            .shape
+            .as_ref()
+            .and_then(|s| s.get(1).cloned())
+            .unwrap_or(Dim::Unknown);
         while out.len() < cx.n_outputs() {
             out.push(Fact::new(x.dtype, Some(vec![c.clone()])));
         }
@@ -29,7 +33,12 @@ impl Op for LayerNorm {
             let reduced = match &x.shape {
                 Some(s) => {
                     let a = axis(cx.attr_i("axis", -1), s.len())?;
-                    Some(s.iter().enumerate().map(|(i, d)| if i >= a { Dim::Known(1) } else { d.clone() }).collect())
+                    Some(
+                        s.iter()
+                            .enumerate()
+                            .map(|(i, d)| if i >= a { Dim::Known(1) } else { d.clone() })
+                            .collect(),
+                    )
                 }
                 None => None,
             };

@@ -21,7 +21,11 @@ pub fn resolved_pads(cx: &InferCx, rank: usize) -> OpResult<Option<Vec<(i64, i64
         false => (0..rank).collect(),
     };
     if pads.len() != 2 * axes.len() {
-        return Err(format!("pads has {} values for {} axes", pads.len(), axes.len()));
+        return Err(format!(
+            "pads has {} values for {} axes",
+            pads.len(),
+            axes.len()
+        ));
     }
     let mut out = vec![(0, 0); rank];
     for (i, &a) in axes.iter().enumerate() {

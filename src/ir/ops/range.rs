@@ -18,7 +18,9 @@ impl Op for Range {
                     }
                     let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
                     eval::check_size(&[n])?;
-                    Some(Arr::I64(ArrayD::from_shape_fn(vec![n], |i| s + d * i[0] as i64)))
+                    Some(Arr::I64(ArrayD::from_shape_fn(vec![n], |i| {
+                        s + d * i[0] as i64
+                    })))
                 }
                 (Some(Arr::F32(s)), Some(Arr::F32(l)), Some(Arr::F32(d))) => {
                     let (s, l, d) = (first(&s)?, first(&l)?, first(&d)?);
@@ -27,7 +29,9 @@ impl Op for Range {
                     }
                     let n = ((l - s) / d).ceil().max(0.0) as usize;
                     eval::check_size(&[n])?;
-                    Some(Arr::F32(ArrayD::from_shape_fn(vec![n], |i| s + d * i[0] as f32)))
+                    Some(Arr::F32(ArrayD::from_shape_fn(vec![n], |i| {
+                        s + d * i[0] as f32
+                    })))
                 }
                 _ => None,
             };
@@ -40,5 +44,8 @@ impl Op for Range {
 }
 
 fn first<T: Copy>(a: &ArrayD<T>) -> OpResult<T> {
-    a.iter().next().copied().ok_or_else(|| "empty scalar".into())
+    a.iter()
+        .next()
+        .copied()
+        .ok_or_else(|| "empty scalar".into())
 }

@@ -23,7 +23,10 @@ impl Op for Reduce {
         };
         let keep = cx.attr_i("keepdims", 1) != 0;
         let axes: Vec<usize> = match axes.filter(|a| !a.is_empty()) {
-            Some(a) => a.iter().map(|&a| axis(a, x.len())).collect::<OpResult<_>>()?,
+            Some(a) => a
+                .iter()
+                .map(|&a| axis(a, x.len()))
+                .collect::<OpResult<_>>()?,
             None if cx.attr_i("noop_with_empty_axes", 0) != 0 => {
                 return Ok(vec![Fact::new(cx.dtype(0), Some(x.to_vec()))]);
             }
@@ -51,7 +54,13 @@ impl Op for ArgReduce {
         let out = x
             .iter()
             .enumerate()
-            .filter_map(|(i, d)| if i == a { keep.then_some(Dim::Known(1)) } else { Some(d.clone()) })
+            .filter_map(|(i, d)| {
+                if i == a {
+                    keep.then_some(Dim::Known(1))
+                } else {
+                    Some(d.clone())
+                }
+            })
             .collect();
         Ok(vec![Fact::new(Some(DataType::INT64), Some(out))])
     }

@@ -34,9 +34,12 @@ pub fn reshape_target(input: &[Dim], target: &[Dim], allowzero: bool) -> OpResul
     let mut infer_at = None;
     for (i, t) in target.iter().enumerate() {
         match t {
-            Dim::Known(0) if !allowzero => {
-                out.push(input.get(i).cloned().ok_or("0 in target beyond the input rank")?)
-            }
+            Dim::Known(0) if !allowzero => out.push(
+                input
+                    .get(i)
+                    .cloned()
+                    .ok_or("0 in target beyond the input rank")?,
+            ),
             Dim::Known(-1) => {
                 if infer_at.replace(i).is_some() {
                     return Err("more than one -1 in the Reshape target".into());
@@ -64,7 +67,9 @@ pub fn reshape_target(input: &[Dim], target: &[Dim], allowzero: bool) -> OpResul
         out[at] = match (product(&num), product(&den)) {
             (Dim::Known(n), Dim::Known(d)) if d > 0 && n % d == 0 => Dim::Known(n / d),
             (Dim::Known(n), Dim::Known(d)) => {
-                return Err(format!("cannot reshape {n} elements into a multiple of {d}"))
+                return Err(format!(
+                    "cannot reshape {n} elements into a multiple of {d}"
+                ))
             }
             (s @ Dim::Sym(_), Dim::Known(1)) => s,
             _ => Dim::Unknown,
@@ -99,14 +104,21 @@ impl Op for Reshape {
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.shape(0)?;
         let target: Vec<Dim> = if cx.opset < 5 {
-            cx.attr_ints("shape").ok_or("no shape attribute")?.into_iter().map(Dim::Known).collect()
+            cx.attr_ints("shape")
+                .ok_or("no shape attribute")?
+                .into_iter()
+                .map(Dim::Known)
+                .collect()
         } else {
             match cx.input(1)?.dims_value() {
                 Some(t) => t,
                 None => {
                     let n = cx.input(1)?.concrete().and_then(|s| s.first().copied());
                     return match n {
-                        Some(n) if n >= 0 => Ok(vec![Fact::new(cx.dtype(0), Some(vec![Dim::Unknown; n as usize]))]),
+                        Some(n) if n >= 0 => Ok(vec![Fact::new(
+                            cx.dtype(0),
+                            Some(vec![Dim::Unknown; n as usize]),
+                        )]),
                         _ => Ok(vec![Fact::new(cx.dtype(0), None)]),
                     };
                 }
@@ -144,7 +156,10 @@ impl Op for Squeeze {
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.shape(0)?;
         let axes: Vec<usize> = match axes_of(cx) {
-            Some(a) => a.iter().map(|&a| axis(a, x.len())).collect::<OpResult<_>>()?,
+            Some(a) => a
+                .iter()
+                .map(|&a| axis(a, x.len()))
+                .collect::<OpResult<_>>()?,
             None if cx.opset >= 13 && cx.opt_input(1).is_some() => {
                 return Ok(vec![Fact::new(cx.dtype(0), None)]);
             }
@@ -152,7 +167,11 @@ impl Op for Squeeze {
                 if x.iter().any(|d| !matches!(d, Dim::Known(_))) {
                     return Ok(vec![Fact::new(cx.dtype(0), None)]);
                 }
-                x.iter().enumerate().filter(|(_, d)| **d == Dim::Known(1)).map(|(i, _)| i).collect()
+                x.iter()
+                    .enumerate()
+                    .filter(|(_, d)| **d == Dim::Known(1))
+                    .map(|(i, _)| i)
+                    .collect()
             }
         };
         for &a in &axes {
@@ -162,7 +181,12 @@ impl Op for Squeeze {
                 }
             }
         }
-        let out = x.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect();
+        let out = x
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(_, d)| d.clone())
+            .collect();
         finish(cx, out)
     }
 }
@@ -183,7 +207,13 @@ impl Op for Unsqueeze {
         }
         let mut it = x.iter();
         let out = (0..r)
-            .map(|i| if axes.contains(&i) { Dim::Known(1) } else { it.next().cloned().unwrap_or(Dim::Unknown) })
+            .map(|i| {
+                if axes.contains(&i) {
+                    Dim::Known(1)
+                } else {
+                    it.next().cloned().unwrap_or(Dim::Unknown)
+                }
+            })
             .collect();
         finish(cx, out)
     }

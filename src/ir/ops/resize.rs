@@ -13,7 +13,11 @@ impl Op for Resize {
         let x = cx.shape(0)?;
         let r = x.len();
         let upsample = cx.node.op_type == "Upsample";
-        let (scales_in, sizes_in) = if upsample || cx.opset < 11 { (1, usize::MAX) } else { (2, 3) };
+        let (scales_in, sizes_in) = if upsample || cx.opset < 11 {
+            (1, usize::MAX)
+        } else {
+            (2, 3)
+        };
         let axes: Vec<usize> = match cx.attr_ints("axes") {
             Some(a) => a.iter().map(|&a| axis(a, r)).collect::<OpResult<_>>()?,
             None => (0..r).collect(),
@@ -33,14 +37,22 @@ impl Op for Resize {
         };
         if let Some(sizes) = sizes {
             if sizes.len() != axes.len() {
-                return Err(format!("sizes has {} values for {} axes", sizes.len(), axes.len()));
+                return Err(format!(
+                    "sizes has {} values for {} axes",
+                    sizes.len(),
+                    axes.len()
+                ));
             }
             for (&a, s) in axes.iter().zip(sizes) {
                 out[a] = Dim::Known(s);
             }
         } else if let Some(scales) = scales {
             if scales.len() != axes.len() {
-                return Err(format!("scales has {} values for {} axes", scales.len(), axes.len()));
+                return Err(format!(
+                    "scales has {} values for {} axes",
+                    scales.len(),
+                    axes.len()
+                ));
             }
             for (&a, s) in axes.iter().zip(scales) {
                 out[a] = match &x[a] {

@@ -16,7 +16,10 @@ impl Op for Shape {
         let e = norm(cx.attr_i("end", r));
         let dims: Vec<Dim> = if s < e { x[s..e].to_vec() } else { vec![] };
         if let Some(c) = concrete(&dims) {
-            return Ok(vec![Fact::from_tensor(Arc::new(Tensor::i64(&[c.len() as i64], c)))]);
+            return Ok(vec![Fact::from_tensor(Arc::new(Tensor::i64(
+                &[c.len() as i64],
+                c,
+            )))]);
         }
         let mut f = Fact::known(Some(DataType::INT64), &[dims.len() as i64]);
         f.sym = Some(dims);

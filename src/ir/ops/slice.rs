@@ -22,10 +22,18 @@ pub fn clamp(start: i64, end: i64, step: i64, dim: i64) -> (i64, i64, i64) {
     }
 }
 
-/// Slice parameters as (axes, starts, ends, steps), when constant.
-pub fn params(cx: &InferCx, rank: usize) -> OpResult<Option<(Vec<usize>, Vec<i64>, Vec<i64>, Vec<i64>)>> {
+/// Slice parameters: (axes, starts, ends, steps).
+pub type SliceParams = (Vec<usize>, Vec<i64>, Vec<i64>, Vec<i64>);
+
+/// Slice parameters, when constant.
+pub fn params(cx: &InferCx, rank: usize) -> OpResult<Option<SliceParams>> {
     let (starts, ends, axes, steps) = if cx.opset < 10 {
-        (cx.attr_ints("starts"), cx.attr_ints("ends"), cx.attr_ints("axes"), None)
+        (
+            cx.attr_ints("starts"),
+            cx.attr_ints("ends"),
+            cx.attr_ints("axes"),
+            None,
+        )
     } else {
         let axes = match cx.opt_input(3) {
             Some(_) => match cx.const_ints(3) {
@@ -43,7 +51,9 @@ pub fn params(cx: &InferCx, rank: usize) -> OpResult<Option<(Vec<usize>, Vec<i64
         };
         (cx.const_ints(1), cx.const_ints(2), axes, steps)
     };
-    let (Some(starts), Some(ends)) = (starts, ends) else { return Ok(None) };
+    let (Some(starts), Some(ends)) = (starts, ends) else {
+        return Ok(None);
+    };
     if starts.len() != ends.len() {
         return Err("starts and ends differ in length".into());
     }
@@ -66,7 +76,10 @@ impl Op for Slice {
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.shape(0)?;
         let Some((axes, starts, ends, steps)) = params(cx, x.len())? else {
-            return Ok(vec![Fact::new(cx.dtype(0), Some(vec![Dim::Unknown; x.len()]))]);
+            return Ok(vec![Fact::new(
+                cx.dtype(0),
+                Some(vec![Dim::Unknown; x.len()]),
+            )]);
         };
         let mut out = x.to_vec();
         let mut ranges = vec![];

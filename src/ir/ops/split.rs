@@ -7,7 +7,11 @@ use crate::ir::Dim;
 
 pub fn split_sizes(cx: &InferCx, dim: &Dim) -> OpResult<Option<Vec<i64>>> {
     let n = cx.n_outputs() as i64;
-    let given = if cx.opset < 13 { cx.attr_ints("split") } else { cx.const_ints(1) };
+    let given = if cx.opset < 13 {
+        cx.attr_ints("split")
+    } else {
+        cx.const_ints(1)
+    };
     if let Some(s) = given.filter(|s| !s.is_empty()) {
         if s.len() as i64 != n {
             return Err(format!("split has {} sizes for {n} outputs", s.len()));
@@ -42,7 +46,10 @@ impl Op for Split {
         Ok((0..cx.n_outputs())
             .map(|i| {
                 let mut s = x.to_vec();
-                s[a] = sizes.as_ref().map(|v| Dim::Known(v[i])).unwrap_or(Dim::Unknown);
+                s[a] = sizes
+                    .as_ref()
+                    .map(|v| Dim::Known(v[i]))
+                    .unwrap_or(Dim::Unknown);
                 Fact::new(cx.dtype(0), Some(s))
             })
             .collect())

@@ -12,7 +12,10 @@ pub fn perm(cx: &InferCx, rank: usize) -> OpResult<Vec<usize>> {
         None => (0..rank).rev().collect(),
     };
     let mut seen = vec![false; rank];
-    if p.len() != rank || p.iter().any(|&i| i >= rank || std::mem::replace(&mut seen[i], true)) {
+    if p.len() != rank
+        || p.iter()
+            .any(|&i| i >= rank || std::mem::replace(&mut seen[i], true))
+    {
         return Err(format!("perm {p:?} is not a permutation of {rank} axes"));
     }
     Ok(p)
@@ -30,6 +33,9 @@ impl Op for Transpose {
                 return Ok(vec![Fact::from_tensor(Arc::new(t.to_tensor()))]);
             }
         }
-        Ok(vec![Fact::new(cx.dtype(0), Some(p.iter().map(|&i| x[i].clone()).collect()))])
+        Ok(vec![Fact::new(
+            cx.dtype(0),
+            Some(p.iter().map(|&i| x[i].clone()).collect()),
+        )])
     }
 }
