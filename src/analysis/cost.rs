@@ -26,7 +26,7 @@ pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
     for v in &g.values {
         if let ValueDef::Const(c) = &v.def {
             if c.tensor.dtype.is_float() {
-                r.params += c.tensor.numel();
+                r.params = r.params.saturating_add(c.tensor.numel());
             }
         }
     }

@@ -65,7 +65,7 @@ macro_rules! decode {
 impl Arr {
     pub fn from_raw(dtype: DataType, dims: &[i64], raw: &[u8]) -> Option<Arr> {
         let shape = shape_of(dims)?;
-        let n: usize = shape.iter().product();
+        let n: usize = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
         if raw.len() != n.checked_mul(dtype.byte_size()?)? {
             return None;
         }

@@ -24,7 +24,7 @@ impl Op for Concat {
                 ));
             }
             match &s[a] {
-                Dim::Known(n) => total = total.map(|t| t + n),
+                Dim::Known(n) => total = total.and_then(|t| t.checked_add(*n)),
                 d => {
                     total = None;
                     syms.push(d.clone());

@@ -7,7 +7,7 @@
 //! MACs (the rule `--target-flops` counts): Conv N·Cout·∏Dout·(Cin/group)·∏k;
 //! ConvTranspose N·Cin·∏Din·(Cout/group)·∏k.
 
-use super::{numel, Fact, InferCx, Op, OpResult};
+use super::{Fact, InferCx, Op, OpResult};
 use crate::ir::Dim;
 
 pub(super) struct Geometry {
@@ -61,24 +61,27 @@ pub(super) fn window_out(input: &Dim, g: &Geometry, i: usize, ceil_mode: bool) -
     let Dim::Known(n) = *input else {
         return Ok(Dim::Unknown);
     };
+    // i128: attributes and dims come from the file and may be absurd; never overflow.
+    let n = n as i128;
     let n_sp = g.kernel.len();
-    let eff = (g.kernel[i] - 1) * g.dilations[i] + 1;
-    let s = g.strides[i];
+    let eff = (g.kernel[i] as i128 - 1) * g.dilations[i] as i128 + 1;
+    let s = g.strides[i] as i128;
+    let (p0, p1) = (g.pads[i] as i128, g.pads[i + n_sp] as i128);
     let out = match g.auto_pad.as_str() {
         "SAME_UPPER" | "SAME_LOWER" => (n + s - 1) / s,
         "VALID" => (n - eff + s) / s,
         "NOTSET" | "" => {
-            let total = n + g.pads[i] + g.pads[i + n_sp] - eff;
+            let total = n + p0 + p1 - eff;
             if total < 0 {
                 return Err(format!(
                     "window {eff} is larger than padded input {}",
-                    n + g.pads[i] + g.pads[i + n_sp]
+                    n + p0 + p1
                 ));
             }
             if ceil_mode {
                 let mut o = (total + s - 1) / s + 1;
                 // The last window must start inside the input or left padding.
-                if (o - 1) * s >= n + g.pads[i] {
+                if (o - 1) * s >= n + p0 {
                     o -= 1;
                 }
                 o
@@ -91,7 +94,7 @@ pub(super) fn window_out(input: &Dim, g: &Geometry, i: usize, ceil_mode: bool) -
     if out <= 0 {
         return Err(format!("output length {out} is not positive"));
     }
-    Ok(Dim::Known(out))
+    Ok(Dim::Known(super::dim_i64(out)?))
 }
 
 pub struct Conv;
@@ -111,7 +114,7 @@ impl Op for Conv {
         let g = geometry(cx, sp, wk)?;
         let group = cx.attr_i("group", 1);
         if let (Dim::Known(c), Dim::Known(wc)) = (&x[1], &w[1]) {
-            if group <= 0 || *c != wc * group {
+            if group <= 0 || Some(*c) != wc.checked_mul(group) {
                 return Err(format!(
                     "input has {c} channels but weight expects {wc}×group {group}"
                 ));
@@ -129,9 +132,11 @@ impl Op for Conv {
             .ok_or("output shape is not fully known")?;
         let w = cx.input(1)?.concrete().ok_or("weight shape is not known")?;
         // N·Cout·∏out · (Cin/group)·∏k  ==  ∏y · ∏w[1..]
-        let a = y.iter().product::<i64>() as u64;
-        let b = w[1..].iter().product::<i64>() as u64;
-        a.checked_mul(b).ok_or_else(|| "MAC count overflows".into())
+        let a = super::product_i64(&y)?;
+        let b = super::product_i64(&w[1..])?;
+        a.checked_mul(b)
+            .map(|v| v.max(0) as u64)
+            .ok_or_else(|| "MAC count overflows".into())
     }
 }
 
@@ -151,7 +156,7 @@ impl Op for ConvTranspose {
         let g = geometry(cx, sp, super::concrete(&w[2..]))?;
         let group = cx.attr_i("group", 1);
         let cout = match &w[1] {
-            Dim::Known(m) => Dim::Known(m * group),
+            Dim::Known(m) => Dim::Known(m.checked_mul(group).ok_or("channel count overflows")?),
             _ => Dim::Unknown,
         };
         let out_pad = cx.attr_ints("output_padding").unwrap_or(vec![0; sp]);
@@ -167,19 +172,20 @@ impl Op for ConvTranspose {
                 out.push(Dim::Unknown);
                 continue;
             };
-            let eff = (g.kernel[i] - 1) * g.dilations[i] + 1;
+            let (n, s) = (n as i128, g.strides[i] as i128);
+            let eff = (g.kernel[i] as i128 - 1) * g.dilations[i] as i128 + 1;
             let o = match g.auto_pad.as_str() {
-                "SAME_UPPER" | "SAME_LOWER" => n * g.strides[i],
+                "SAME_UPPER" | "SAME_LOWER" => n * s,
                 _ => {
-                    g.strides[i] * (n - 1) + out_pad.get(i).copied().unwrap_or(0) + eff
-                        - g.pads[i]
-                        - g.pads[i + sp]
+                    s * (n - 1) + out_pad.get(i).copied().unwrap_or(0) as i128 + eff
+                        - g.pads[i] as i128
+                        - g.pads[i + sp] as i128
                 }
             };
             if o <= 0 {
                 return Err(format!("output length {o} is not positive"));
             }
-            out.push(Dim::Known(o));
+            out.push(Dim::Known(super::dim_i64(o)?));
         }
         Ok(vec![Fact::new(cx.dtype(0), Some(out))])
     }
@@ -190,9 +196,10 @@ impl Op for ConvTranspose {
             .ok_or("input shape is not fully known")?;
         let w = cx.input(1)?.concrete().ok_or("weight shape is not known")?;
         // N·Cin·∏in · (Cout/group)·∏k  ==  ∏x · ∏w[1..]
-        let a =
-            numel(&x.iter().map(|&d| Dim::Known(d)).collect::<Vec<_>>()).ok_or("overflow")? as u64;
-        let b = w[1..].iter().product::<i64>() as u64;
-        a.checked_mul(b).ok_or_else(|| "MAC count overflows".into())
+        let a = super::product_i64(&x)?;
+        let b = super::product_i64(&w[1..])?;
+        a.checked_mul(b)
+            .map(|v| v.max(0) as u64)
+            .ok_or_else(|| "MAC count overflows".into())
     }
 }

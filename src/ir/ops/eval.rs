@@ -37,7 +37,7 @@ pub fn zip2<T: Copy, U>(a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -> U) -> 
 pub fn check_size(shape: &[usize]) -> OpResult<()> {
     let n = shape
         .iter()
-        .try_fold(1i64, |a, &d| a.checked_mul(d as i64))
+        .try_fold(1i64, |a, &d| a.checked_mul(i64::try_from(d).ok()?))
         .unwrap_or(i64::MAX);
     if n > MAX_FOLD_ELEMS {
         return Err(format!(
@@ -47,14 +47,37 @@ pub fn check_size(shape: &[usize]) -> OpResult<()> {
     Ok(())
 }
 
+trait Wrap {
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+}
+macro_rules! wrap_int {
+    ($($t:ty),*) => {$(impl Wrap for $t {
+        fn add(self, o: Self) -> Self { self.wrapping_add(o) }
+        fn sub(self, o: Self) -> Self { self.wrapping_sub(o) }
+        fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
+    })*};
+}
+macro_rules! wrap_float {
+    ($($t:ty),*) => {$(impl Wrap for $t {
+        fn add(self, o: Self) -> Self { self + o }
+        fn sub(self, o: Self) -> Self { self - o }
+        fn mul(self, o: Self) -> Self { self * o }
+    })*};
+}
+wrap_int!(i64, i32);
+wrap_float!(f32, f64);
+
 /// Numeric binary op on two arrays of the same type. `None` if unsupported.
 pub fn arith(op: &str, a: &Arr, b: &Arr) -> Option<Arr> {
     macro_rules! num {
         ($x:expr, $y:expr, $ctor:path, $t:ty, $div:expr, $pow:expr, $rem:expr) => {{
             let f: fn($t, $t) -> $t = match op {
-                "Add" | "Sum" => |x, y| x + y,
-                "Sub" => |x, y| x - y,
-                "Mul" => |x, y| x * y,
+                // Integer arithmetic wraps (as runtimes do) instead of panicking.
+                "Add" | "Sum" => |x, y| Wrap::add(x, y),
+                "Sub" => |x, y| Wrap::sub(x, y),
+                "Mul" => |x, y| Wrap::mul(x, y),
                 "Div" => $div,
                 "Max" => |x, y| if x >= y { x } else { y },
                 "Min" => |x, y| if x <= y { x } else { y },

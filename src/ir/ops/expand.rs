@@ -13,6 +13,9 @@ impl Op for Expand {
         let Some(target) = cx.input(1)?.dims_value() else {
             return Ok(vec![Fact::new(cx.dtype(0), None)]);
         };
+        if target.iter().any(|d| matches!(d, Dim::Known(v) if *v < 0)) {
+            return Err("negative dimension in the target shape".into());
+        }
         let out = broadcast(x, &target)?;
         if cx.all_const() {
             if let (Some(v), Some(shape)) = (cx.value(0), super::concrete(&out)) {
@@ -50,7 +53,8 @@ impl Op for Tile {
             .iter()
             .zip(rep)
             .map(|(d, r)| match d {
-                Dim::Known(v) => Dim::Known(v * r),
+                Dim::Known(v) if r >= 0 => v.checked_mul(r).map(Dim::Known).unwrap_or(Dim::Unknown),
+                Dim::Known(_) => Dim::Unknown,
                 d if r == 1 => d.clone(),
                 _ => Dim::Unknown,
             })

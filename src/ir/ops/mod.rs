@@ -156,11 +156,23 @@ impl<'a> InferCx<'a> {
 /// Normalises a possibly negative axis against `rank`.
 pub fn axis(a: i64, rank: usize) -> OpResult<usize> {
     let r = rank as i64;
-    let x = if a < 0 { a + r } else { a };
-    if x < 0 || x >= r.max(1) && !(r == 0 && x == 0) {
+    let x = if a < 0 { a.saturating_add(r) } else { a };
+    if x < 0 || x >= r {
         return Err(format!("axis {a} is out of range for rank {rank}"));
     }
     Ok(x as usize)
+}
+
+/// Converts the result of i128 dimension arithmetic back, failing instead of overflowing.
+pub fn dim_i64(v: i128) -> OpResult<i64> {
+    i64::try_from(v).map_err(|_| "dimension arithmetic overflows".to_string())
+}
+
+/// Checked product of known dims.
+pub fn product_i64(d: &[i64]) -> OpResult<i64> {
+    d.iter()
+        .try_fold(1i64, |a, &x| a.checked_mul(x))
+        .ok_or_else(|| "dimension product overflows".to_string())
 }
 
 /// Numpy-style broadcasting of two shapes.

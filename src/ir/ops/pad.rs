@@ -44,7 +44,7 @@ impl Op for Pad {
                 .zip(p)
                 .map(|(d, (b, e))| match d {
                     Dim::Known(n) => {
-                        let o = n + b + e;
+                        let o = super::dim_i64(*n as i128 + b as i128 + e as i128)?;
                         if o < 0 {
                             Err(format!("padding makes a dimension negative ({o})"))
                         } else {

@@ -16,16 +16,19 @@ impl Op for Range {
                     if d == 0 {
                         return Err("delta is 0".into());
                     }
-                    let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+                    let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0) as usize;
                     eval::check_size(&[n])?;
                     Some(Arr::I64(ArrayD::from_shape_fn(vec![n], |i| {
-                        s + d * i[0] as i64
+                        s.wrapping_add(d.wrapping_mul(i[0] as i64))
                     })))
                 }
                 (Some(Arr::F32(s)), Some(Arr::F32(l)), Some(Arr::F32(d))) => {
                     let (s, l, d) = (first(&s)?, first(&l)?, first(&d)?);
                     if d == 0.0 {
                         return Err("delta is 0".into());
+                    }
+                    if !((l - s) / d).is_finite() {
+                        return Err("non-finite Range".into());
                     }
                     let n = ((l - s) / d).ceil().max(0.0) as usize;
                     eval::check_size(&[n])?;

@@ -115,7 +115,7 @@ impl Op for Reshape {
                 None => {
                     let n = cx.input(1)?.concrete().and_then(|s| s.first().copied());
                     return match n {
-                        Some(n) if n >= 0 => Ok(vec![Fact::new(
+                        Some(n) if (0..=64).contains(&n) => Ok(vec![Fact::new(
                             cx.dtype(0),
                             Some(vec![Dim::Unknown; n as usize]),
                         )]),
@@ -134,7 +134,11 @@ impl Op for Flatten {
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.shape(0)?;
         let a = cx.attr_i("axis", 1);
-        let a = if a < 0 { a + x.len() as i64 } else { a };
+        let a = if a < 0 {
+            a.saturating_add(x.len() as i64)
+        } else {
+            a
+        };
         if a < 0 || a as usize > x.len() {
             return Err(format!("axis {a} out of range for rank {}", x.len()));
         }

@@ -11,7 +11,7 @@ impl Op for Shape {
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.shape(0)?;
         let r = x.len() as i64;
-        let norm = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+        let norm = |v: i64| (if v < 0 { v.saturating_add(r) } else { v }).clamp(0, r) as usize;
         let s = norm(cx.attr_i("start", 0));
         let e = norm(cx.attr_i("end", r));
         let dims: Vec<Dim> = if s < e { x[s..e].to_vec() } else { vec![] };

@@ -8,17 +8,27 @@ use std::sync::Arc;
 /// Resolved (axis, start, end, step) with clamped bounds, for one sliced axis of length `dim`.
 pub fn clamp(start: i64, end: i64, step: i64, dim: i64) -> (i64, i64, i64) {
     let norm = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+    let step_ = step as i128;
+    let dim = dim.max(0);
     if step > 0 {
         let s = norm(start).clamp(0, dim);
         let e = norm(end).clamp(0, dim);
-        let len = if e > s { (e - s + step - 1) / step } else { 0 };
-        (s, e, len)
+        let len = if e > s {
+            (e as i128 - s as i128 + step_ - 1) / step_
+        } else {
+            0
+        };
+        (s, e, len as i64)
     } else {
-        let s = norm(start).clamp(0, dim - 1);
-        let e = norm(end).clamp(-1, dim - 1);
-        let st = -step;
-        let len = if s > e { (s - e + st - 1) / st } else { 0 };
-        (s, e, len)
+        let s = norm(start).clamp(0, (dim - 1).max(0));
+        let e = norm(end).clamp(-1, (dim - 1).max(-1));
+        let st = -step_;
+        let len = if s > e {
+            (s as i128 - e as i128 + st - 1) / st
+        } else {
+            0
+        };
+        (s, e, len as i64)
     }
 }
 
@@ -95,7 +105,10 @@ impl Op for Slice {
                 _ => out[a] = Dim::Unknown,
             }
         }
-        if cx.all_const() && ranges.len() == axes.len() {
+        if cx.all_const()
+            && ranges.len() == axes.len()
+            && ranges.iter().all(|r| r.3.unsigned_abs() < 1 << 40)
+        {
             if let Some(v) = cx.value(0) {
                 let r = slice_arr(&v, &ranges);
                 eval::check_size(r.shape())?;
@@ -112,7 +125,10 @@ impl Op for Slice {
                     if let Some(d) = v.get(i as usize) {
                         picked.push(d.clone());
                     }
-                    i += st;
+                    match i.checked_add(st) {
+                        Some(n) => i = n,
+                        None => break,
+                    }
                 }
                 f.sym = Some(picked);
             }
@@ -125,11 +141,11 @@ pub fn slice_arr(v: &Arr, ranges: &[(usize, i64, i64, i64)]) -> Arr {
     crate::arr_map!(v, a => {
         let mut view = a.view();
         for &(ax, s, e, st) in ranges {
-            let sl = if st > 0 {
-                ndarray::Slice::new(s as isize, Some(e as isize), st as isize)
+                        let sl = if st > 0 {
+                ndarray::Slice::new(s as isize, Some(e.max(s) as isize), st as isize)
             } else {
                 // ndarray walks a negative step from the end of [start, end).
-                ndarray::Slice::new((e + 1) as isize, Some((s + 1) as isize), st as isize)
+                ndarray::Slice::new((e + 1) as isize, Some((s + 1).max(e + 1) as isize), st as isize)
             };
             view.slice_axis_inplace(ndarray::Axis(ax), sl);
         }

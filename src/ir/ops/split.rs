@@ -7,6 +7,9 @@ use crate::ir::Dim;
 
 pub fn split_sizes(cx: &InferCx, dim: &Dim) -> OpResult<Option<Vec<i64>>> {
     let n = cx.n_outputs() as i64;
+    if n == 0 {
+        return Err("Split has no outputs".into());
+    }
     let given = if cx.opset < 13 {
         cx.attr_ints("split")
     } else {
@@ -22,10 +25,10 @@ pub fn split_sizes(cx: &InferCx, dim: &Dim) -> OpResult<Option<Vec<i64>>> {
         return Ok(None); // non-constant sizes
     }
     let Dim::Known(d) = dim else { return Ok(None) };
-    let chunk = (d + n - 1) / n.max(1);
+    let chunk = super::dim_i64((*d as i128 + n as i128 - 1) / n as i128)?;
     if cx.node.attr_i("num_outputs").is_some() {
         let mut v = vec![chunk; n as usize];
-        let last = d - chunk * (n - 1);
+        let last = super::dim_i64(*d as i128 - chunk as i128 * (n as i128 - 1))?;
         if let Some(l) = v.last_mut() {
             *l = last;
         }
