@@ -12,7 +12,9 @@ fn recorded_crashers_no_longer_panic() {
     for e in std::fs::read_dir(dir).unwrap() {
         let data = std::fs::read(e.unwrap().path()).unwrap();
         n += 1;
-        let Ok(mut m) = onnx_prune::onnx::decode_model(data.into(), None) else { continue };
+        let Ok(mut m) = onnx_prune::onnx::decode_model(data.into(), None) else {
+            continue;
+        };
         let _ = onnx_prune::onnx::encode_model(&m);
         if let Ok(a) = infer(&m, ShapeMode::Bound, &HashMap::new()) {
             let _ = cost(&m, &a);
