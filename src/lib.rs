@@ -7,5 +7,6 @@ pub mod eval;
 pub mod ir;
 pub mod onnx;
 pub mod rewrite;
+pub mod search;
 
 pub use error::{Error, Result};

@@ -40,9 +40,38 @@ struct PruneArgs {
     /// Fraction of the input's MACs the output may keep (e.g. 0.5)
     #[arg(long)]
     target_flops: Option<f64>,
-    /// Calibration/validation data
+    /// Calibration/validation data (the RL search is not built yet: data-free pruning is used)
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    opts: PruneOpts,
+}
+
+#[derive(Args)]
+struct PruneOpts {
+    /// Channel importance: l1 / l2 filter magnitude, or random
+    #[arg(long, default_value = "l1", value_parser = ["l1", "l2", "random"])]
+    method: String,
+    /// uniform: same keep ratio in every group; global: one threshold over normalised importance
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "global"])]
+    allocation: String,
+    /// Keep a multiple of N channels in every group
+    #[arg(long, default_value_t = 1)]
+    round_to: usize,
+    /// Write the kept channels per group (JSON plan, re-applicable with `apply`)
+    #[arg(long)]
+    emit_plan: Option<PathBuf>,
+    /// Write a JSON report (MACs/params before and after, per-group kept/total)
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Fail (exit 1) when the target cannot be reached
+    #[arg(long)]
+    strict: bool,
+    /// Seed for --method random
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    shapes: ShapeArgs,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +85,9 @@ enum Cmd {
         /// Number of top layers by MACs to list
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// List the channel groups (what pruning can remove together)
+        #[arg(long)]
+        groups: bool,
         #[command(flatten)]
         shapes: ShapeArgs,
     },
@@ -77,6 +109,37 @@ enum Cmd {
     /// Run two models on the same seeded random inputs (tract) and print how far their outputs
     /// are apart: max |a-b| and max |a-b| / max(max|a|, 1)
     Compare(CompareArgs),
+    /// Re-apply a pruning plan (--emit-plan) to a model
+    Apply {
+        input: PathBuf,
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        shapes: ShapeArgs,
+    },
+    /// Check a pruned model: run the original with the plan's removed channels zeroed at every
+    /// consumer and the pruned model on the same inputs; print the max difference
+    Verify {
+        original: PathBuf,
+        pruned: PathBuf,
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: u64,
+        /// Fail (exit 1) above this relative difference
+        #[arg(long, default_value_t = 1e-5)]
+        tolerance: f64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        shapes: ShapeArgs,
+    },
 }
 
 #[derive(Args)]
@@ -132,8 +195,9 @@ fn run(cli: Cli) -> Result<()> {
             model,
             json,
             top,
+            groups,
             shapes,
-        }) => inspect(&model, json, top, &shapes.map()),
+        }) => inspect(&model, json, top, groups, &shapes.map()),
         Some(Cmd::Simplify {
             input,
             output,
@@ -142,6 +206,32 @@ fn run(cli: Cli) -> Result<()> {
             shapes,
         }) => simplify(&input, &output, fold_bn, &external_data, &shapes.map()),
         Some(Cmd::Compare(c)) => compare(c),
+        Some(Cmd::Apply {
+            input,
+            plan,
+            output,
+            report,
+            shapes,
+        }) => apply(&input, &plan, &output, report.as_deref(), &shapes.map()),
+        Some(Cmd::Verify {
+            original,
+            pruned,
+            plan,
+            seed,
+            runs,
+            tolerance,
+            json,
+            shapes,
+        }) => verify(
+            &original,
+            &pruned,
+            &plan,
+            seed,
+            runs,
+            tolerance,
+            json,
+            &shapes.map(),
+        ),
         None => {
             let p = cli.prune;
             let Some(input) = p.input else {
@@ -157,11 +247,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Some(_) => {}
             }
-            let _ = onnx::load(&input)?;
-            let _ = p.data;
-            bail!(
-                "pruning is not available in this build yet (channel surgery and search are still being built); \
-                 `inspect` and `simplify` work"
+            if p.data.is_some() {
+                eprintln!("note: the reinforcement-learning search is not built yet; --data is ignored and the data-free method is used");
+            }
+            prune(
+                &input,
+                p.output.as_ref().unwrap(),
+                p.target_flops.unwrap(),
+                &p.opts,
             )
         }
     }
@@ -193,12 +286,15 @@ fn inspect(
     path: &Path,
     as_json: bool,
     top: usize,
+    show_groups: bool,
     shapes: &HashMap<String, Vec<i64>>,
 ) -> Result<()> {
     let model = onnx::load(path)?;
     let a = analysis::infer(&model, ShapeMode::Bound, shapes)
         .with_context(|| path.display().to_string())?;
     let cost = analysis::cost(&model, &a).map_err(|e| e.in_file(path))?;
+    let ch = analysis::channels::analyse(&model, &a);
+    let groups = group_rows(&model, &ch, &cost);
     let g = &model.graph;
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     for (_, n) in g.live_nodes() {
@@ -267,6 +363,8 @@ fn inspect(
             "unknown_ops": unknown,
             "inputs": inputs.iter().map(|(n, t, d, s)| json!({"name": n, "dtype": t, "shape": d, "analysed_shape": s})).collect::<Vec<_>>(),
             "outputs": outputs.iter().map(|(n, t, d, s)| json!({"name": n, "dtype": t, "shape": d, "analysed_shape": s})).collect::<Vec<_>>(),
+            "groups": groups.iter().map(|r| json!({"id": r.id, "key": r.key, "channels": r.channels, "prunable": r.prunable,
+                "members": r.members, "macs": r.macs, "declined": r.declined})).collect::<Vec<_>>(),
             "top_layers": ranked.iter().map(|&(id, m)| {
                 let n = g.node(id);
                 json!({"name": n.name, "op": n.op_type, "macs": m,
@@ -315,6 +413,34 @@ fn inspect(
             "unknown:  {} (carried unchanged; their MACs count as 0)",
             unknown.join(", ")
         );
+    }
+    let prunable = groups.iter().filter(|r| r.declined.is_none()).count();
+    println!(
+        "groups:   {} channel groups, {} prunable{}",
+        groups.len(),
+        prunable,
+        if show_groups {
+            ""
+        } else {
+            " (--groups lists them)"
+        }
+    );
+    if show_groups {
+        for r in &groups {
+            let state = match &r.declined {
+                None => format!("prunable {}/{}", r.prunable, r.channels),
+                Some(why) => format!("declined: {why}"),
+            };
+            println!(
+                "  g{:<3} {:<46} {:>5} ch  {:>14} MACs  {} members  {}",
+                r.id,
+                r.key,
+                r.channels,
+                group_digits(r.macs),
+                r.members.len(),
+                state
+            );
+        }
     }
     if !ranked.is_empty() {
         println!("top layers by MACs:");
@@ -446,4 +572,288 @@ fn compare(c: CompareArgs) -> Result<()> {
 #[cfg(not(feature = "tract"))]
 fn compare(_: CompareArgs) -> Result<()> {
     bail!("this build has no runtime: rebuild with the `tract` feature")
+}
+
+struct GroupRow {
+    id: usize,
+    key: String,
+    channels: usize,
+    prunable: usize,
+    members: Vec<String>,
+    macs: u64,
+    declined: Option<String>,
+}
+
+/// One row per channel group: members (producers and consumers) and the MACs attributable to
+/// it (MACs of the layers that produce or consume its channels).
+fn group_rows(
+    model: &Model,
+    ch: &onnx_prune::analysis::channels::ChannelAnalysis,
+    cost: &analysis::CostReport,
+) -> Vec<GroupRow> {
+    let g = &model.graph;
+    let macs_of: HashMap<_, _> = cost.per_node.iter().copied().collect();
+    ch.groups
+        .iter()
+        .enumerate()
+        .filter(|(_, grp)| !grp.producers.is_empty() || grp.declined.is_none())
+        .map(|(i, grp)| {
+            let mut members: Vec<onnx_prune::ir::NodeId> = grp
+                .producers
+                .iter()
+                .chain(grp.consumers.iter())
+                .copied()
+                .collect();
+            members.sort();
+            members.dedup();
+            GroupRow {
+                id: i,
+                key: grp.key.clone(),
+                channels: grp.channels(),
+                prunable: grp
+                    .atoms
+                    .iter()
+                    .filter(|&&a| ch.atoms[a].blocked.is_none())
+                    .count(),
+                macs: members
+                    .iter()
+                    .map(|n| macs_of.get(n).copied().unwrap_or(0))
+                    .sum(),
+                members: members.iter().map(|&n| g.node(n).name.clone()).collect(),
+                declined: grp.declined.clone(),
+            }
+        })
+        .collect()
+}
+
+fn load_pruner(
+    input: &Path,
+    shapes: &HashMap<String, Vec<i64>>,
+) -> Result<(Model, onnx_prune::search::datafree::Pruner)> {
+    let model = onnx::load(input)?;
+    let p =
+        onnx_prune::search::datafree::Pruner::new(&model, shapes).map_err(|e| e.in_file(input))?;
+    Ok((model, p))
+}
+
+fn prune(input: &Path, output: &Path, ratio: f64, o: &PruneOpts) -> Result<()> {
+    use onnx_prune::search::datafree::{Allocation, Method};
+    let (_, p) = load_pruner(input, &o.shapes.map())?;
+    let method = match o.method.as_str() {
+        "l2" => Method::L2,
+        "random" => Method::Random,
+        _ => Method::L1,
+    };
+    let alloc = if o.allocation == "global" {
+        Allocation::Global
+    } else {
+        Allocation::Uniform
+    };
+    let target = (p.base_macs as f64 * ratio).floor() as u64;
+    let imp = p.importance(method, o.seed);
+    let keep = p.allocate(target, &imp, alloc, o.round_to);
+    let predicted = p.macs(&keep);
+    let pruned = p.apply(&keep)?;
+    finish_pruned(
+        input,
+        output,
+        &p,
+        &keep,
+        &pruned,
+        Some((ratio, target, predicted)),
+        o.emit_plan.as_deref(),
+        o.report.as_deref(),
+        o.strict,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_pruned(
+    input: &Path,
+    output: &Path,
+    p: &onnx_prune::search::datafree::Pruner,
+    keep: &[bool],
+    pruned: &Model,
+    target: Option<(f64, u64, u64)>,
+    plan_path: Option<&Path>,
+    report_path: Option<&Path>,
+    strict: bool,
+) -> Result<()> {
+    use onnx_prune::search::plan::Plan;
+    let a = analysis::infer(pruned, ShapeMode::Bound, &p.shapes)?;
+    let cost = analysis::cost(pruned, &a)?;
+    let plan = Plan::from_keep(p, keep, &input.display().to_string());
+    let protect = input_files(input);
+    onnx::save(pruned, output, &SaveOptions::default(), &protect)?;
+    if let Some(pp) = plan_path {
+        write_json(pp, &serde_json::to_value(&plan)?)?;
+    }
+    let ratio_kept = cost.macs as f64 / p.base_macs.max(1) as f64;
+    let groups: Vec<_> = p
+        .ch
+        .groups
+        .iter()
+        .filter(|g| !g.producers.is_empty())
+        .map(|g| {
+            let kept = g.atoms.iter().filter(|&&a| keep[a]).count();
+            json!({"key": g.key, "channels": g.atoms.len(), "kept": kept, "declined": g.declined})
+        })
+        .collect();
+    if let Some(rp) = report_path {
+        let r = json!({
+            "input": input.display().to_string(), "output": output.display().to_string(),
+            "macs_before": p.base_macs, "macs_after": cost.macs, "macs_ratio": ratio_kept,
+            "params_before": p.base_params, "params_after": cost.params,
+            "target_flops": target.map(|t| t.0),
+            "groups": groups,
+        });
+        write_json(rp, &r)?;
+    }
+    eprintln!(
+        "pruned {} -> {}: MACs {} -> {} ({:.1}%), params {} -> {}",
+        input.display(),
+        output.display(),
+        group_digits(p.base_macs),
+        group_digits(cost.macs),
+        100.0 * ratio_kept,
+        group_digits(p.base_params),
+        group_digits(cost.params)
+    );
+    if let Some((ratio, t, predicted)) = target {
+        if cost.macs != predicted {
+            eprintln!(
+                "warning: MAC model predicted {predicted}, the pruned model has {}",
+                cost.macs
+            );
+        }
+        if cost.macs > t {
+            let declined: Vec<&str> =
+                p.ch.groups
+                    .iter()
+                    .filter(|g| g.declined.is_some() && !g.producers.is_empty())
+                    .map(|g| g.key.as_str())
+                    .collect();
+            let msg = format!(
+                "target {:.3} not reachable: pruned as far as possible to {:.3} of the MACs; groups that cannot be pruned: {}",
+                ratio,
+                ratio_kept,
+                if declined.is_empty() { "none (every prunable group is at its minimum)".to_string() } else { declined.join(", ") }
+            );
+            if strict {
+                return Err(ToleranceExceeded(msg).into());
+            }
+            eprintln!("note: {msg}");
+        }
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)? + "\n";
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, s)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| path.display().to_string())
+}
+
+fn read_plan(path: &Path) -> Result<onnx_prune::search::plan::Plan> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a valid plan", path.display()))
+}
+
+fn apply(
+    input: &Path,
+    plan: &Path,
+    output: &Path,
+    report: Option<&Path>,
+    shapes: &HashMap<String, Vec<i64>>,
+) -> Result<()> {
+    let (_, p) = load_pruner(input, shapes)?;
+    let keep = read_plan(plan)?
+        .to_keep(&p)
+        .with_context(|| plan.display().to_string())?;
+    let pruned = p.apply(&keep)?;
+    finish_pruned(input, output, &p, &keep, &pruned, None, None, report, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify(
+    original: &Path,
+    pruned: &Path,
+    plan: &Path,
+    seed: u64,
+    runs: u64,
+    tol: f64,
+    as_json: bool,
+    shapes: &HashMap<String, Vec<i64>>,
+) -> Result<()> {
+    #[cfg(feature = "tract")]
+    {
+        use onnx_prune::eval;
+        let (_, p) = load_pruner(original, shapes)?;
+        let keep = read_plan(plan)?
+            .to_keep(&p)
+            .with_context(|| plan.display().to_string())?;
+        let masked = p.masked(&keep)?;
+        let dir = std::env::temp_dir().join(format!("onnx-prune-verify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mpath = dir.join("masked.onnx");
+        onnx::save(
+            &masked,
+            &mpath,
+            &SaveOptions {
+                external: ExternalData::None,
+            },
+            &[],
+        )?;
+        let input_shapes = eval::input_shapes(&p.model, shapes)?;
+        let mut worst = eval::Diff::default();
+        let res = (|| -> Result<()> {
+            for r in 0..runs {
+                let inputs = eval::random_inputs(&input_shapes, seed.wrapping_add(r));
+                let oa = eval::tract_rt::run(&mpath, &inputs)?;
+                let ob = eval::tract_rt::run(pruned, &inputs)?;
+                let d = eval::compare(&oa, &ob)?;
+                worst.max_abs = worst.max_abs.max(d.max_abs);
+                worst.max_rel = worst.max_rel.max(d.max_rel);
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        res?;
+        if as_json {
+            println!(
+                "{}",
+                json!({"runtime": "tract", "runs": runs, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel})
+            );
+        } else {
+            println!(
+                "verify (tract, {runs} input set(s)): max |a-b| = {:.3e}, max relative = {:.3e}",
+                worst.max_abs, worst.max_rel
+            );
+        }
+        if worst.max_rel > tol {
+            return Err(ToleranceExceeded(format!(
+                "pruned model differs from the masked original: {:.3e} > {tol:.1e}",
+                worst.max_rel
+            ))
+            .into());
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "tract"))]
+    {
+        let _ = (original, pruned, plan, seed, runs, tol, as_json, shapes);
+        bail!("this build has no runtime: rebuild with the `tract` feature")
+    }
 }

@@ -1,6 +1,7 @@
 //! Analyses over the IR: shape inference with constant propagation (`shapes`) and the cost
 //! model (`cost`).
 
+pub mod channels;
 pub mod cost;
 pub mod shapes;
 

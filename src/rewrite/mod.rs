@@ -10,6 +10,7 @@ mod bn_fold;
 mod dce;
 mod fold;
 mod identity;
+pub mod prune;
 
 use crate::error::{Error, Result};
 use crate::ir::{Dim, Graph, Model, NodeId, ValueDef, ValueId, ValueType};

@@ -352,3 +352,8 @@ pub fn known_ops() -> impl Iterator<Item = &'static str> {
 pub fn reshape_target_for_tests(input: &[Dim], target: &[Dim]) -> OpResult<Vec<Dim>> {
     reshape::reshape_target(input, target, false)
 }
+
+/// Clamped slice (start, end, length) for one axis (ONNX Slice semantics).
+pub fn slice_clamp(start: i64, end: i64, step: i64, dim: i64) -> (i64, i64, i64) {
+    slice::clamp(start, end, step, dim)
+}

@@ -1,0 +1,451 @@
+//! Channel surgery: given which atoms of a [`ChannelAnalysis`] to keep, slice every weight,
+//! bias, normalisation parameter and per-channel constant, and fix depthwise `group`, channel
+//! `Pad` amounts, `Split` sizes, `Slice` bounds and constant `Reshape` targets. New constants are
+//! created (originals may be shared); what became unused is removed by dead-code elimination.
+
+use crate::analysis::channels::{ChannelAnalysis, SpaceId};
+use crate::analysis::Analysis;
+use crate::error::{Error, Result};
+use crate::ir::{AttrValue, Dim, Model, NodeId, Tensor, ValueId, ValueType};
+use ndarray::Axis;
+
+/// Applies the keep decision (`keep[atom]`) in place. Blocked atoms must be kept.
+pub fn apply(model: &mut Model, a: &Analysis, ch: &ChannelAnalysis, keep: &[bool]) -> Result<()> {
+    for (i, atom) in ch.atoms.iter().enumerate() {
+        if !keep[i] && atom.blocked.is_some() {
+            return Err(Error::Invalid(format!(
+                "internal: blocked channel atom {i} marked for removal"
+            )));
+        }
+    }
+    // Every space keeps at least one channel.
+    for (s, sp) in ch.spaces.iter().enumerate() {
+        if sp.len > 0 && ch.kept(s, keep).is_empty() {
+            return Err(Error::Usage(format!(
+                "the plan removes every channel of '{}'",
+                model.graph.value(sp.value).name
+            )));
+        }
+    }
+    let order = model
+        .graph
+        .topo_order()
+        .map_err(|_| Error::Invalid("cycle".into()))?;
+    for id in order {
+        rewrite_node(model, a, ch, keep, id)?;
+    }
+    // Declared shapes of values whose channels changed.
+    for (s, sp) in ch.spaces.iter().enumerate() {
+        let n = ch.kept(s, keep).len() as i64;
+        if n as usize == sp.len {
+            continue;
+        }
+        for v in spaces_values(ch, s) {
+            let val = model.graph.value_mut(v);
+            if let Some(info) = val.info.as_mut() {
+                if let Some(ValueType::Tensor {
+                    shape: Some(shape), ..
+                }) = info.ty.as_mut()
+                {
+                    if let Some(d) = shape.get_mut(sp.axis) {
+                        if matches!(d, Dim::Known(_)) {
+                            *d = Dim::Known(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Values that carry space `s` (the space's own value plus aliases).
+fn spaces_values(ch: &ChannelAnalysis, s: SpaceId) -> Vec<ValueId> {
+    ch.space_of
+        .iter()
+        .filter(|(_, &sp)| sp == s)
+        .map(|(&v, _)| v)
+        .collect()
+}
+
+fn select(t: &Tensor, axis: usize, idx: &[usize], what: &str) -> Result<Tensor> {
+    let a = t.to_arr().ok_or_else(|| {
+        Error::Usage(format!(
+            "{what}: cannot slice a {} constant",
+            t.dtype.name()
+        ))
+    })?;
+    if axis >= a.shape().len() {
+        return Err(Error::Invalid(format!("{what}: axis {axis} out of range")));
+    }
+    Ok(crate::arr_map!(&a, x => x.select(Axis(axis), idx)).to_tensor())
+}
+
+struct Rw<'a> {
+    m: &'a mut Model,
+    a: &'a Analysis,
+    ch: &'a ChannelAnalysis,
+    keep: &'a [bool],
+    id: NodeId,
+}
+
+impl Rw<'_> {
+    fn input(&self, i: usize) -> Option<ValueId> {
+        self.m.graph.node(self.id).inputs.get(i).copied().flatten()
+    }
+    fn output(&self, i: usize) -> Option<ValueId> {
+        self.m.graph.node(self.id).outputs.get(i).copied().flatten()
+    }
+    fn space(&self, v: Option<ValueId>) -> Option<SpaceId> {
+        v.and_then(|v| self.ch.space_of.get(&v).copied())
+    }
+    /// Kept indices of the value's channels, or `None` when nothing changes.
+    fn kept(&self, v: Option<ValueId>) -> Option<(SpaceId, Vec<usize>)> {
+        let s = self.space(v)?;
+        let k = self.ch.kept(s, self.keep);
+        (k.len() != self.ch.spaces[s].len).then_some((s, k))
+    }
+    fn label(&self) -> String {
+        self.m.graph.node(self.id).label(self.id)
+    }
+    fn const_input(&self, i: usize) -> Result<Tensor> {
+        let v = self
+            .input(i)
+            .ok_or_else(|| Error::Invalid(format!("{}: missing input {i}", self.label())))?;
+        self.m
+            .graph
+            .foldable_const(v)
+            .map(|t| (**t).clone())
+            .ok_or_else(|| Error::Invalid(format!("{}: input {i} is not constant", self.label())))
+    }
+    /// Replaces input `i` by a new constant (the original may be shared).
+    fn set_const(&mut self, i: usize, t: Tensor) {
+        let base = self
+            .input(i)
+            .map(|v| self.m.graph.value(v).name.clone())
+            .unwrap_or_else(|| "c".into());
+        let v = self.m.graph.add_const(&format!("{base}_pruned"), t);
+        self.m.graph.set_input(self.id, i, Some(v));
+    }
+    fn slice_input(&mut self, i: usize, axis: usize, idx: &[usize]) -> Result<()> {
+        let t = self.const_input(i)?;
+        let what = self.label();
+        let t = select(&t, axis, idx, &what)?;
+        self.set_const(i, t);
+        Ok(())
+    }
+}
+
+fn rewrite_node(
+    m: &mut Model,
+    a: &Analysis,
+    ch: &ChannelAnalysis,
+    keep: &[bool],
+    id: NodeId,
+) -> Result<()> {
+    let node = m.graph.node(id);
+    if !node.is_standard() {
+        return Ok(());
+    }
+    let op = node.op_type.clone();
+    let mut rw = Rw { m, a, ch, keep, id };
+    match op.as_str() {
+        "Conv" | "ConvTranspose" => conv(&mut rw, op == "ConvTranspose"),
+        "Gemm" => gemm(&mut rw),
+        "MatMul" => matmul(&mut rw),
+        "BatchNormalization" | "InstanceNormalization" => {
+            if let Some((_, k)) = rw.kept(rw.input(0)) {
+                let n = rw.m.graph.node(id).inputs.len();
+                for i in 1..n {
+                    if rw.input(i).is_some() {
+                        rw.slice_input(i, 0, &k)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" | "PRelu" => elementwise(&mut rw),
+        "Pad" => pad(&mut rw),
+        "Slice" => slice(&mut rw),
+        "Split" => split(&mut rw),
+        "Reshape" => reshape(&mut rw),
+        _ => Ok(()),
+    }
+}
+
+fn conv(rw: &mut Rw, transpose: bool) -> Result<()> {
+    let out = rw.kept(rw.output(0));
+    let inp = rw.kept(rw.input(0));
+    if out.is_none() && inp.is_none() {
+        return Ok(());
+    }
+    let group = rw.m.graph.node(rw.id).attr_i("group").unwrap_or(1);
+    let w = rw.const_input(1)?;
+    let label = rw.label();
+    let mut w2 = w.clone();
+    if group == 1 {
+        let (oa, ia) = if transpose { (1, 0) } else { (0, 1) };
+        if let Some((_, o)) = &out {
+            w2 = select(&w2, oa, o, &label)?;
+        }
+        if let Some((_, i)) = &inp {
+            w2 = select(&w2, ia, i, &label)?;
+        }
+    } else if !transpose && w.dims[1] == 1 {
+        // Depthwise: output channels follow the kept input channels (the analysis joined them).
+        let o = out
+            .as_ref()
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| (0..w.dims[0] as usize).collect());
+        let cin_kept = inp.as_ref().map(|(_, i)| i.len() as i64).unwrap_or(group);
+        w2 = select(&w2, 0, &o, &label)?;
+        rw.m.graph
+            .node_mut(rw.id)
+            .set_attr("group", AttrValue::Int(cin_kept));
+    } else {
+        return Err(Error::Invalid(format!(
+            "{label}: grouped convolution channels cannot be pruned"
+        )));
+    }
+    rw.set_const(1, w2);
+    if let (Some((_, o)), Some(_)) = (&out, rw.input(2)) {
+        rw.slice_input(2, 0, o)?;
+    }
+    Ok(())
+}
+
+fn gemm(rw: &mut Rw) -> Result<()> {
+    let out = rw.kept(rw.output(0));
+    let inp = rw.kept(rw.input(0));
+    if out.is_none() && inp.is_none() {
+        return Ok(());
+    }
+    let trans_b = rw.m.graph.node(rw.id).attr_i("transB").unwrap_or(0) != 0;
+    let (ka, na) = if trans_b { (1, 0) } else { (0, 1) };
+    let label = rw.label();
+    let mut b = rw.const_input(1)?;
+    if let Some((_, i)) = &inp {
+        b = select(&b, ka, i, &label)?;
+    }
+    if let Some((_, o)) = &out {
+        b = select(&b, na, o, &label)?;
+    }
+    rw.set_const(1, b);
+    if let (Some((_, o)), Some(_)) = (&out, rw.input(2)) {
+        let c = rw.const_input(2)?;
+        let n = c.dims.last().copied().unwrap_or(1);
+        if n > 1 {
+            let t = select(&c, c.dims.len() - 1, o, &label)?;
+            rw.set_const(2, t);
+        }
+    }
+    Ok(())
+}
+
+fn matmul(rw: &mut Rw) -> Result<()> {
+    let out = rw.kept(rw.output(0));
+    let inp = rw.kept(rw.input(0));
+    let label = rw.label();
+    let mut b = rw.const_input(1)?;
+    if out.is_none() && inp.is_none() {
+        return Ok(());
+    }
+    if let Some((_, i)) = &inp {
+        b = select(&b, 0, i, &label)?;
+    }
+    if let Some((_, o)) = &out {
+        b = select(&b, 1, o, &label)?;
+    }
+    rw.set_const(1, b);
+    Ok(())
+}
+
+/// Per-channel constant operands are sliced along the channel axis.
+fn elementwise(rw: &mut Rw) -> Result<()> {
+    let Some((s, k)) = rw.kept(rw.output(0)) else {
+        return Ok(());
+    };
+    let full = rw.ch.spaces[s].len as i64;
+    let y =
+        rw.a.fact(rw.output(0).unwrap())
+            .concrete()
+            .unwrap_or_default();
+    let axis = rw.ch.spaces[s].axis;
+    let n = rw.m.graph.node(rw.id).inputs.len();
+    for i in 0..n {
+        let Some(v) = rw.input(i) else { continue };
+        if rw.space(Some(v)).is_some() || rw.m.graph.foldable_const(v).is_none() {
+            continue;
+        }
+        let t = rw.const_input(i)?;
+        let off = y.len() as i64 - t.dims.len() as i64;
+        let ax = axis as i64 - off;
+        if ax >= 0 && t.dims.get(ax as usize) == Some(&full) && full > 1 {
+            rw.slice_input(i, ax as usize, &k)?;
+        }
+    }
+    Ok(())
+}
+
+fn pad(rw: &mut Rw) -> Result<()> {
+    let Some(os) = rw.space(rw.output(0)) else {
+        return Ok(());
+    };
+    let Some(is) = rw.space(rw.input(0)) else {
+        return Ok(());
+    };
+    if os == is {
+        return Ok(());
+    }
+    let pads_t = rw.const_input(1)?;
+    let mut pads = pads_t.as_i64s().unwrap_or_default();
+    let r = pads.len() / 2;
+    let axis = rw.ch.spaces[os].axis;
+    let (b, cin) = (pads[axis] as usize, rw.ch.spaces[is].len);
+    let kept = rw.ch.kept(os, rw.keep);
+    let nb = kept.iter().filter(|&&j| j < b).count() as i64;
+    let ne = kept.iter().filter(|&&j| j >= b + cin).count() as i64;
+    if nb == pads[axis] && ne == pads[axis + r] {
+        return Ok(());
+    }
+    pads[axis] = nb;
+    pads[axis + r] = ne;
+    rw.set_const(1, Tensor::i64(&pads_t.dims, pads));
+    Ok(())
+}
+
+fn slice(rw: &mut Rw) -> Result<()> {
+    let Some(os) = rw.space(rw.output(0)) else {
+        return Ok(());
+    };
+    let Some(is) = rw.space(rw.input(0)) else {
+        return Ok(());
+    };
+    if os == is {
+        return Ok(());
+    }
+    let in_kept = rw.ch.kept(is, rw.keep);
+    if in_kept.len() == rw.ch.spaces[is].len
+        && rw.ch.kept(os, rw.keep).len() == rw.ch.spaces[os].len
+    {
+        return Ok(());
+    }
+    // New positions (in the pruned input) of the kept output channels.
+    let axis = rw.ch.spaces[is].axis;
+    let pos: Vec<i64> = rw
+        .ch
+        .kept(os, rw.keep)
+        .iter()
+        .map(|&j| {
+            let slot = rw.ch.atom(os, j);
+            in_kept
+                .iter()
+                .position(|&c| rw.ch.atom(is, c) == slot)
+                .map(|p| p as i64)
+                .unwrap_or(-1)
+        })
+        .collect();
+    let step = if pos.len() > 1 { pos[1] - pos[0] } else { 1 };
+    if pos.contains(&-1) || step <= 0 || pos.windows(2).any(|w| w[1] - w[0] != step) {
+        return Err(Error::Usage(format!(
+            "{}: kept channels of a channel Slice are not evenly spaced",
+            rw.label()
+        )));
+    }
+    let label = rw.label();
+    let axes_t = rw.input(3).map(|_| rw.const_input(3)).transpose()?;
+    let rank = rw.a.fact(rw.input(0).unwrap()).rank().unwrap_or(0);
+    let axes: Vec<usize> = match &axes_t {
+        Some(t) => t
+            .as_i64s()
+            .unwrap_or_default()
+            .iter()
+            .map(|&x| {
+                if x < 0 {
+                    (x + rank as i64) as usize
+                } else {
+                    x as usize
+                }
+            })
+            .collect(),
+        None => (0..rw.const_input(1)?.numel() as usize).collect(),
+    };
+    let k = axes
+        .iter()
+        .position(|&x| x == axis)
+        .ok_or_else(|| Error::Invalid(format!("{label}: channel axis not sliced")))?;
+    let mut starts = rw.const_input(1)?;
+    let mut ends = rw.const_input(2)?;
+    let mut sv = starts.as_i64s().unwrap_or_default();
+    let mut ev = ends.as_i64s().unwrap_or_default();
+    sv[k] = pos[0];
+    ev[k] = pos[pos.len() - 1] + 1;
+    starts = Tensor::i64(&starts.dims, sv);
+    ends = Tensor::i64(&ends.dims, ev);
+    rw.set_const(1, starts);
+    rw.set_const(2, ends);
+    if rw.input(4).is_some() {
+        let st = rw.const_input(4)?;
+        let mut v = st.as_i64s().unwrap_or_default();
+        v[k] = step;
+        rw.set_const(4, Tensor::i64(&st.dims, v));
+    } else if step != 1 {
+        return Err(Error::Usage(format!(
+            "{label}: pruning would need a slice step"
+        )));
+    }
+    Ok(())
+}
+
+fn split(rw: &mut Rw) -> Result<()> {
+    let outs: Vec<Option<ValueId>> = rw.m.graph.node(rw.id).outputs.clone();
+    let Some(is) = rw.space(rw.input(0)) else {
+        return Ok(());
+    };
+    let sizes: Vec<i64> = outs
+        .iter()
+        .map(|o| {
+            rw.space(*o)
+                .map(|s| rw.ch.kept(s, rw.keep).len() as i64)
+                .unwrap_or(0)
+        })
+        .collect();
+    if outs.iter().any(|o| rw.space(*o) == Some(is)) {
+        return Ok(()); // split along another axis
+    }
+    let opset = rw.m.opset();
+    if opset >= 13 {
+        let t = Tensor::i64(&[sizes.len() as i64], sizes);
+        if rw.m.graph.node(rw.id).inputs.len() < 2 {
+            rw.m.graph.node_mut(rw.id).inputs.push(None);
+        }
+        rw.set_const(1, t);
+        rw.m.graph
+            .node_mut(rw.id)
+            .attrs
+            .retain(|a| a.name != "num_outputs");
+    } else {
+        rw.m.graph
+            .node_mut(rw.id)
+            .set_attr("split", AttrValue::Ints(sizes));
+    }
+    Ok(())
+}
+
+fn reshape(rw: &mut Rw) -> Result<()> {
+    let Some((s, k)) = rw.kept(rw.output(0)) else {
+        return Ok(());
+    };
+    let Some(tv) = rw.input(1) else { return Ok(()) };
+    let Some(t) = rw.m.graph.foldable_const(tv).map(|t| (**t).clone()) else {
+        return Ok(());
+    };
+    let mut v = t.as_i64s().unwrap_or_default();
+    let axis = rw.ch.spaces[s].axis;
+    let full = rw.ch.spaces[s].len as i64;
+    if v.get(axis) == Some(&full) {
+        v[axis] = k.len() as i64;
+        rw.set_const(1, Tensor::i64(&t.dims, v));
+    }
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! Data-free pruning to a MAC target: importance per channel atom (L1/L2 of the producing
+//! filters, or random), allocated uniformly (same keep ratio in every group) or globally (one
+//! threshold over normalised importances), with a fast exact MAC model.
+
+use crate::analysis::channels::{self, ChannelAnalysis, Role, SpaceId};
+use crate::analysis::{self, Analysis, ShapeMode};
+use crate::error::{Error, Result};
+use crate::ir::{Model, NodeId, Tensor};
+use crate::rewrite::{self, PassOptions};
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    L1,
+    L2,
+    Random,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    Uniform,
+    Global,
+}
+
+/// One MAC-carrying node: MACs scale with kept/len of its output and input spaces.
+#[derive(Clone, Debug)]
+struct MacTerm {
+    macs: u64,
+    out: Option<SpaceId>,
+    inp: Option<SpaceId>,
+}
+
+/// A model prepared for pruning: simplified, analysed, with its channel groups.
+pub struct Pruner {
+    pub model: Model,
+    pub analysis: Analysis,
+    pub ch: ChannelAnalysis,
+    pub base_macs: u64,
+    pub base_params: u64,
+    terms: Vec<MacTerm>,
+    /// (space, number of its slots) per atom.
+    atom_spaces: Vec<Vec<(SpaceId, usize)>>,
+    pub shapes: HashMap<String, Vec<i64>>,
+}
+
+impl Pruner {
+    pub fn new(model: &Model, shapes: &HashMap<String, Vec<i64>>) -> Result<Pruner> {
+        let mut m = model.clone();
+        rewrite::simplify(&mut m, &PassOptions::default())?;
+        let a = analysis::infer(&m, ShapeMode::Bound, shapes)?;
+        let cost = analysis::cost(&m, &a)?;
+        let ch = channels::analyse(&m, &a);
+        let mut terms = vec![];
+        for &(id, macs) in &cost.per_node {
+            let n = m.graph.node(id);
+            let out = n
+                .outputs
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|v| ch.space_of.get(&v).copied());
+            let consumer = ch
+                .roles
+                .iter()
+                .any(|r| matches!(r, Role::Consumer { node, .. } if *node == id));
+            let inp = if consumer {
+                n.inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .and_then(|v| ch.space_of.get(&v).copied())
+            } else {
+                None
+            };
+            terms.push(MacTerm { macs, out, inp });
+        }
+        let mut atom_spaces: Vec<HashMap<SpaceId, usize>> = vec![HashMap::new(); ch.atoms.len()];
+        for (s, sp) in ch.spaces.iter().enumerate() {
+            for i in 0..sp.len {
+                *atom_spaces[ch.atom(s, i)].entry(s).or_default() += 1;
+            }
+        }
+        Ok(Pruner {
+            base_macs: cost.macs,
+            base_params: cost.params,
+            model: m,
+            analysis: a,
+            ch,
+            terms,
+            atom_spaces: atom_spaces
+                .into_iter()
+                .map(|h| h.into_iter().collect())
+                .collect(),
+            shapes: shapes.clone(),
+        })
+    }
+
+    /// Kept channel count of every space.
+    fn counts(&self, keep: &[bool]) -> Vec<usize> {
+        let mut c = vec![0usize; self.ch.spaces.len()];
+        for (a, k) in keep.iter().enumerate() {
+            if *k {
+                for &(s, n) in &self.atom_spaces[a] {
+                    c[s] += n;
+                }
+            }
+        }
+        c
+    }
+
+    fn macs_from_counts(&self, c: &[usize]) -> u64 {
+        let frac = |s: Option<SpaceId>| {
+            s.map(|s| c[s] as f64 / self.ch.spaces[s].len.max(1) as f64)
+                .unwrap_or(1.0)
+        };
+        self.terms
+            .iter()
+            .map(|t| (t.macs as f64 * frac(t.out) * frac(t.inp)).round() as u64)
+            .sum()
+    }
+
+    /// MACs of the model pruned with `keep` (exact for Conv/ConvTranspose/Gemm/MatMul).
+    pub fn macs(&self, keep: &[bool]) -> u64 {
+        self.macs_from_counts(&self.counts(keep))
+    }
+
+    /// Importance of every atom: sum over its producer channels of the filter magnitude.
+    pub fn importance(&self, method: Method, seed: u64) -> Vec<f64> {
+        let mut imp = vec![0f64; self.ch.atoms.len()];
+        if method == Method::Random {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            return imp.iter().map(|_| rng.random::<f64>()).collect();
+        }
+        for r in &self.ch.roles {
+            let Role::Producer { node, space } = *r else {
+                continue;
+            };
+            let Some(scores) = filter_scores(&self.model, node, method) else {
+                continue;
+            };
+            for (c, s) in scores.iter().enumerate().take(self.ch.spaces[space].len) {
+                imp[self.ch.atom(space, c)] += s;
+            }
+        }
+        imp
+    }
+
+    /// Atoms that may be removed, per group (groups that are not declined).
+    fn free_atoms(&self) -> Vec<Vec<usize>> {
+        self.ch
+            .groups
+            .iter()
+            .map(|g| {
+                if g.declined.is_some() {
+                    vec![]
+                } else {
+                    g.atoms
+                        .iter()
+                        .copied()
+                        .filter(|&a| self.ch.atoms[a].blocked.is_none())
+                        .collect()
+                }
+            })
+            .collect()
+    }
+
+    /// Chooses what to keep so that MACs ≤ `target` (or as close as declined groups allow).
+    pub fn allocate(
+        &self,
+        target: u64,
+        imp: &[f64],
+        alloc: Allocation,
+        round_to: usize,
+    ) -> Vec<bool> {
+        let free = self.free_atoms();
+        let mut keep = match alloc {
+            Allocation::Uniform => self.uniform(target, imp, &free, round_to.max(1)),
+            Allocation::Global => self.global(target, imp, &free, round_to.max(1)),
+        };
+        self.fix_empty_spaces(&mut keep, imp);
+        keep
+    }
+
+    fn keep_top(&self, keep: &mut [bool], group_free: &[usize], imp: &[f64], k: usize) {
+        let mut sorted = group_free.to_vec();
+        sorted.sort_by(|&a, &b| {
+            imp[b]
+                .partial_cmp(&imp[a])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(&b))
+        });
+        for (i, &a) in sorted.iter().enumerate() {
+            keep[a] = i < k;
+        }
+    }
+
+    fn uniform(&self, target: u64, imp: &[f64], free: &[Vec<usize>], round_to: usize) -> Vec<bool> {
+        let build = |rho: f64| {
+            let mut keep = vec![true; self.ch.atoms.len()];
+            for (gi, f) in free.iter().enumerate() {
+                if f.is_empty() {
+                    continue;
+                }
+                let blocked = self.ch.groups[gi].atoms.len() - f.len();
+                let mut k = (rho * f.len() as f64).ceil() as usize;
+                if blocked == 0 {
+                    k = k.max(1);
+                }
+                let total = blocked + k;
+                let rounded = total.div_ceil(round_to) * round_to;
+                k = rounded.saturating_sub(blocked).min(f.len());
+                self.keep_top(&mut keep, f, imp, k);
+            }
+            // The search must see the MACs of what will really be kept.
+            self.fix_empty_spaces(&mut keep, imp);
+            keep
+        };
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        if self.macs(&build(1.0)) <= target {
+            return build(1.0);
+        }
+        for _ in 0..40 {
+            let mid = (lo + hi) / 2.0;
+            if self.macs(&build(mid)) <= target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        build(lo)
+    }
+
+    fn global(&self, target: u64, imp: &[f64], free: &[Vec<usize>], round_to: usize) -> Vec<bool> {
+        let mut keep = vec![true; self.ch.atoms.len()];
+        // Normalise within each group so groups with larger weights are not favoured.
+        let mut cand: Vec<(f64, usize, usize)> = vec![];
+        for (gi, f) in free.iter().enumerate() {
+            if f.is_empty() {
+                continue;
+            }
+            let mean = f.iter().map(|&a| imp[a]).sum::<f64>() / f.len() as f64 + 1e-12;
+            cand.extend(f.iter().map(|&a| (imp[a] / mean, a, gi)));
+        }
+        cand.sort_by(|x, y| {
+            x.0.partial_cmp(&y.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(x.1.cmp(&y.1))
+        });
+        let mut counts = self.counts(&keep);
+        let mut left: Vec<usize> = self.ch.groups.iter().map(|g| g.atoms.len()).collect();
+        for &(_, a, gi) in &cand {
+            if self.macs_from_counts(&counts) <= target {
+                break;
+            }
+            if left[gi] <= round_to.max(1) {
+                continue;
+            }
+            // Never empty a space.
+            if self.atom_spaces[a].iter().any(|&(s, n)| counts[s] <= n) {
+                continue;
+            }
+            keep[a] = false;
+            left[gi] -= 1;
+            for &(s, n) in &self.atom_spaces[a] {
+                counts[s] -= n;
+            }
+        }
+        if round_to > 1 {
+            // Round each group's kept count up to a multiple of `round_to` (best atoms back first).
+            for (gi, f) in free.iter().enumerate() {
+                if f.is_empty() {
+                    continue;
+                }
+                let total = self.ch.groups[gi]
+                    .atoms
+                    .iter()
+                    .filter(|&&a| keep[a])
+                    .count();
+                let want = total.div_ceil(round_to) * round_to;
+                let blocked = self.ch.groups[gi].atoms.len() - f.len();
+                let k = want.saturating_sub(blocked).min(f.len());
+                self.keep_top(&mut keep, f, imp, k);
+            }
+        }
+        keep
+    }
+
+    /// Re-adds the best atom of any space that lost all its channels.
+    fn fix_empty_spaces(&self, keep: &mut [bool], imp: &[f64]) {
+        loop {
+            let counts = self.counts(keep);
+            let Some(s) =
+                (0..self.ch.spaces.len()).find(|&s| counts[s] == 0 && self.ch.spaces[s].len > 0)
+            else {
+                break;
+            };
+            let best = (0..self.ch.spaces[s].len)
+                .map(|i| self.ch.atom(s, i))
+                .max_by(|&a, &b| {
+                    imp[a]
+                        .partial_cmp(&imp[b])
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                })
+                .unwrap();
+            keep[best] = true;
+        }
+    }
+
+    /// The pruned model.
+    pub fn apply(&self, keep: &[bool]) -> Result<Model> {
+        let mut m = self.model.clone();
+        rewrite::prune::apply(&mut m, &self.analysis, &self.ch, keep)?;
+        rewrite::simplify(&mut m, &PassOptions::default())?;
+        m.graph
+            .check()
+            .map_err(|e| Error::Invalid(format!("internal error after pruning: {e}")))?;
+        Ok(m)
+    }
+
+    /// The original (simplified) model with every removed channel zeroed at its consumers:
+    /// what the pruned model must compute (used by `verify`).
+    pub fn masked(&self, keep: &[bool]) -> Result<Model> {
+        let mut m = self.model.clone();
+        for r in &self.ch.roles {
+            let Role::Consumer { node, space } = *r else {
+                continue;
+            };
+            let removed: Vec<usize> = (0..self.ch.spaces[space].len)
+                .filter(|&i| !keep[self.ch.atom(space, i)])
+                .collect();
+            if removed.is_empty() {
+                continue;
+            }
+            let n = m.graph.node(node);
+            let axis = match (n.op_type.as_str(), n.attr_i("transB").unwrap_or(0)) {
+                ("Conv", _) => 1,
+                ("ConvTranspose", _) | ("MatMul", _) | ("Gemm", 0) => 0,
+                ("Gemm", _) => 1,
+                _ => continue,
+            };
+            let w = n.inputs[1].ok_or_else(|| Error::Invalid("consumer without weight".into()))?;
+            let t = m
+                .graph
+                .foldable_const(w)
+                .ok_or_else(|| Error::Invalid("consumer weight not constant".into()))?;
+            let zeroed = zero_along(t, axis, &removed)?;
+            let name = format!("{}_masked", m.graph.value(w).name);
+            let v = m.graph.add_const(&name, zeroed);
+            m.graph.set_input(node, 1, Some(v));
+        }
+        rewrite::simplify(&mut m, &PassOptions::default())?;
+        Ok(m)
+    }
+}
+
+fn zero_along(t: &Tensor, axis: usize, idx: &[usize]) -> Result<Tensor> {
+    let mut a = t.to_arr().and_then(|a| match a {
+        crate::ir::Arr::F32(x) => Some(x),
+        _ => None,
+    });
+    let arr = a
+        .as_mut()
+        .ok_or_else(|| Error::Usage("only float32 weights can be masked".into()))?;
+    for &i in idx {
+        arr.index_axis_mut(ndarray::Axis(axis), i).fill(0.0);
+    }
+    Ok(crate::ir::Arr::F32(a.unwrap()).to_tensor())
+}
+
+/// Magnitude of each output channel's filter of a producing node.
+fn filter_scores(m: &Model, node: NodeId, method: Method) -> Option<Vec<f64>> {
+    let n = m.graph.node(node);
+    let w = m
+        .graph
+        .foldable_const(n.inputs.get(1).copied().flatten()?)?;
+    let a = match w.to_arr()? {
+        crate::ir::Arr::F32(x) => x.mapv(|v| v as f64),
+        crate::ir::Arr::F64(x) => x,
+        _ => return None,
+    };
+    let axis = match (n.op_type.as_str(), n.attr_i("transB").unwrap_or(0)) {
+        ("Conv", _) => 0,
+        ("ConvTranspose", _) | ("MatMul", _) | ("Gemm", 0) => 1,
+        ("Gemm", _) => 0,
+        _ => return None,
+    };
+    let group = n.attr_i("group").unwrap_or(1) as usize;
+    let scores: Vec<f64> = a
+        .axis_iter(ndarray::Axis(axis))
+        .map(|f| {
+            let cnt = f.len().max(1) as f64;
+            match method {
+                Method::L1 => f.iter().map(|v| v.abs()).sum::<f64>() / cnt,
+                _ => (f.iter().map(|v| v * v).sum::<f64>() / cnt).sqrt(),
+            }
+        })
+        .collect();
+    if n.op_type == "ConvTranspose" && group > 1 {
+        return None;
+    }
+    Some(scores)
+}
