@@ -13,6 +13,7 @@ struct Case {
     shapes: Vec<String>,
     macs: u64,
     params: u64,
+    prune_tol: f64,
 }
 
 /// The table rows whose files are present (rows needing ../shared or the registry models are
@@ -50,6 +51,7 @@ fn cases() -> Vec<Case> {
             shapes,
             macs: f[2].parse().unwrap(),
             params: f[3].parse().unwrap(),
+            prune_tol: f.get(4).map(|t| t.parse().unwrap()).unwrap_or(1e-5),
         });
     }
     out
@@ -157,5 +159,109 @@ fn folding_keeps_dynamic_batch() {
         onnx::save(&m, &out, &SaveOptions::default(), &[]).unwrap();
         let d = common::tract_diff(&p, &out, &[], Some(3));
         assert!(d <= 1e-5, "{}: batch-3 diff {d:e}", p.display());
+    }
+}
+
+/// `--target-flops 0.5 --method l1` on every real model: MACs within [48%, 50%] of the input,
+/// `verify` passes, the pruned model equals the masked original in onnxruntime and passes the
+/// checker, and `apply` with the emitted plan reproduces the same file.
+#[test]
+fn prune_to_half_the_macs_and_verify() {
+    use onnx_prune::search::datafree::Pruner;
+    use onnx_prune::search::plan::Plan;
+    let py = common::python_ok();
+    let dir = tempfile::tempdir().unwrap();
+    for c in cases() {
+        let (out, plan, out2) = (
+            dir.path().join("p.onnx"),
+            dir.path().join("p.json"),
+            dir.path().join("q.onnx"),
+        );
+        let mut cmd = common::bin();
+        cmd.arg(&c.path)
+            .arg("-o")
+            .arg(&out)
+            .args(["--target-flops", "0.5", "--method", "l1", "--emit-plan"])
+            .arg(&plan);
+        for s in &c.shapes {
+            cmd.args(["--input-shape", s]);
+        }
+        let st = cmd.output().unwrap();
+        assert!(
+            st.status.success(),
+            "{}: {}",
+            c.path.display(),
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let m = onnx::load(&out).unwrap();
+        let a = analysis::infer(&m, ShapeMode::Bound, &common::shape_map(&c.shapes)).unwrap();
+        let macs = analysis::cost(&m, &a).unwrap().macs;
+        let r = macs as f64 / c.macs as f64;
+        assert!(
+            (0.48..=0.5).contains(&r),
+            "{}: MAC ratio {r}",
+            c.path.display()
+        );
+
+        let mut v = common::bin();
+        v.arg("verify")
+            .arg(&c.path)
+            .arg(&out)
+            .arg("--plan")
+            .arg(&plan)
+            .arg("--tolerance")
+            .arg(c.prune_tol.to_string());
+        for s in &c.shapes {
+            v.args(["--input-shape", s]);
+        }
+        let vs = v.output().unwrap();
+        assert!(
+            vs.status.success(),
+            "{}: verify: {}{}",
+            c.path.display(),
+            String::from_utf8_lossy(&vs.stdout),
+            String::from_utf8_lossy(&vs.stderr)
+        );
+
+        let mut line = format!(
+            "{}: MACs ratio {r:.4}, {}",
+            c.path.display(),
+            String::from_utf8_lossy(&vs.stdout).trim()
+        );
+        if py {
+            let orig = onnx::load(&c.path).unwrap();
+            let p = Pruner::new(&orig, &common::shape_map(&c.shapes)).unwrap();
+            let plan_v: Plan =
+                serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+            let masked = p.masked(&plan_v.to_keep(&p).unwrap()).unwrap();
+            let mp = dir.path().join("masked.onnx");
+            onnx::save(&masked, &mp, &SaveOptions::default(), &[]).unwrap();
+            let (o, checker) = common::ort_compare(&mp, &out, &c.shapes);
+            assert!(
+                o <= c.prune_tol,
+                "{}: onnxruntime diff {o:e}",
+                c.path.display()
+            );
+            assert_eq!(checker, "ok", "{}", c.path.display());
+            line += &format!("; onnxruntime diff {o:.2e}, checker ok");
+        }
+        let mut ap = common::bin();
+        ap.arg("apply")
+            .arg(&c.path)
+            .arg("--plan")
+            .arg(&plan)
+            .arg("-o")
+            .arg(&out2);
+        for s in &c.shapes {
+            ap.args(["--input-shape", s]);
+        }
+        assert!(ap.output().unwrap().status.success());
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&out2).unwrap(),
+            "{}: apply differs",
+            c.path.display()
+        );
+        println!("{line}");
     }
 }

@@ -249,6 +249,10 @@ static RULES: &[(&str, Rule)] = &[
     ("Unsqueeze", squeeze_unsqueeze),
     ("Transpose", transpose),
     ("Shape", shape),
+    ("ReduceMean", reduce),
+    ("ReduceMax", reduce),
+    ("ReduceMin", reduce),
+    ("ReduceSum", reduce),
 ];
 
 /// Runs the analysis. `a` must be a [`super::ShapeMode::Bound`] analysis of `model`.
@@ -335,9 +339,7 @@ fn finish(ch: &mut ChannelAnalysis, g: &Graph) {
     let slot_space: Vec<usize> = {
         let mut v = vec![0; n];
         for (i, s) in ch.spaces.iter().enumerate() {
-            for k in s.base..s.base + s.len {
-                v[k] = i;
-            }
+            v[s.base..s.base + s.len].fill(i);
         }
         v
     };
@@ -480,7 +482,7 @@ fn conv(cx: &mut Cx) -> Result<(), String> {
             node: cx.id,
             space: ins,
         });
-    } else if group == cin && cout % cin == 0 {
+    } else if group == cin && cout.is_multiple_of(cin) {
         // Depthwise (multiplier m): input channel i feeds outputs [i·m, (i+1)·m).
         let m = cout / cin;
         for i in 0..cin {
@@ -791,10 +793,10 @@ fn slice(cx: &mut Cx) -> Result<(), String> {
     Ok(())
 }
 
-fn slice_params(
-    cx: &Cx,
-    rank: usize,
-) -> Result<(Vec<i64>, Vec<i64>, Vec<usize>, Vec<i64>), String> {
+/// (starts, ends, axes, steps) of a Slice with constant parameters.
+type SliceParams = (Vec<i64>, Vec<i64>, Vec<usize>, Vec<i64>);
+
+fn slice_params(cx: &Cx, rank: usize) -> Result<SliceParams, String> {
     let n = cx.node();
     let ints = |i: usize| {
         cx.input(i)
@@ -1018,6 +1020,48 @@ fn transpose(cx: &mut Cx) -> Result<(), String> {
     let o = cx.output(0).unwrap();
     let os = cx.ch.new_space(o, new_axis, x[axis] as usize);
     cx.ch.union_spaces(os, s);
+    Ok(())
+}
+
+/// Reductions over non-channel axes keep channels (the channel axis may move down when
+/// `keepdims` is 0); reducing over channels mixes them.
+fn reduce(cx: &mut Cx) -> Result<(), String> {
+    let Some(s) = cx.space(cx.input(0)) else {
+        return Ok(());
+    };
+    let x = cx
+        .shape(cx.input(0).unwrap())
+        .ok_or("input shape unknown")?;
+    let axis = cx.ch.spaces[s].axis;
+    let from_input = cx.g.node(cx.id).inputs.get(1).copied().flatten();
+    let axes: Vec<i64> = match from_input {
+        Some(v) => {
+            cx.g.foldable_const(v)
+                .and_then(|t| t.as_i64s())
+                .ok_or("non-constant axes")?
+        }
+        None => cx
+            .node()
+            .attr_ints("axes")
+            .map(|a| a.to_vec())
+            .ok_or("reduces over every axis")?,
+    };
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| crate::ir::ops::axis(a, x.len()))
+        .collect::<Result<_, _>>()?;
+    if axes.is_empty() || axes.contains(&axis) {
+        return Err("reduction over the channel axis".into());
+    }
+    let keep = cx.node().attr_i("keepdims").unwrap_or(1) != 0;
+    let o = cx.output(0).ok_or("no output")?;
+    if keep {
+        cx.ch.space_of.insert(o, s);
+    } else {
+        let new_axis = axis - axes.iter().filter(|&&a| a < axis).count();
+        let os = cx.ch.new_space(o, new_axis, x[axis] as usize);
+        cx.ch.union_spaces(os, s);
+    }
     Ok(())
 }
 

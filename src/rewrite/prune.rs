@@ -245,11 +245,11 @@ fn gemm(rw: &mut Rw) -> Result<()> {
 fn matmul(rw: &mut Rw) -> Result<()> {
     let out = rw.kept(rw.output(0));
     let inp = rw.kept(rw.input(0));
-    let label = rw.label();
-    let mut b = rw.const_input(1)?;
     if out.is_none() && inp.is_none() {
         return Ok(());
     }
+    let label = rw.label();
+    let mut b = rw.const_input(1)?;
     if let Some((_, i)) = &inp {
         b = select(&b, 0, i, &label)?;
     }

@@ -228,7 +228,63 @@ impl Pruner {
                 hi = mid;
             }
         }
-        build(lo)
+        let mut keep = build(lo);
+        if round_to == 1 {
+            self.fill(&mut keep, target, imp, free);
+        }
+        keep
+    }
+
+    /// Spends what is left of the budget: repeatedly gives the group with the lowest keep ratio
+    /// back its best removed channel, while MACs stay ≤ `target`.
+    fn fill(&self, keep: &mut [bool], target: u64, imp: &[f64], free: &[Vec<usize>]) {
+        let mut counts = self.counts(keep);
+        loop {
+            let mut order: Vec<(f64, usize)> = free
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.is_empty())
+                .map(|(gi, f)| {
+                    (
+                        f.iter().filter(|&&a| keep[a]).count() as f64 / f.len() as f64,
+                        gi,
+                    )
+                })
+                .collect();
+            order.sort_by(|a, b| {
+                a.0.partial_cmp(&b.0)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(a.1.cmp(&b.1))
+            });
+            let mut added = false;
+            for (_, gi) in order {
+                let best = free[gi]
+                    .iter()
+                    .copied()
+                    .filter(|&a| !keep[a])
+                    .max_by(|&a, &b| {
+                        imp[a]
+                            .partial_cmp(&imp[b])
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                            .then(b.cmp(&a))
+                    });
+                let Some(a) = best else { continue };
+                for &(s, n) in &self.atom_spaces[a] {
+                    counts[s] += n;
+                }
+                if self.macs_from_counts(&counts) <= target {
+                    keep[a] = true;
+                    added = true;
+                    break;
+                }
+                for &(s, n) in &self.atom_spaces[a] {
+                    counts[s] -= n;
+                }
+            }
+            if !added {
+                break;
+            }
+        }
     }
 
     fn global(&self, target: u64, imp: &[f64], free: &[Vec<usize>], round_to: usize) -> Vec<bool> {
