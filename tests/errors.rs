@@ -266,17 +266,52 @@ fn input_is_never_modified_and_output_is_atomic() {
 }
 
 #[test]
-fn top_level_prune_form_is_reserved_and_validated() {
+fn top_level_prune_form_validates_and_respects_strict() {
     let d = tempfile::tempdir().unwrap();
     let p = write(d.path(), "in.onnx", &tiny().encode_to_vec());
+    let out = d.path().join("out.onnx").to_string_lossy().into_owned();
     expect_error(
-        &[&p, "-o", "x.onnx", "--target-flops", "1.5"],
+        &[&p, "-o", &out, "--target-flops", "1.5"],
         &["--target-flops"],
     );
-    expect_error(&[&p, "-o", "x.onnx"], &["--target-flops"]);
-    expect_error(
-        &[&p, "-o", "x.onnx", "--target-flops", "0.5"],
-        &["not available"],
+    expect_error(&[&p, "-o", &out], &["--target-flops"]);
+    expect_error(&[&p, "--target-flops", "0.5"], &["-o"]);
+    assert!(!Path::new(&out).exists());
+    let before = std::fs::read(&p).unwrap();
+    let ok = common::bin()
+        .args([&p, "-o", &out, "--target-flops", "0.5"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(!Path::new("x.onnx").exists());
+    assert!(Path::new(&out).exists());
+    assert_eq!(std::fs::read(&p).unwrap(), before, "input modified");
+    // An unreachable target: exit 0 with a note, or exit 1 with --strict.
+    let soft = common::bin()
+        .args([&p, "-o", &out, "--target-flops", "0.001"])
+        .output()
+        .unwrap();
+    assert!(soft.status.success());
+    assert!(String::from_utf8_lossy(&soft.stderr).contains("not reachable"));
+    let strict = common::bin()
+        .args([&p, "-o", &out, "--target-flops", "0.001", "--strict"])
+        .output()
+        .unwrap();
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("not reachable"));
+    // A plan for another model is refused with a clear message.
+    let plan = d.path().join("plan.json");
+    std::fs::write(&plan, r#"{"format":"onnx-prune-plan","version":1,"source":{"file":"x","macs":1},"groups":[{"key":"nope:3","channels":3,"keep":[0]}]}"#).unwrap();
+    expect_error(
+        &["apply", &p, "--plan", &plan.to_string_lossy(), "-o", &out],
+        &["nope:3", "does not exist"],
+    );
+    std::fs::write(&plan, "{ not json").unwrap();
+    expect_error(
+        &["apply", &p, "--plan", &plan.to_string_lossy(), "-o", &out],
+        &["plan.json"],
+    );
 }

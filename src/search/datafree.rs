@@ -229,15 +229,14 @@ impl Pruner {
             }
         }
         let mut keep = build(lo);
-        if round_to == 1 {
-            self.fill(&mut keep, target, imp, free);
-        }
+        self.fill(&mut keep, target, imp, free, round_to);
         keep
     }
 
     /// Spends what is left of the budget: repeatedly gives the group with the lowest keep ratio
     /// back its best removed channel, while MACs stay ≤ `target`.
-    fn fill(&self, keep: &mut [bool], target: u64, imp: &[f64], free: &[Vec<usize>]) {
+    /// Channels come back `chunk` at a time (the `--round-to` multiple).
+    fn fill(&self, keep: &mut [bool], target: u64, imp: &[f64], free: &[Vec<usize>], chunk: usize) {
         let mut counts = self.counts(keep);
         loop {
             let mut order: Vec<(f64, usize)> = free
@@ -258,27 +257,34 @@ impl Pruner {
             });
             let mut added = false;
             for (_, gi) in order {
-                let best = free[gi]
-                    .iter()
-                    .copied()
-                    .filter(|&a| !keep[a])
-                    .max_by(|&a, &b| {
-                        imp[a]
-                            .partial_cmp(&imp[b])
-                            .unwrap_or(std::cmp::Ordering::Equal)
-                            .then(b.cmp(&a))
-                    });
-                let Some(a) = best else { continue };
-                for &(s, n) in &self.atom_spaces[a] {
-                    counts[s] += n;
+                let mut removed: Vec<usize> =
+                    free[gi].iter().copied().filter(|&a| !keep[a]).collect();
+                if removed.len() < chunk {
+                    continue;
+                }
+                removed.sort_by(|&a, &b| {
+                    imp[b]
+                        .partial_cmp(&imp[a])
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then(a.cmp(&b))
+                });
+                let back = &removed[..chunk];
+                for &a in back {
+                    for &(s, n) in &self.atom_spaces[a] {
+                        counts[s] += n;
+                    }
                 }
                 if self.macs_from_counts(&counts) <= target {
-                    keep[a] = true;
+                    for &a in back {
+                        keep[a] = true;
+                    }
                     added = true;
                     break;
                 }
-                for &(s, n) in &self.atom_spaces[a] {
-                    counts[s] -= n;
+                for &a in back {
+                    for &(s, n) in &self.atom_spaces[a] {
+                        counts[s] -= n;
+                    }
                 }
             }
             if !added {
