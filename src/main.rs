@@ -110,6 +110,19 @@ enum Cmd {
     /// Run two models on the same seeded random inputs (tract) and print how far their outputs
     /// are apart: max |a-b| and max |a-b| / max(max|a|, 1)
     Compare(CompareArgs),
+    /// Lossless: remove exactly the channels that provably contribute nothing (all-zero filters
+    /// through zero-preserving ops, BatchNorm with gamma = beta = 0, zero residual channels...)
+    Shrink {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        emit_plan: Option<PathBuf>,
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        shapes: ShapeArgs,
+    },
     /// Re-apply a pruning plan (--emit-plan) to a model
     Apply {
         input: PathBuf,
@@ -207,6 +220,19 @@ fn run(cli: Cli) -> Result<()> {
             shapes,
         }) => simplify(&input, &output, fold_bn, &external_data, &shapes.map()),
         Some(Cmd::Compare(c)) => compare(c),
+        Some(Cmd::Shrink {
+            input,
+            output,
+            emit_plan,
+            report,
+            shapes,
+        }) => shrink(
+            &input,
+            &output,
+            emit_plan.as_deref(),
+            report.as_deref(),
+            &shapes.map(),
+        ),
         Some(Cmd::Apply {
             input,
             plan,
@@ -857,4 +883,32 @@ fn verify(
         let _ = (original, pruned, plan, seed, runs, tol, as_json, shapes);
         bail!("this build has no runtime: rebuild with the `tract` feature")
     }
+}
+
+fn shrink(
+    input: &Path,
+    output: &Path,
+    plan: Option<&Path>,
+    report: Option<&Path>,
+    shapes: &HashMap<String, Vec<i64>>,
+) -> Result<()> {
+    let (_, p) = load_pruner(input, shapes)?;
+    let dead = onnx_prune::search::shrink::dead_atoms(&p);
+    let mut keep: Vec<bool> = dead.iter().map(|d| !d).collect();
+    // Every tensor keeps at least one channel (a dead one, if need be: still lossless).
+    for s in 0..p.ch.spaces.len() {
+        if p.ch.spaces[s].len > 0 && p.ch.kept(s, &keep).is_empty() {
+            keep[p.ch.atom(s, 0)] = true;
+        }
+    }
+    let removed = keep.iter().filter(|k| !**k).count();
+    let pruned = p.apply(&keep)?;
+    eprintln!(
+        "shrink: {removed} dead channel(s) found in {} group(s)",
+        p.ch.groups
+            .iter()
+            .filter(|g| g.atoms.iter().any(|&a| !keep[a]))
+            .count()
+    );
+    finish_pruned(input, output, &p, &keep, &pruned, None, plan, report, false)
 }

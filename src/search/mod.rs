@@ -3,3 +3,4 @@
 
 pub mod datafree;
 pub mod plan;
+pub mod shrink;
