@@ -44,7 +44,7 @@ def main():
             print(f"SKIP {m}: ../shared absent")
             continue
         base = latency(src)
-        for r in (1, 8):
+        for r in (1, 8, 16):
             out = os.path.join(tmp, f"p{r}.onnx")
             a = time.perf_counter()
             subprocess.run([BIN, src, "-o", out, "--target-flops", "0.5", "--method", "l1", "--round-to", str(r)], check=True, capture_output=True)
