@@ -955,22 +955,8 @@ fn reshape(cx: &mut Cx) -> Result<(), String> {
     if y.len() == axis + 1 && y[..axis] == x[..axis] {
         return flatten_like(cx, s, &x, axis);
     }
-    let strip = |v: &[i64]| v.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-    if strip(&x) == strip(&y) && x[axis] != 1 {
-        // Only unit axes added/removed: find the channel axis in the output.
-        let before: usize = x[..axis].iter().filter(|&&d| d != 1).count();
-        let mut seen = 0;
-        for (i, &d) in y.iter().enumerate() {
-            if d != 1 {
-                if seen == before {
-                    let o = cx.output(0).unwrap();
-                    let os = cx.ch.new_space(o, i, d as usize);
-                    cx.ch.union_spaces(os, s);
-                    return Ok(());
-                }
-                seen += 1;
-            }
-        }
+    if unit_axes_only(cx, s, &x, &y) {
+        return Ok(());
     }
     Err("reshape that moves channels (e.g. channel shuffle) is not mapped".into())
 }
@@ -983,25 +969,33 @@ fn squeeze_unsqueeze(cx: &mut Cx) -> Result<(), String> {
         .shape(cx.input(0).unwrap())
         .ok_or("input shape unknown")?;
     let y = out_shape(cx, 0)?;
+    if unit_axes_only(cx, s, &x, &y) {
+        return Ok(());
+    }
+    Err("squeeze/unsqueeze of the channel axis".into())
+}
+
+/// When `x` → `y` only adds or removes unit axes (and the channel axis is not one), gives the
+/// output a space on the channel axis's new position and returns true.
+fn unit_axes_only(cx: &mut Cx, s: SpaceId, x: &[i64], y: &[i64]) -> bool {
     let axis = cx.ch.spaces[s].axis;
     let strip = |v: &[i64]| v.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-    if strip(&x) != strip(&y) || x[axis] == 1 {
-        return Err("squeeze/unsqueeze of the channel axis".into());
+    if strip(x) != strip(y) || x[axis] == 1 {
+        return false;
     }
     let before: usize = x[..axis].iter().filter(|&&d| d != 1).count();
-    let mut seen = 0;
-    for (i, &d) in y.iter().enumerate() {
-        if d != 1 {
-            if seen == before {
-                let o = cx.output(0).unwrap();
-                let os = cx.ch.new_space(o, i, d as usize);
-                cx.ch.union_spaces(os, s);
-                return Ok(());
-            }
-            seen += 1;
-        }
-    }
-    Err("channel axis lost".into())
+    let Some(new_axis) = y
+        .iter()
+        .enumerate()
+        .filter(|(_, &d)| d != 1)
+        .map(|(i, _)| i)
+        .nth(before)
+    else {
+        return false;
+    };
+    let Some(o) = cx.output(0) else { return false };
+    let os = cx.ch.new_space(o, new_axis, y[new_axis] as usize);
+    cx.ch.union_spaces(os, s)
 }
 
 fn transpose(cx: &mut Cx) -> Result<(), String> {

@@ -152,7 +152,7 @@ fn rewrite_node(
     match op.as_str() {
         "Conv" | "ConvTranspose" => conv(&mut rw, op == "ConvTranspose"),
         "Gemm" => gemm(&mut rw),
-        "MatMul" => matmul(&mut rw),
+        "MatMul" => gemm(&mut rw),
         "BatchNormalization" | "InstanceNormalization" => {
             if let Some((_, k)) = rw.kept(rw.input(0)) {
                 let n = rw.m.graph.node(id).inputs.len();
@@ -214,13 +214,16 @@ fn conv(rw: &mut Rw, transpose: bool) -> Result<()> {
     Ok(())
 }
 
+/// Gemm (`transB` decides B's layout) and MatMul (B is [K, N]): B loses the removed input
+/// features (K) and output features (N); a per-feature bias C is sliced too.
 fn gemm(rw: &mut Rw) -> Result<()> {
     let out = rw.kept(rw.output(0));
     let inp = rw.kept(rw.input(0));
     if out.is_none() && inp.is_none() {
         return Ok(());
     }
-    let trans_b = rw.m.graph.node(rw.id).attr_i("transB").unwrap_or(0) != 0;
+    let is_gemm = rw.m.graph.node(rw.id).op_type == "Gemm";
+    let trans_b = is_gemm && rw.m.graph.node(rw.id).attr_i("transB").unwrap_or(0) != 0;
     let (ka, na) = if trans_b { (1, 0) } else { (0, 1) };
     let label = rw.label();
     let mut b = rw.const_input(1)?;
@@ -231,7 +234,7 @@ fn gemm(rw: &mut Rw) -> Result<()> {
         b = select(&b, na, o, &label)?;
     }
     rw.set_const(1, b);
-    if let (Some((_, o)), Some(_)) = (&out, rw.input(2)) {
+    if let (true, Some((_, o)), Some(_)) = (is_gemm, &out, rw.input(2)) {
         let c = rw.const_input(2)?;
         let n = c.dims.last().copied().unwrap_or(1);
         if n > 1 {
@@ -239,24 +242,6 @@ fn gemm(rw: &mut Rw) -> Result<()> {
             rw.set_const(2, t);
         }
     }
-    Ok(())
-}
-
-fn matmul(rw: &mut Rw) -> Result<()> {
-    let out = rw.kept(rw.output(0));
-    let inp = rw.kept(rw.input(0));
-    if out.is_none() && inp.is_none() {
-        return Ok(());
-    }
-    let label = rw.label();
-    let mut b = rw.const_input(1)?;
-    if let Some((_, i)) = &inp {
-        b = select(&b, 0, i, &label)?;
-    }
-    if let Some((_, o)) = &out {
-        b = select(&b, 1, o, &label)?;
-    }
-    rw.set_const(1, b);
     Ok(())
 }
 
