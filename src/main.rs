@@ -123,6 +123,9 @@ enum Cmd {
         #[command(flatten)]
         shapes: ShapeArgs,
     },
+    /// Evaluate a model on a dataset: top-1/top-5 with labels, fidelity to --reference,
+    /// throughput
+    Eval(EvalArgs),
     /// Re-apply a pruning plan (--emit-plan) to a model
     Apply {
         input: PathBuf,
@@ -151,6 +154,18 @@ enum Cmd {
         tolerance: f64,
         #[arg(long)]
         json: bool,
+        /// Use real samples instead of random inputs (same formats as `eval --data`)
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// With --data: per-channel mean, e.g. 0.485,0.456,0.406
+        #[arg(long, value_delimiter = ',')]
+        mean: Option<Vec<f32>>,
+        /// With --data: per-channel std, e.g. 0.229,0.224,0.225
+        #[arg(long, value_delimiter = ',')]
+        std: Option<Vec<f32>>,
+        /// With --data: number of samples to compare
+        #[arg(long, default_value_t = 256)]
+        limit: usize,
         #[command(flatten)]
         shapes: ShapeArgs,
     },
@@ -169,6 +184,66 @@ struct CompareArgs {
     /// Fail (exit 1) when the relative difference exceeds this
     #[arg(long, default_value_t = 1e-5)]
     tolerance: f64,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    shapes: ShapeArgs,
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Data: .npy/.npz (x, y), MNIST idx3 file, ImageFolder directory or .tar
+    #[arg(long)]
+    data: PathBuf,
+    /// Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406
+    #[arg(long, value_delimiter = ',')]
+    mean: Option<Vec<f32>>,
+    /// Per-channel std divided by after scaling, e.g. 0.229,0.224,0.225
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// Layout of array data
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nhwc", "nchw"])]
+    layout: String,
+    /// Keep uint8 pixel values in 0..255 (default: scale to [0, 1])
+    #[arg(long)]
+    no_scale: bool,
+    /// Folder images: resize the shorter side to N before the centre crop to the model's size
+    #[arg(long)]
+    resize: Option<u32>,
+    /// Use only the first N samples
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl DataArgs {
+    fn options(&self) -> onnx_prune::eval::data::DataOptions {
+        use onnx_prune::eval::data::{DataOptions, Layout};
+        DataOptions {
+            layout: match self.layout.as_str() {
+                "nhwc" => Layout::Nhwc,
+                "nchw" => Layout::Nchw,
+                _ => Layout::Auto,
+            },
+            scale: !self.no_scale,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            resize: self.resize,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Original model: also report top-1 agreement and mean KL divergence to it
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Batch size
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -220,6 +295,7 @@ fn run(cli: Cli) -> Result<()> {
             shapes,
         }) => simplify(&input, &output, fold_bn, &external_data, &shapes.map()),
         Some(Cmd::Compare(c)) => compare(c),
+        Some(Cmd::Eval(e)) => eval_cmd(e),
         Some(Cmd::Shrink {
             input,
             output,
@@ -248,17 +324,35 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             tolerance,
             json,
+            data,
+            mean,
+            std,
+            limit,
             shapes,
-        }) => verify(
-            &original,
-            &pruned,
-            &plan,
-            seed,
-            runs,
-            tolerance,
-            json,
-            &shapes.map(),
-        ),
+        }) => {
+            let data = data.map(|d| {
+                (
+                    d,
+                    onnx_prune::eval::data::DataOptions {
+                        mean,
+                        std,
+                        limit: Some(limit),
+                        ..Default::default()
+                    },
+                )
+            });
+            verify(
+                &original,
+                &pruned,
+                &plan,
+                seed,
+                runs,
+                tolerance,
+                json,
+                data,
+                &shapes.map(),
+            )
+        }
         None => {
             let p = cli.prune;
             let Some(input) = p.input else {
@@ -822,6 +916,7 @@ fn verify(
     runs: u64,
     tol: f64,
     as_json: bool,
+    data: Option<(PathBuf, onnx_prune::eval::data::DataOptions)>,
     shapes: &HashMap<String, Vec<i64>>,
 ) -> Result<()> {
     #[cfg(feature = "tract")]
@@ -845,7 +940,32 @@ fn verify(
         )?;
         let input_shapes = eval::input_shapes(&p.model, shapes)?;
         let mut worst = eval::Diff::default();
+        let mut what = format!("{runs} random input set(s)");
         let res = (|| -> Result<()> {
+            if let Some((dpath, dopts)) = &data {
+                let s = input_shapes
+                    .first()
+                    .filter(|s| s.len() == 4)
+                    .ok_or_else(|| anyhow::anyhow!("--data needs an image model [N,C,H,W]"))?;
+                let chw = (s[1], s[2], s[3]);
+                let ds = eval::data::load(dpath, chw, dopts)?;
+                let batch = 32;
+                let (oa, k) =
+                    eval::tract_rt::Batched::new(&mpath, batch, chw)?.run_all(&ds.x, ds.n)?;
+                let (ob, _) =
+                    eval::tract_rt::Batched::new(pruned, batch, chw)?.run_all(&ds.x, ds.n)?;
+                let ta = eval::HostTensor {
+                    shape: vec![ds.n, k],
+                    data: oa,
+                };
+                let tb = eval::HostTensor {
+                    shape: vec![ob.len() / k.max(1), k],
+                    data: ob,
+                };
+                worst = eval::compare(&[ta], &[tb])?;
+                what = format!("{} samples of {}", ds.n, dpath.display());
+                return Ok(());
+            }
             for r in 0..runs {
                 let inputs = eval::random_inputs(&input_shapes, seed.wrapping_add(r));
                 let oa = eval::tract_rt::run(&mpath, &inputs)?;
@@ -861,11 +981,11 @@ fn verify(
         if as_json {
             println!(
                 "{}",
-                json!({"runtime": "tract", "runs": runs, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel})
+                json!({"runtime": "tract", "inputs": what, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel})
             );
         } else {
             println!(
-                "verify (tract, {runs} input set(s)): max |a-b| = {:.3e}, max relative = {:.3e}",
+                "verify (tract, {what}): max |a-b| = {:.3e}, max relative = {:.3e}",
                 worst.max_abs, worst.max_rel
             );
         }
@@ -880,7 +1000,9 @@ fn verify(
     }
     #[cfg(not(feature = "tract"))]
     {
-        let _ = (original, pruned, plan, seed, runs, tol, as_json, shapes);
+        let _ = (
+            original, pruned, plan, seed, runs, tol, as_json, data, shapes,
+        );
         bail!("this build has no runtime: rebuild with the `tract` feature")
     }
 }
@@ -911,4 +1033,75 @@ fn shrink(
             .count()
     );
     finish_pruned(input, output, &p, &keep, &pruned, None, plan, report, false)
+}
+
+#[cfg(feature = "tract")]
+fn eval_cmd(e: EvalArgs) -> Result<()> {
+    use onnx_prune::eval::{self, data, metrics, tract_rt::Batched};
+    let model = onnx::load(&e.model)?;
+    let shapes = eval::input_shapes(&model, &e.shapes.map()).map_err(|er| er.in_file(&e.model))?;
+    let s = shapes
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the model has no input"))?;
+    if s.len() != 4 {
+        bail!(
+            "{}: eval needs an image model with input [N,C,H,W], got {:?}",
+            e.model.display(),
+            s
+        );
+    }
+    let chw = (s[1], s[2], s[3]);
+    let t0 = std::time::Instant::now();
+    let ds = data::load(&e.data.data, chw, &e.data.options())?;
+    let t_load = t0.elapsed().as_secs_f64();
+    let batch = e.batch.max(1);
+    let t1 = std::time::Instant::now();
+    let (logits, k) = Batched::new(&e.model, batch, chw)?.run_all(&ds.x, ds.n)?;
+    let secs = t1.elapsed().as_secs_f64();
+    let acc = ds.y.as_ref().map(|y| metrics::accuracy(&logits, k, y));
+    let fid = match &e.reference {
+        Some(r) => {
+            let (rl, rk) = Batched::new(r, batch, chw)?.run_all(&ds.x, ds.n)?;
+            if rk != k {
+                bail!("the reference has {rk} outputs per sample, the model {k}");
+            }
+            Some(metrics::fidelity(&rl, &logits, k))
+        }
+        None => None,
+    };
+    let ips = ds.n as f64 / secs.max(1e-9);
+    if e.json {
+        let mut j = json!({"n": ds.n, "runtime": "tract", "images_per_s": ips, "load_s": t_load});
+        if let Some(a) = acc {
+            j["top1"] = json!(a.top1);
+            j["top5"] = json!(a.top5);
+        }
+        if let Some(f) = fid {
+            j["agreement"] = json!(f.agreement);
+            j["kl"] = json!(f.kl);
+        }
+        println!("{j}");
+    } else {
+        if let Some(a) = acc {
+            println!(
+                "top-1 {:.4}  top-5 {:.4}  ({} samples)",
+                a.top1, a.top5, ds.n
+            );
+        } else {
+            println!("{} samples, no labels", ds.n);
+        }
+        if let Some(f) = fid {
+            println!(
+                "fidelity to reference: top-1 agreement {:.4}, mean KL {:.5}",
+                f.agreement, f.kl
+            );
+        }
+        println!("tract: {ips:.0} images/s (batch {batch}); data loaded in {t_load:.2}s");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "tract"))]
+fn eval_cmd(_: EvalArgs) -> Result<()> {
+    bail!("this build has no runtime: rebuild with the `tract` feature")
 }

@@ -1,6 +1,8 @@
 //! Running models. For now: tract (pure Rust, feature `tract`, on by default) and a seeded
 //! comparison of two models on the same random inputs, used to prove rewrites preserve outputs.
 
+pub mod data;
+pub mod metrics;
 #[cfg(feature = "tract")]
 pub mod tract_rt;
 

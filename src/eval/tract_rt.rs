@@ -43,3 +43,68 @@ pub fn run(path: &Path, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
         })
         .collect()
 }
+
+/// A model compiled once for a fixed batch size; the last partial batch is zero-padded.
+pub struct Batched {
+    plan: std::sync::Arc<TypedRunnableModel>,
+    batch: usize,
+    chw: (usize, usize, usize),
+}
+
+impl Batched {
+    pub fn new(path: &Path, batch: usize, chw: (usize, usize, usize)) -> Result<Batched> {
+        let mut model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| err(path, format!("{e:#}")))?;
+        model
+            .set_input_fact(0, f32::fact([batch, chw.0, chw.1, chw.2]).into())
+            .map_err(|e| err(path, format!("{e:#}")))?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| err(path, format!("{e:#}")))?;
+        Ok(Batched { plan, batch, chw })
+    }
+
+    /// Runs every sample of `x` (`n` samples of C·H·W) and returns output 0 rows, `[n, k]`.
+    pub fn run_all(&self, x: &[f32], n: usize) -> Result<(Vec<f32>, usize)> {
+        use rayon::prelude::*;
+        let l = self.chw.0 * self.chw.1 * self.chw.2;
+        let chunks: Vec<(usize, usize)> = (0..n)
+            .step_by(self.batch)
+            .map(|s| (s, (s + self.batch).min(n)))
+            .collect();
+        let outs: Vec<Result<(Vec<f32>, usize)>> = chunks
+            .par_iter()
+            .map(|&(s, e)| {
+                let mut buf = vec![0f32; self.batch * l];
+                buf[..(e - s) * l].copy_from_slice(&x[s * l..e * l]);
+                let t = tract_ndarray::ArrayD::from_shape_vec(
+                    vec![self.batch, self.chw.0, self.chw.1, self.chw.2],
+                    buf,
+                )
+                .map_err(|e| Error::Usage(e.to_string()))?;
+                let out = self
+                    .plan
+                    .run(tvec!(Tensor::from(t).into()))
+                    .map_err(|e| Error::Usage(format!("tract: {e:#}")))?;
+                let o = out[0]
+                    .cast_to::<f32>()
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                let v = o
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                let k = v.len() / self.batch;
+                Ok((v.iter().copied().take((e - s) * k).collect(), k))
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut k = 0;
+        for o in outs {
+            let (v, kk) = o?;
+            k = kk;
+            all.extend(v);
+        }
+        Ok((all, k))
+    }
+}

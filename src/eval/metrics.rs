@@ -1,0 +1,88 @@
+//! Classification metrics: top-k accuracy against labels, and fidelity to a reference model
+//! (top-1 agreement, mean KL divergence of the softmax outputs).
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Accuracy {
+    pub n: usize,
+    pub top1: f64,
+    pub top5: f64,
+}
+
+/// `logits` is `[n, k]` row-major.
+pub fn accuracy(logits: &[f32], k: usize, labels: &[i64]) -> Accuracy {
+    let n = labels.len().min(logits.len() / k.max(1));
+    let (mut t1, mut t5) = (0usize, 0usize);
+    for i in 0..n {
+        let row = &logits[i * k..(i + 1) * k];
+        let y = labels[i];
+        let target = row.get(y as usize).copied().unwrap_or(f32::NEG_INFINITY);
+        // Rank of the label: how many classes score strictly higher (ties favour the label's
+        // lower index, like argmax).
+        let higher = row
+            .iter()
+            .enumerate()
+            .filter(|&(j, &v)| v > target || (v == target && (j as i64) < y))
+            .count();
+        t1 += (higher == 0) as usize;
+        t5 += (higher < 5) as usize;
+    }
+    let d = n.max(1) as f64;
+    Accuracy {
+        n,
+        top1: t1 as f64 / d,
+        top5: t5 as f64 / d,
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Fidelity {
+    pub agreement: f64,
+    pub kl: f64,
+}
+
+fn softmax(row: &[f32]) -> Vec<f64> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
+}
+
+/// Agreement of top-1 predictions and mean KL(p_reference ‖ p_model).
+pub fn fidelity(reference: &[f32], model: &[f32], k: usize) -> Fidelity {
+    let n = (reference.len().min(model.len())) / k.max(1);
+    let (mut agree, mut kl) = (0usize, 0f64);
+    for i in 0..n {
+        let (a, b) = (&reference[i * k..(i + 1) * k], &model[i * k..(i + 1) * k]);
+        agree += (argmax(a) == argmax(b)) as usize;
+        let (p, q) = (softmax(a), softmax(b));
+        kl += p
+            .iter()
+            .zip(&q)
+            .map(|(&p, &q)| {
+                if p > 0.0 {
+                    p * (p / q.max(1e-300)).ln()
+                } else {
+                    0.0
+                }
+            })
+            .sum::<f64>();
+    }
+    let d = n.max(1) as f64;
+    Fidelity {
+        agreement: agree as f64 / d,
+        kl: kl / d,
+    }
+}

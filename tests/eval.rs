@@ -1,0 +1,211 @@
+//! Datasets and `eval`: accuracies of the shared CIFAR-10 ResNets are pinned to the reference
+//! figures (tract runtime; JPEGs decoded by libjpeg-turbo, as PIL does), fidelity, MNIST IDX
+//! loading and bad-data errors.
+
+mod common;
+use onnx_prune::eval::data::{self, DataOptions};
+use std::path::Path;
+
+const MEAN: &str = "0.485,0.456,0.406";
+const STD: &str = "0.229,0.224,0.225";
+
+fn eval_json(model: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = common::bin()
+        .arg("eval")
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .args(["--mean", MEAN, "--std", STD, "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn cifar_resnets_match_reference_accuracy() {
+    let Some(s) = common::shared() else { return };
+    let npz = s.join("data/cifar10/test_846_lossless.npz");
+    let tar = s.join("data/cifar10/test_10k_jpeg.tar");
+    for (m, lossless, jpeg) in [("resnet20", 0.9173, 0.8103), ("resnet56", 0.9326, 0.8320)] {
+        let model = s.join(format!("models/cifar10/{m}.onnx"));
+        let a = eval_json(&model, &npz, &[]);
+        assert_eq!(a["n"].as_u64(), Some(846));
+        assert!(
+            (a["top1"].as_f64().unwrap() - lossless).abs() < 5e-5,
+            "{m} lossless: {}",
+            a["top1"]
+        );
+        let b = eval_json(&model, &tar, &[]);
+        assert_eq!(b["n"].as_u64(), Some(10000));
+        assert!(
+            (b["top1"].as_f64().unwrap() - jpeg).abs() < 5e-5,
+            "{m} jpeg: {}",
+            b["top1"]
+        );
+        println!(
+            "{m}: {} (846 lossless), {} (10k JPEG), {:.0} images/s",
+            a["top1"], b["top1"], b["images_per_s"]
+        );
+    }
+}
+
+#[test]
+fn fidelity_to_itself_is_perfect_and_verify_accepts_data() {
+    let Some(s) = common::shared() else { return };
+    let model = s.join("models/cifar10/resnet20.onnx");
+    let npz = s.join("data/cifar10/test_846_lossless.npz");
+    let j = eval_json(
+        &model,
+        &npz,
+        &["--reference", &model.to_string_lossy(), "--limit", "200"],
+    );
+    assert_eq!(j["agreement"].as_f64(), Some(1.0));
+    assert!(j["kl"].as_f64().unwrap().abs() < 1e-9);
+    assert_eq!(j["n"].as_u64(), Some(200));
+    // verify on real samples instead of random inputs
+    let d = tempfile::tempdir().unwrap();
+    let (out, plan) = (d.path().join("p.onnx"), d.path().join("p.json"));
+    let st = common::bin()
+        .arg(&model)
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-flops", "0.5", "--emit-plan"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let v = common::bin()
+        .arg("verify")
+        .arg(&model)
+        .arg(&out)
+        .arg("--plan")
+        .arg(&plan)
+        .arg("--data")
+        .arg(&npz)
+        .args(["--mean", MEAN, "--std", STD, "--limit", "64"])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("64 samples"));
+}
+
+#[test]
+fn mnist_idx_loads_with_labels() {
+    let Some(s) = common::shared() else { return };
+    let ds = data::load(
+        &s.join("data/mnist/t10k-images-idx3-ubyte.gz"),
+        (1, 28, 28),
+        &DataOptions::default(),
+    )
+    .unwrap();
+    assert_eq!((ds.n, ds.c, ds.h, ds.w), (10000, 1, 28, 28));
+    let y = ds.y.unwrap();
+    assert_eq!(y.len(), 10000);
+    assert_eq!(&y[..5], &[7, 2, 1, 0, 4]); // the official test set starts 7 2 1 0 4
+    assert!(ds.x.iter().all(|v| (0.0..=1.0).contains(v)));
+    // The 14,262-image training subset (npz with a 3-D x).
+    let ds = data::load(
+        &s.join("data/mnist/mnist_train_first14262.npz"),
+        (1, 28, 28),
+        &DataOptions {
+            limit: Some(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(ds.n, 100);
+}
+
+#[test]
+fn npy_layouts_and_preprocessing() {
+    // A tiny NHWC uint8 .npz written by hand: 2 samples of 2×2×3.
+    let d = tempfile::tempdir().unwrap();
+    let npy = |descr: &str, shape: &str, data: &[u8]| {
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend((h.len() as u16).to_le_bytes());
+        b.extend(h.as_bytes());
+        b.extend(data);
+        b
+    };
+    let x: Vec<u8> = (0..24).map(|i| (i * 10) as u8).collect();
+    let p = d.path().join("x.npy");
+    std::fs::write(&p, npy("|u1", "(2, 2, 2, 3)", &x)).unwrap();
+    let o = DataOptions {
+        mean: Some(vec![0.5]),
+        std: Some(vec![0.5]),
+        ..Default::default()
+    };
+    let ds = data::load(&p, (3, 2, 2), &o).unwrap();
+    assert_eq!((ds.n, ds.c), (2, 3));
+    // NHWC → NCHW: channel 1 of pixel (0,1) of sample 0 is x[0*12 + 1*3 + 1] = 40.
+    let v = ds.sample(0)[4 + 1];
+    assert!((v - ((40.0 / 255.0 - 0.5) / 0.5)).abs() < 1e-6);
+    // The same data declared NCHW is taken as-is.
+    let ds = data::load(
+        &p,
+        (2, 2, 3),
+        &DataOptions {
+            layout: data::Layout::Nchw,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((ds.c, ds.h, ds.w), (2, 2, 3));
+}
+
+#[test]
+fn bad_data_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let model = common::repo().join("models/tiny_resnet.onnx");
+    let run = |data: &Path| {
+        common::bin()
+            .arg("eval")
+            .arg(&model)
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    // corrupt npz
+    let p = d.path().join("bad.npz");
+    std::fs::write(&p, b"PK\x03\x04garbage").unwrap();
+    let o = run(&p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.npz"));
+    // a tar with a corrupt JPEG names the entry
+    let t = d.path().join("imgs.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&t).unwrap());
+        let bytes = b"\xff\xd8\xff\xe0 not really a jpeg";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, "test/cat/0001.jpg", &bytes[..])
+            .unwrap();
+        b.finish().unwrap();
+    }
+    let o = run(&t);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("0001.jpg") && !err.contains("panicked"),
+        "{err}"
+    );
+    // wrong sample size for the model
+    if let Some(s) = common::shared() {
+        let o = run(&s.join("data/mnist/t10k-images-idx3-ubyte.gz"));
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("model takes"));
+    }
+}
