@@ -262,6 +262,48 @@ fn prune_to_half_the_macs_and_verify() {
             "{}: apply differs",
             c.path.display()
         );
+        // Global allocation: same MAC window, and verify passes.
+        let mut gl = common::bin();
+        gl.arg(&c.path)
+            .arg("-o")
+            .arg(&out)
+            .args([
+                "--target-flops",
+                "0.5",
+                "--allocation",
+                "global",
+                "--emit-plan",
+            ])
+            .arg(&plan);
+        for s in &c.shapes {
+            gl.args(["--input-shape", s]);
+        }
+        assert!(gl.output().unwrap().status.success());
+        let m = onnx::load(&out).unwrap();
+        let a = analysis::infer(&m, ShapeMode::Bound, &common::shape_map(&c.shapes)).unwrap();
+        let rg = analysis::cost(&m, &a).unwrap().macs as f64 / c.macs as f64;
+        assert!(
+            (0.48..=0.5).contains(&rg),
+            "{}: global MAC ratio {rg}",
+            c.path.display()
+        );
+        let mut v = common::bin();
+        v.arg("verify")
+            .arg(&c.path)
+            .arg(&out)
+            .arg("--plan")
+            .arg(&plan)
+            .arg("--tolerance")
+            .arg(c.prune_tol.to_string());
+        for s in &c.shapes {
+            v.args(["--input-shape", s]);
+        }
+        assert!(
+            v.output().unwrap().status.success(),
+            "{}: global verify",
+            c.path.display()
+        );
+        line += &format!("; global {rg:.4} verified");
         println!("{line}");
     }
 }

@@ -199,20 +199,27 @@ fn depthwise_and_se_gate() {
 }
 
 #[test]
-fn grouped_conv_is_declined_but_the_rest_prunes() {
+fn grouped_conv_keeps_equal_counts_per_group() {
+    // A grouped conv (group 2): its input and output channels prune with every group keeping
+    // the same count; a 3-group conv after a residual add constrains the residual group too.
     let m = model(|b, x| {
         let c1 = b.conv(x, 3, 8, 3, 1, 1);
         let g = b.conv(&c1, 8, 8, 3, 1, 2);
         let r = b.op("Relu", &[&g], vec![]);
-        (b.conv(&r, 8, 6, 3, 1, 1), 6)
+        let c2 = b.conv(&r, 8, 12, 1, 1, 1);
+        let g3 = b.conv(&c2, 12, 12, 3, 1, 3);
+        let a = b.op("Add", &[&g3, &c2], vec![]);
+        (b.conv(&a, 12, 6, 3, 1, 1), 6)
     });
-    let o = check("grouped", m, Allocation::Uniform);
-    assert!(
-        o.declined.iter().any(|d| d.contains("grouped conv")),
-        "{:?}",
-        o.declined
-    );
-    assert_pruned(&o);
+    for alloc in [Allocation::Uniform, Allocation::Global] {
+        let o = check("grouped", m.clone(), alloc);
+        assert!(
+            o.declined.iter().all(|d| !d.contains("grouped")),
+            "{:?}",
+            o.declined
+        );
+        assert_pruned(&o);
+    }
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub struct ChannelAnalysis {
     blocked: Vec<Option<String>>,
     /// Slots that are constant zero (channel padding).
     pub zero_slot: Vec<bool>,
+    /// (space, g): the space's channels fall in `g` equal consecutive partitions (grouped conv
+    /// groups) that must all keep the same number of channels.
+    pub equal_parts: Vec<(SpaceId, usize)>,
     pub atoms: Vec<Atom>,
     pub atom_of_slot: Vec<usize>,
     pub groups: Vec<Group>,
@@ -491,6 +494,15 @@ fn conv(cx: &mut Cx) -> Result<(), String> {
                 cx.ch.union(a, b);
             }
         }
+    } else if group > 0 && cin.is_multiple_of(group) && cout.is_multiple_of(group) {
+        // Grouped conv: channels prune freely as long as every group keeps the same number of
+        // input channels and of output channels (the rewrite slices each group's columns).
+        cx.ch.roles.push(Role::Consumer {
+            node: cx.id,
+            space: ins,
+        });
+        cx.ch.equal_parts.push((ins, group));
+        cx.ch.equal_parts.push((outs, group));
     } else {
         let why = format!("grouped conv (group {group}) {}", cx.node().label(cx.id));
         cx.ch.block_space(ins, &why);

@@ -202,9 +202,17 @@ fn conv(rw: &mut Rw, transpose: bool) -> Result<()> {
         rw.m.graph
             .node_mut(rw.id)
             .set_attr("group", AttrValue::Int(cin_kept));
+    } else if !transpose {
+        w2 = grouped_weight(
+            &w,
+            group as usize,
+            out.as_ref().map(|(_, o)| o.as_slice()),
+            inp.as_ref().map(|(_, i)| i.as_slice()),
+            &label,
+        )?;
     } else {
         return Err(Error::Invalid(format!(
-            "{label}: grouped convolution channels cannot be pruned"
+            "{label}: grouped ConvTranspose channels cannot be pruned"
         )));
     }
     rw.set_const(1, w2);
@@ -212,6 +220,52 @@ fn conv(rw: &mut Rw, transpose: bool) -> Result<()> {
         rw.slice_input(2, 0, o)?;
     }
     Ok(())
+}
+
+/// Grouped conv weight [Cout, Cin/g, k..]: keeps rows `out` and, for each kept row, the kept
+/// input channels of its own group (every group must keep the same number of each).
+fn grouped_weight(
+    w: &Tensor,
+    g: usize,
+    out: Option<&[usize]>,
+    inp: Option<&[usize]>,
+    label: &str,
+) -> Result<Tensor> {
+    let cout = w.dims[0] as usize;
+    let cin_g = w.dims[1] as usize;
+    let cout_g = cout / g.max(1);
+    let all_out: Vec<usize> = (0..cout).collect();
+    let all_in: Vec<usize> = (0..cin_g * g).collect();
+    let (o, i) = (out.unwrap_or(&all_out), inp.unwrap_or(&all_in));
+    let cols: Vec<Vec<usize>> = (0..g)
+        .map(|p| {
+            i.iter()
+                .filter(|&&c| c / cin_g == p)
+                .map(|&c| c - p * cin_g)
+                .collect()
+        })
+        .collect();
+    let rows_per: Vec<usize> = (0..g)
+        .map(|p| o.iter().filter(|&&j| j / cout_g == p).count())
+        .collect();
+    if cols.iter().any(|c| c.len() != cols[0].len()) || rows_per.iter().any(|&r| r != rows_per[0]) {
+        return Err(Error::Invalid(format!(
+            "{label}: groups of a grouped conv keep different channel counts"
+        )));
+    }
+    let Some(crate::ir::Arr::F32(a)) = w.to_arr() else {
+        return Err(Error::Usage(format!(
+            "{label}: only float32 grouped conv weights can be pruned"
+        )));
+    };
+    let rows: Vec<_> = o
+        .iter()
+        .map(|&j| a.index_axis(Axis(0), j).select(Axis(0), &cols[j / cout_g]))
+        .collect();
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    let stacked =
+        ndarray::stack(Axis(0), &views).map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
+    Ok(crate::ir::Arr::F32(stacked).to_tensor())
 }
 
 /// Gemm (`transB` decides B's layout) and MatMul (B is [K, N]): B loses the removed input

@@ -178,6 +178,7 @@ impl Pruner {
             Allocation::Uniform => self.uniform(target, imp, &free, round_to.max(1)),
             Allocation::Global => self.global(target, imp, &free, round_to.max(1)),
         };
+        self.fix_parts(&mut keep, imp);
         self.fix_empty_spaces(&mut keep, imp);
         keep
     }
@@ -213,6 +214,7 @@ impl Pruner {
                 self.keep_top(&mut keep, f, imp, k);
             }
             // The search must see the MACs of what will really be kept.
+            self.fix_parts(&mut keep, imp);
             self.fix_empty_spaces(&mut keep, imp);
             keep
         };
@@ -269,6 +271,21 @@ impl Pruner {
                         .then(a.cmp(&b))
                 });
                 let back = &removed[..chunk];
+                if !self.ch.equal_parts.is_empty() {
+                    // Grouped convs: evaluate the repaired trial (partitions kept equal).
+                    let mut trial = keep.to_vec();
+                    for &a in back {
+                        trial[a] = true;
+                    }
+                    self.fix_parts(&mut trial, imp);
+                    if self.macs(&trial) <= target {
+                        keep.copy_from_slice(&trial);
+                        counts = self.counts(keep);
+                        added = true;
+                        break;
+                    }
+                    continue;
+                }
                 for &a in back {
                     for &(s, n) in &self.atom_spaces[a] {
                         counts[s] += n;
@@ -293,7 +310,33 @@ impl Pruner {
         }
     }
 
+    /// Global allocation; rounding and grouped-conv repairs can add channels back, so the
+    /// greedy pass is repeated with its internal target lowered by the overshoot until it fits.
     fn global(&self, target: u64, imp: &[f64], free: &[Vec<usize>], round_to: usize) -> Vec<bool> {
+        let mut t = target;
+        let mut keep = self.global_once(t, imp, free, round_to);
+        for _ in 0..40 {
+            let m = self.macs(&keep);
+            if m <= target || t == 0 {
+                break;
+            }
+            t = t.saturating_sub(m - target);
+            keep = self.global_once(t, imp, free, round_to);
+        }
+        // Spend what the repairs left of the budget.
+        if self.macs(&keep) <= target {
+            self.fill(&mut keep, target, imp, free, round_to);
+        }
+        keep
+    }
+
+    fn global_once(
+        &self,
+        target: u64,
+        imp: &[f64],
+        free: &[Vec<usize>],
+        round_to: usize,
+    ) -> Vec<bool> {
         let mut keep = vec![true; self.ch.atoms.len()];
         // Normalise within each group so groups with larger weights are not favoured.
         let mut cand: Vec<(f64, usize, usize)> = vec![];
@@ -345,7 +388,53 @@ impl Pruner {
                 self.keep_top(&mut keep, f, imp, k);
             }
         }
+        self.fix_parts(&mut keep, imp);
+        self.fix_empty_spaces(&mut keep, imp);
         keep
+    }
+
+    /// Grouped-conv spaces: re-adds the best removed channels of partitions that keep fewer than
+    /// the others, until all partitions keep the same count.
+    fn fix_parts(&self, keep: &mut [bool], imp: &[f64]) {
+        for _ in 0..64 {
+            let mut changed = false;
+            for &(s, g) in &self.ch.equal_parts {
+                let len = self.ch.spaces[s].len;
+                let part = len / g.max(1);
+                if part == 0 {
+                    continue;
+                }
+                let kept_in = |keep: &[bool], p: usize| {
+                    (p * part..(p + 1) * part)
+                        .filter(|&i| keep[self.ch.atom(s, i)])
+                        .count()
+                };
+                let t = (0..g).map(|p| kept_in(keep, p)).max().unwrap_or(0);
+                for p in 0..g {
+                    while kept_in(keep, p) < t {
+                        let best = (p * part..(p + 1) * part)
+                            .map(|i| self.ch.atom(s, i))
+                            .filter(|&a| !keep[a])
+                            .max_by(|&a, &b| {
+                                imp[a]
+                                    .partial_cmp(&imp[b])
+                                    .unwrap_or(std::cmp::Ordering::Equal)
+                                    .then(b.cmp(&a))
+                            });
+                        match best {
+                            Some(a) => {
+                                keep[a] = true;
+                                changed = true;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
     }
 
     /// Re-adds the best atom of any space that lost all its channels.
@@ -406,7 +495,12 @@ impl Pruner {
                 .graph
                 .foldable_const(w)
                 .ok_or_else(|| Error::Invalid("consumer weight not constant".into()))?;
-            let zeroed = zero_along(t, axis, &removed)?;
+            let group = m.graph.node(node).attr_i("group").unwrap_or(1).max(1) as usize;
+            let zeroed = if m.graph.node(node).op_type == "Conv" && group > 1 {
+                zero_grouped(t, group, &removed)?
+            } else {
+                zero_along(t, axis, &removed)?
+            };
             let name = format!("{}_masked", m.graph.value(w).name);
             let v = m.graph.add_const(&name, zeroed);
             m.graph.set_input(node, 1, Some(v));
@@ -414,6 +508,24 @@ impl Pruner {
         rewrite::simplify(&mut m, &PassOptions::default())?;
         Ok(m)
     }
+}
+
+/// Grouped conv weight: input channel c is column c mod (Cin/g) of the filters of group c div (Cin/g).
+fn zero_grouped(t: &Tensor, g: usize, idx: &[usize]) -> Result<Tensor> {
+    let Some(crate::ir::Arr::F32(mut a)) = t.to_arr() else {
+        return Err(Error::Usage("only float32 weights can be masked".into()));
+    };
+    let (cout, cin_g) = (a.shape()[0], a.shape()[1]);
+    let cout_g = cout / g;
+    for &c in idx {
+        let (p, col) = (c / cin_g, c % cin_g);
+        for j in p * cout_g..(p + 1) * cout_g {
+            a.index_axis_mut(ndarray::Axis(0), j)
+                .index_axis_mut(ndarray::Axis(0), col)
+                .fill(0.0);
+        }
+    }
+    Ok(crate::ir::Arr::F32(a).to_tensor())
 }
 
 fn zero_along(t: &Tensor, axis: usize, idx: &[usize]) -> Result<Tensor> {

@@ -294,13 +294,16 @@ pub fn dead_atoms(p: &Pruner) -> Vec<bool> {
                 continue;
             }
             let input_zero = zx.is_some_and(|f| f.get(i).copied().unwrap_or(false));
-            let weight_zero = match &w {
-                Some(crate::ir::Arr::F32(w)) if i < w.shape()[axis] => w
-                    .index_axis(ndarray::Axis(axis), i)
-                    .iter()
-                    .all(|&v| v == 0.0),
-                _ => false,
-            };
+            // Grouped convs index input channels per group: only the zero-input proof applies.
+            let grouped = n.op_type == "Conv" && n.attr_i("group").unwrap_or(1) > 1;
+            let weight_zero = !grouped
+                && match &w {
+                    Some(crate::ir::Arr::F32(w)) if i < w.shape()[axis] => w
+                        .index_axis(ndarray::Axis(axis), i)
+                        .iter()
+                        .all(|&v| v == 0.0),
+                    _ => false,
+                };
             if !(input_zero || weight_zero) {
                 dead[a] = false;
             }
