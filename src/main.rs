@@ -244,6 +244,12 @@ struct EvalArgs {
     /// Batch size
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Runtime: tract (pure Rust), ort (ONNX Runtime, found at run time), auto (ort if found)
+    #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "auto"])]
+    runtime: String,
+    /// Threads for ONNX Runtime (default: all cores)
+    #[arg(long)]
+    threads: Option<usize>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -1055,13 +1061,29 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
     let ds = data::load(&e.data.data, chw, &e.data.options())?;
     let t_load = t0.elapsed().as_secs_f64();
     let batch = e.batch.max(1);
+    let runtime = pick_runtime(&e.runtime)?;
+    let threads = e.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let run = |path: &Path| -> Result<(Vec<f32>, usize)> {
+        match runtime {
+            #[cfg(feature = "ort")]
+            "ort" => {
+                Ok(eval::ort_rt::OrtModel::new(path, threads)?.run_all(&ds.x, ds.n, chw, batch)?)
+            }
+            _ => Ok(Batched::new(path, batch, chw)?.run_all(&ds.x, ds.n)?),
+        }
+    };
+    let _ = threads;
     let t1 = std::time::Instant::now();
-    let (logits, k) = Batched::new(&e.model, batch, chw)?.run_all(&ds.x, ds.n)?;
+    let (logits, k) = run(&e.model)?;
     let secs = t1.elapsed().as_secs_f64();
     let acc = ds.y.as_ref().map(|y| metrics::accuracy(&logits, k, y));
     let fid = match &e.reference {
         Some(r) => {
-            let (rl, rk) = Batched::new(r, batch, chw)?.run_all(&ds.x, ds.n)?;
+            let (rl, rk) = run(r)?;
             if rk != k {
                 bail!("the reference has {rk} outputs per sample, the model {k}");
             }
@@ -1071,7 +1093,7 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
     };
     let ips = ds.n as f64 / secs.max(1e-9);
     if e.json {
-        let mut j = json!({"n": ds.n, "runtime": "tract", "images_per_s": ips, "load_s": t_load});
+        let mut j = json!({"n": ds.n, "runtime": runtime, "images_per_s": ips, "load_s": t_load});
         if let Some(a) = acc {
             j["top1"] = json!(a.top1);
             j["top5"] = json!(a.top5);
@@ -1096,9 +1118,39 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
                 f.agreement, f.kl
             );
         }
-        println!("tract: {ips:.0} images/s (batch {batch}); data loaded in {t_load:.2}s");
+        println!("{runtime}: {ips:.0} images/s (batch {batch}); data loaded in {t_load:.2}s");
     }
     Ok(())
+}
+
+/// Chooses the runtime and says which on one line (stderr).
+fn pick_runtime(want: &str) -> Result<&'static str> {
+    #[cfg(feature = "ort")]
+    {
+        if want != "tract" {
+            match onnx_prune::eval::ort_rt::init() {
+                Ok(lib) => {
+                    eprintln!(
+                        "runtime: onnxruntime (CPU execution provider) from {}",
+                        lib.display()
+                    );
+                    return Ok("ort");
+                }
+                Err(e) if want == "ort" => return Err(e.into()),
+                Err(e) => eprintln!("runtime: tract ({e})"),
+            }
+        } else {
+            eprintln!("runtime: tract");
+        }
+    }
+    #[cfg(not(feature = "ort"))]
+    {
+        if want == "ort" {
+            bail!("this build has no ONNX Runtime support: rebuild with the `ort` feature");
+        }
+        eprintln!("runtime: tract");
+    }
+    Ok("tract")
 }
 
 #[cfg(not(feature = "tract"))]

@@ -34,14 +34,14 @@ fn cifar_resnets_match_reference_accuracy() {
     let tar = s.join("data/cifar10/test_10k_jpeg.tar");
     for (m, lossless, jpeg) in [("resnet20", 0.9173, 0.8103), ("resnet56", 0.9326, 0.8320)] {
         let model = s.join(format!("models/cifar10/{m}.onnx"));
-        let a = eval_json(&model, &npz, &[]);
+        let a = eval_json(&model, &npz, &["--runtime", "tract"]);
         assert_eq!(a["n"].as_u64(), Some(846));
         assert!(
             (a["top1"].as_f64().unwrap() - lossless).abs() < 5e-5,
             "{m} lossless: {}",
             a["top1"]
         );
-        let b = eval_json(&model, &tar, &[]);
+        let b = eval_json(&model, &tar, &["--runtime", "tract"]);
         assert_eq!(b["n"].as_u64(), Some(10000));
         assert!(
             (b["top1"].as_f64().unwrap() - jpeg).abs() < 5e-5,
@@ -208,4 +208,56 @@ fn bad_data_is_a_clear_error() {
         assert_eq!(o.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&o.stderr).contains("model takes"));
     }
+}
+
+#[test]
+fn onnxruntime_gives_the_same_accuracy() {
+    let Some(s) = common::shared() else { return };
+    if onnx_prune::eval::ort_rt::find_library().is_err() {
+        if std::env::var("ONNX_PRUNE_REQUIRE_PYTHON").as_deref() == Ok("1") {
+            panic!("ONNX Runtime library required in CI (pip install onnxruntime)");
+        }
+        println!("SKIP: no ONNX Runtime library found");
+        return;
+    }
+    let model = s.join("models/cifar10/resnet56.onnx");
+    let a = eval_json(
+        &model,
+        &s.join("data/cifar10/test_846_lossless.npz"),
+        &["--runtime", "ort"],
+    );
+    assert_eq!(a["runtime"].as_str(), Some("ort"));
+    assert!(
+        (a["top1"].as_f64().unwrap() - 0.9326).abs() < 5e-5,
+        "{}",
+        a["top1"]
+    );
+    let b = eval_json(
+        &model,
+        &s.join("data/cifar10/test_10k_jpeg.tar"),
+        &["--runtime", "ort"],
+    );
+    assert!(
+        (b["top1"].as_f64().unwrap() - 0.8320).abs() < 5e-5,
+        "{}",
+        b["top1"]
+    );
+    println!(
+        "onnxruntime: resnet56 {} / {} at {:.0} images/s",
+        a["top1"], b["top1"], b["images_per_s"]
+    );
+}
+
+#[test]
+fn ort_library_versions() {
+    use onnx_prune::eval::ort_rt::version_of;
+    assert_eq!(
+        version_of(Path::new("/x/libonnxruntime.so.1.31.1")),
+        Some((1, 31, 1))
+    );
+    assert_eq!(
+        version_of(Path::new("libonnxruntime.so.1.20.0")),
+        Some((1, 20, 0))
+    );
+    assert_eq!(version_of(Path::new("libonnxruntime.so")), None);
 }

@@ -3,6 +3,8 @@
 
 pub mod data;
 pub mod metrics;
+#[cfg(feature = "ort")]
+pub mod ort_rt;
 #[cfg(feature = "tract")]
 pub mod tract_rt;
 

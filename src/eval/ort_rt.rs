@@ -1,0 +1,181 @@
+//! ONNX Runtime through the `ort` crate, loading `libonnxruntime` dynamically.
+//!
+//! The library is found from `ORT_DYLIB_PATH`, else from the `onnxruntime` / `onnxruntime-gpu`
+//! Python wheels (`onnxruntime/capi/libonnxruntime.so.X.Y.Z`). `ort` 2.0.0-rc.15 needs C API 17,
+//! i.e. ONNX Runtime 1.20 to 1.31; other versions are refused with a message rather than loaded.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Supported ONNX Runtime versions (minor, for major 1).
+pub const MIN_MINOR: u32 = 20;
+pub const MAX_MINOR: u32 = 31;
+
+/// Version "1.31.1" from a file name like `libonnxruntime.so.1.31.1`.
+pub fn version_of(lib: &Path) -> Option<(u32, u32, u32)> {
+    let name = lib.file_name()?.to_string_lossy().into_owned();
+    let v = name.split(".so.").nth(1).or_else(|| {
+        name.strip_prefix("libonnxruntime.")
+            .and_then(|r| r.strip_suffix(".dylib"))
+    })?;
+    let mut it = v.split('.').map(|x| x.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+fn candidates_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so."))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn site_packages() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = vec![];
+    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
+        roots.push(PathBuf::from(v));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        let h = PathBuf::from(h);
+        roots.push(h.join(".local"));
+        if let Ok(rd) = std::fs::read_dir(h.join(".pyenv/versions")) {
+            roots.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    roots.extend(
+        ["/usr", "/usr/local", "/opt/conda"]
+            .iter()
+            .map(PathBuf::from),
+    );
+    let mut out = vec![];
+    for r in roots {
+        for lib in ["lib", "lib64"] {
+            if let Ok(rd) = std::fs::read_dir(r.join(lib)) {
+                for e in rd.flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if n.starts_with("python3") {
+                        out.push(e.path().join("site-packages"));
+                        out.push(e.path().join("dist-packages"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Finds an ONNX Runtime library, or says where it looked.
+pub fn find_library() -> std::result::Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("ORT_DYLIB_PATH={} does not exist", p.display()))
+        };
+    }
+    for sp in site_packages() {
+        for pkg in ["onnxruntime", "onnxruntime_gpu"] {
+            if let Some(p) = candidates_in(&sp.join(pkg).join("capi"))
+                .into_iter()
+                .next_back()
+            {
+                return Ok(p);
+            }
+        }
+    }
+    Err("no ONNX Runtime library found: set ORT_DYLIB_PATH or `pip install onnxruntime`".into())
+}
+
+static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> =
+    OnceLock::new();
+
+/// Loads the library once; returns its path.
+pub fn init() -> Result<PathBuf> {
+    let r = ENV.get_or_init(|| {
+        let lib = find_library()?;
+        if let Some((maj, min, _)) = version_of(&lib) {
+            if maj != 1 || !(MIN_MINOR..=MAX_MINOR).contains(&min) {
+                return Err(format!(
+                    "{}: ONNX Runtime {maj}.{min} is not supported (1.{MIN_MINOR}–1.{MAX_MINOR})",
+                    lib.display()
+                ));
+            }
+        }
+        let env = ort::init_from(&lib)
+            .map_err(|e| format!("{}: {e}", lib.display()))?
+            .build()
+            .map_err(|e| format!("{}: {e}", lib.display()))?;
+        Ok((env, lib))
+    });
+    match r {
+        Ok((_, lib)) => Ok(lib.clone()),
+        Err(e) => Err(Error::Usage(e.clone())),
+    }
+}
+
+/// A session on CPU. (`--runtime ort` on a machine with the CUDA provider is future work.)
+pub struct OrtModel {
+    session: ort::session::Session,
+    input: String,
+}
+
+impl OrtModel {
+    pub fn new(path: &Path, threads: usize) -> Result<OrtModel> {
+        init()?;
+        let env = &ENV.get().unwrap().as_ref().unwrap().0;
+        let e = |m: String| Error::bad_file(path, format!("onnxruntime: {m}"));
+        let session = ort::session::Session::builder(env)
+            .map_err(|x| e(x.to_string()))?
+            .with_intra_threads(threads.max(1))
+            .map_err(|x| e(x.to_string()))?
+            .commit_from_file(path)
+            .map_err(|x| e(x.to_string()))?;
+        let input = session
+            .inputs()
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| e("no input".into()))?;
+        Ok(OrtModel { session, input })
+    }
+
+    /// Runs `n` samples of C·H·W in batches; returns output 0 rows `[n, k]`.
+    pub fn run_all(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        chw: (usize, usize, usize),
+        batch: usize,
+    ) -> Result<(Vec<f32>, usize)> {
+        let l = chw.0 * chw.1 * chw.2;
+        let mut all = Vec::new();
+        let mut k = 0;
+        for s in (0..n).step_by(batch.max(1)) {
+            let e = (s + batch).min(n);
+            let t = ort::value::Tensor::from_array((
+                [e - s, chw.0, chw.1, chw.2],
+                x[s * l..e * l].to_vec(),
+            ))
+            .map_err(|er| Error::Usage(format!("onnxruntime: {er}")))?;
+            let outs = self
+                .session
+                .run(ort::inputs![self.input.as_str() => t])
+                .map_err(|er| Error::Usage(format!("onnxruntime: {er}")))?;
+            let (_, data) = outs[0]
+                .try_extract_tensor::<f32>()
+                .map_err(|er| Error::Usage(format!("onnxruntime: {er}")))?;
+            k = data.len() / (e - s);
+            all.extend_from_slice(data);
+        }
+        Ok((all, k))
+    }
+}
