@@ -97,10 +97,22 @@ fn input_fact(
                     Dim::Known(k) => *k,
                     _ if i == 0 => 1,
                     other => {
+                        // Show the shape to fill in: known dims as they are, batch 1, others named.
+                        let hint: Vec<String> = decl
+                            .iter()
+                            .enumerate()
+                            .map(|(k, d)| match d {
+                                Dim::Known(v) => v.to_string(),
+                                _ if k == 0 => "1".into(),
+                                _ => format!("<d{k}>"),
+                            })
+                            .collect();
                         return Err(Error::Usage(format!(
-                            "input '{}' dim {i} is dynamic ('{other}'): pass --input-shape {}=DIMxDIM...",
-                            val.name, val.name
-                        )))
+                            "input '{}' dim {i} is dynamic ('{other}'): pass --input-shape {}={}",
+                            val.name,
+                            val.name,
+                            hint.join("x")
+                        )));
                     }
                 });
             }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod metrics;
 #[cfg(feature = "ort")]
 pub mod ort_rt;
+pub mod progress;
 #[cfg(feature = "tract")]
 pub mod tract_rt;
 

@@ -159,6 +159,7 @@ impl OrtModel {
         let l = chw.0 * chw.1 * chw.2;
         let mut all = Vec::new();
         let mut k = 0;
+        let progress = super::progress::Progress::new("onnxruntime", n);
         for s in (0..n).step_by(batch.max(1)) {
             let e = (s + batch).min(n);
             let t = ort::value::Tensor::from_array((
@@ -175,6 +176,7 @@ impl OrtModel {
                 .map_err(|er| Error::Usage(format!("onnxruntime: {er}")))?;
             k = data.len() / (e - s);
             all.extend_from_slice(data);
+            progress.inc(e - s);
         }
         Ok((all, k))
     }

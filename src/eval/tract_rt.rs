@@ -74,6 +74,7 @@ impl Batched {
             .step_by(self.batch)
             .map(|s| (s, (s + self.batch).min(n)))
             .collect();
+        let progress = super::progress::Progress::new("tract", n);
         let outs: Vec<Result<(Vec<f32>, usize)>> = chunks
             .par_iter()
             .map(|&(s, e)| {
@@ -95,6 +96,7 @@ impl Batched {
                     .to_plain_array_view::<f32>()
                     .map_err(|e| Error::Usage(e.to_string()))?;
                 let k = v.len() / self.batch;
+                progress.inc(e - s);
                 Ok((v.iter().copied().take((e - s) * k).collect(), k))
             })
             .collect();
