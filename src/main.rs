@@ -213,6 +213,15 @@ struct DataArgs {
     /// Use only the first N samples
     #[arg(long)]
     limit: Option<usize>,
+    /// Seed of the calibration/validation split
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Size of the calibration subset (never overlaps the validation subset)
+    #[arg(long, default_value_t = 0)]
+    calib_size: usize,
+    /// Evaluate on a validation subset of N samples (seeded, disjoint from calibration)
+    #[arg(long)]
+    val_size: Option<usize>,
 }
 
 impl DataArgs {
@@ -250,6 +259,9 @@ struct EvalArgs {
     /// Threads for ONNX Runtime (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
+    /// Also measure latency: median of N timed runs (after warm-up) at batch 1 and at --batch
+    #[arg(long, default_value_t = 0)]
+    latency: usize,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -1058,7 +1070,11 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
     }
     let chw = (s[1], s[2], s[3]);
     let t0 = std::time::Instant::now();
-    let ds = data::load(&e.data.data, chw, &e.data.options())?;
+    let mut ds = data::load(&e.data.data, chw, &e.data.options())?;
+    if let Some(v) = e.data.val_size {
+        let (_, val) = data::split(ds.n, e.data.seed, e.data.calib_size, v)?;
+        ds = ds.subset(&val);
+    }
     let t_load = t0.elapsed().as_secs_f64();
     let batch = e.batch.max(1);
     let runtime = pick_runtime(&e.runtime)?;
@@ -1092,6 +1108,40 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
         None => None,
     };
     let ips = ds.n as f64 / secs.max(1e-9);
+    // Latency: median of `--latency` timed runs after 3 warm-up runs, at batch 1 and at `batch`.
+    let mut lat: Vec<(usize, f64)> = vec![];
+    if e.latency > 0 && ds.n > 0 {
+        for b in [1usize, batch] {
+            let n = b.min(ds.n);
+            let x = &ds.x[..n * ds.sample_len()];
+            let mut times = vec![];
+            match runtime {
+                #[cfg(feature = "ort")]
+                "ort" => {
+                    let mut m = eval::ort_rt::OrtModel::new(&e.model, threads)?;
+                    for i in 0..e.latency + 3 {
+                        let t = std::time::Instant::now();
+                        m.run_all(x, n, chw, n)?;
+                        if i >= 3 {
+                            times.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                    }
+                }
+                _ => {
+                    let m = Batched::new(&e.model, n, chw)?;
+                    for i in 0..e.latency + 3 {
+                        let t = std::time::Instant::now();
+                        m.run_all(x, n)?;
+                        if i >= 3 {
+                            times.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                    }
+                }
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            lat.push((n, times[times.len() / 2]));
+        }
+    }
     if e.json {
         let mut j = json!({"n": ds.n, "runtime": runtime, "images_per_s": ips, "load_s": t_load});
         if let Some(a) = acc {
@@ -1101,6 +1151,9 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
         if let Some(f) = fid {
             j["agreement"] = json!(f.agreement);
             j["kl"] = json!(f.kl);
+        }
+        for (b, ms) in &lat {
+            j[format!("latency_ms_b{b}")] = json!(ms);
         }
         println!("{j}");
     } else {
@@ -1119,6 +1172,9 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
             );
         }
         println!("{runtime}: {ips:.0} images/s (batch {batch}); data loaded in {t_load:.2}s");
+        for (b, ms) in &lat {
+            println!("latency at batch {b}: {ms:.2} ms (median of {})", e.latency);
+        }
     }
     Ok(())
 }

@@ -261,3 +261,36 @@ fn ort_library_versions() {
     );
     assert_eq!(version_of(Path::new("libonnxruntime.so")), None);
 }
+
+#[test]
+fn calibration_and_validation_subsets_are_disjoint_and_deterministic() {
+    let (c, v) = data::split(1000, 7, 300, 200).unwrap();
+    assert_eq!((c.len(), v.len()), (300, 200));
+    assert!(c.iter().all(|i| !v.contains(i)));
+    assert_eq!(
+        data::split(1000, 7, 300, 200).unwrap(),
+        (c.clone(), v.clone())
+    );
+    assert_ne!(data::split(1000, 8, 300, 200).unwrap().1, v);
+    assert!(data::split(10, 0, 6, 5).is_err());
+    let Some(s) = common::shared() else { return };
+    let j = eval_json(
+        &s.join("models/cifar10/resnet20.onnx"),
+        &s.join("data/cifar10/test_846_lossless.npz"),
+        &[
+            "--val-size",
+            "100",
+            "--calib-size",
+            "300",
+            "--seed",
+            "1",
+            "--latency",
+            "3",
+            "--runtime",
+            "tract",
+        ],
+    );
+    assert_eq!(j["n"].as_u64(), Some(100));
+    assert!(j["latency_ms_b1"].as_f64().unwrap() > 0.0);
+    assert!(j["latency_ms_b64"].as_f64().unwrap() > 0.0);
+}

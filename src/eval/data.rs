@@ -541,3 +541,42 @@ fn folder(path: &Path, chw: (usize, usize, usize), o: &DataOptions) -> Result<Da
     }
     images(path, items, chw, o)
 }
+
+/// Deterministic, non-overlapping calibration and validation index sets drawn from `n` samples
+/// (a seeded shuffle: the first `calib` go to calibration, the next `val` to validation).
+pub fn split(n: usize, seed: u64, calib: usize, val: usize) -> Result<(Vec<usize>, Vec<usize>)> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    if calib + val > n {
+        return Err(Error::Usage(format!(
+            "--calib-size {calib} + --val-size {val} exceed the {n} samples"
+        )));
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut c = idx[..calib].to_vec();
+    let mut v = idx[calib..calib + val].to_vec();
+    c.sort_unstable();
+    v.sort_unstable();
+    Ok((c, v))
+}
+
+impl Dataset {
+    /// The samples at `idx`, in that order.
+    pub fn subset(&self, idx: &[usize]) -> Dataset {
+        let l = self.sample_len();
+        let mut x = Vec::with_capacity(idx.len() * l);
+        for &i in idx {
+            x.extend_from_slice(self.sample(i));
+        }
+        Dataset {
+            n: idx.len(),
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            x,
+            y: self.y.as_ref().map(|y| idx.iter().map(|&i| y[i]).collect()),
+            classes: self.classes.clone(),
+        }
+    }
+}
