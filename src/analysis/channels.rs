@@ -436,6 +436,18 @@ fn finish(ch: &mut ChannelAnalysis, g: &Graph) {
 
 // ---- rules ---------------------------------------------------------------------------------
 
+/// The channel space of input 0 and its concrete shape; `None` when input 0 carries no traced
+/// channels (the rule then has nothing to do).
+fn traced_input(cx: &Cx) -> Result<Option<(SpaceId, Vec<i64>)>, String> {
+    let Some(s) = cx.space(cx.input(0)) else {
+        return Ok(None);
+    };
+    let x = cx
+        .shape(cx.input(0).unwrap())
+        .ok_or("input shape unknown")?;
+    Ok(Some((s, x)))
+}
+
 fn out_shape(cx: &Cx, i: usize) -> Result<Vec<i64>, String> {
     let o = cx.output(i).ok_or("missing output")?;
     cx.shape(o)
@@ -922,12 +934,9 @@ fn pad(cx: &mut Cx) -> Result<(), String> {
 }
 
 fn flatten(cx: &mut Cx) -> Result<(), String> {
-    let Some(s) = cx.space(cx.input(0)) else {
+    let Some((s, x)) = traced_input(cx)? else {
         return Ok(());
     };
-    let x = cx
-        .shape(cx.input(0).unwrap())
-        .ok_or("input shape unknown")?;
     let a = cx.node().attr_i("axis").unwrap_or(1);
     let a = if a < 0 { a + x.len() as i64 } else { a } as usize;
     flatten_like(cx, s, &x, a)
@@ -954,12 +963,9 @@ fn flatten_like(cx: &mut Cx, s: SpaceId, x: &[i64], a: usize) -> Result<(), Stri
 }
 
 fn reshape(cx: &mut Cx) -> Result<(), String> {
-    let Some(s) = cx.space(cx.input(0)) else {
+    let Some((s, x)) = traced_input(cx)? else {
         return Ok(());
     };
-    let x = cx
-        .shape(cx.input(0).unwrap())
-        .ok_or("input shape unknown")?;
     let y = out_shape(cx, 0)?;
     let axis = cx.ch.spaces[s].axis;
     // Supported: flattening everything from the channel axis on into one axis, with the dims
@@ -974,12 +980,9 @@ fn reshape(cx: &mut Cx) -> Result<(), String> {
 }
 
 fn squeeze_unsqueeze(cx: &mut Cx) -> Result<(), String> {
-    let Some(s) = cx.space(cx.input(0)) else {
+    let Some((s, x)) = traced_input(cx)? else {
         return Ok(());
     };
-    let x = cx
-        .shape(cx.input(0).unwrap())
-        .ok_or("input shape unknown")?;
     let y = out_shape(cx, 0)?;
     if unit_axes_only(cx, s, &x, &y) {
         return Ok(());
@@ -1011,12 +1014,9 @@ fn unit_axes_only(cx: &mut Cx, s: SpaceId, x: &[i64], y: &[i64]) -> bool {
 }
 
 fn transpose(cx: &mut Cx) -> Result<(), String> {
-    let Some(s) = cx.space(cx.input(0)) else {
+    let Some((s, x)) = traced_input(cx)? else {
         return Ok(());
     };
-    let x = cx
-        .shape(cx.input(0).unwrap())
-        .ok_or("input shape unknown")?;
     let perm: Vec<usize> = match cx.node().attr_ints("perm") {
         Some(p) => p.iter().map(|&v| v as usize).collect(),
         None => (0..x.len()).rev().collect(),
@@ -1032,12 +1032,9 @@ fn transpose(cx: &mut Cx) -> Result<(), String> {
 /// Reductions over non-channel axes keep channels (the channel axis may move down when
 /// `keepdims` is 0); reducing over channels mixes them.
 fn reduce(cx: &mut Cx) -> Result<(), String> {
-    let Some(s) = cx.space(cx.input(0)) else {
+    let Some((s, x)) = traced_input(cx)? else {
         return Ok(());
     };
-    let x = cx
-        .shape(cx.input(0).unwrap())
-        .ok_or("input shape unknown")?;
     let axis = cx.ch.spaces[s].axis;
     let from_input = cx.g.node(cx.id).inputs.get(1).copied().flatten();
     let axes: Vec<i64> = match from_input {
