@@ -225,6 +225,7 @@ struct DataArgs {
 }
 
 impl DataArgs {
+    #[cfg_attr(not(feature = "tract"), allow(dead_code))]
     fn options(&self) -> onnx_prune::eval::data::DataOptions {
         use onnx_prune::eval::data::{DataOptions, Layout};
         DataOptions {
@@ -1180,6 +1181,7 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
 }
 
 /// Chooses the runtime and says which on one line (stderr).
+#[cfg_attr(not(feature = "tract"), allow(dead_code))]
 fn pick_runtime(want: &str) -> Result<&'static str> {
     #[cfg(feature = "ort")]
     {
