@@ -679,15 +679,7 @@ fn compare(c: CompareArgs) -> Result<()> {
     use onnx_prune::eval;
     let ma = onnx::load(&c.a)?;
     let shapes = eval::input_shapes(&ma, &c.shapes.map()).map_err(|e| e.in_file(&c.a))?;
-    let mut worst = eval::Diff::default();
-    for r in 0..c.runs {
-        let inputs = eval::random_inputs(&shapes, c.seed.wrapping_add(r));
-        let oa = eval::tract_rt::run(&c.a, &inputs)?;
-        let ob = eval::tract_rt::run(&c.b, &inputs)?;
-        let d = eval::compare(&oa, &ob)?;
-        worst.max_abs = worst.max_abs.max(d.max_abs);
-        worst.max_rel = worst.max_rel.max(d.max_rel);
-    }
+    let worst = eval::tract_rt::compare_models(&c.a, &c.b, &shapes, c.seed, c.runs)?;
     if c.json {
         println!(
             "{}",
@@ -890,20 +882,7 @@ fn finish_pruned(
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
     let s = serde_json::to_string_pretty(v)? + "\n";
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, s)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .with_context(|| path.display().to_string())
+    Ok(onnx::write_atomic(path, s.as_bytes())?)
 }
 
 fn read_plan(path: &Path) -> Result<onnx_prune::search::plan::Plan> {
@@ -985,14 +964,7 @@ fn verify(
                 what = format!("{} samples of {}", ds.n, dpath.display());
                 return Ok(());
             }
-            for r in 0..runs {
-                let inputs = eval::random_inputs(&input_shapes, seed.wrapping_add(r));
-                let oa = eval::tract_rt::run(&mpath, &inputs)?;
-                let ob = eval::tract_rt::run(pruned, &inputs)?;
-                let d = eval::compare(&oa, &ob)?;
-                worst.max_abs = worst.max_abs.max(d.max_abs);
-                worst.max_rel = worst.max_rel.max(d.max_rel);
-            }
+            worst = eval::tract_rt::compare_models(&mpath, pruned, &input_shapes, seed, runs)?;
             Ok(())
         })();
         let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,7 @@
 //! Rules per op are data: [`RULES`] maps op types to transfer functions.
 
 use super::shapes::Analysis;
-use crate::ir::{Graph, Model, NodeId, ValueDef, ValueId};
+use crate::ir::{Graph, Model, NodeId, ValueId};
 use std::collections::HashMap;
 
 pub type SpaceId = usize;
@@ -608,7 +608,7 @@ fn matmul(cx: &mut Cx) -> Result<(), String> {
 }
 
 fn passthrough(cx: &mut Cx) -> Result<(), String> {
-    if let Some(s) = cx.space(cx.input(0)) {
+    if cx.space(cx.input(0)).is_some() {
         // Pools keep channels on axis 1; everything here is elementwise or per-channel.
         if cx.node().op_type == "Dropout" && cx.output(1).is_some() {
             if let Some(m) = cx.output(1) {
@@ -617,7 +617,6 @@ fn passthrough(cx: &mut Cx) -> Result<(), String> {
                 }
             }
         }
-        let _ = s;
         cx.alias(0);
     }
     Ok(())
@@ -1091,9 +1090,4 @@ fn shape(cx: &mut Cx) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-#[allow(dead_code)]
-fn is_input(g: &Graph, v: ValueId) -> bool {
-    matches!(g.value(v).def, ValueDef::Input)
 }

@@ -48,6 +48,29 @@ pub fn parse_input_shape(s: &str) -> std::result::Result<(String, Vec<i64>), Str
     Ok((name.to_string(), dims))
 }
 
+/// Checks a `--input-shape` override against the declared shape: same rank, and every dim the
+/// model fixes must match.
+pub fn check_input_shape(name: &str, declared: Option<&[Dim]>, dims: &[i64]) -> Result<()> {
+    let Some(decl) = declared else { return Ok(()) };
+    if decl.len() != dims.len() {
+        return Err(Error::Usage(format!(
+            "--input-shape {name}: rank {} does not match the declared rank {}",
+            dims.len(),
+            decl.len()
+        )));
+    }
+    for (i, (d, &o)) in decl.iter().zip(dims).enumerate() {
+        if let Dim::Known(k) = d {
+            if *k != o {
+                return Err(Error::Usage(format!(
+                    "--input-shape {name}: dim {i} is fixed to {k} by the model, not {o}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn input_fact(
     g: &Graph,
     v: ValueId,
@@ -57,26 +80,7 @@ fn input_fact(
     let val = g.value(v);
     let dtype = val.declared_elem();
     if let Some(dims) = overrides.get(&val.name) {
-        if let Some(decl) = val.declared_shape() {
-            if decl.len() != dims.len() {
-                return Err(Error::Usage(format!(
-                    "--input-shape {}: rank {} does not match the declared rank {}",
-                    val.name,
-                    dims.len(),
-                    decl.len()
-                )));
-            }
-            for (i, (d, &o)) in decl.iter().zip(dims).enumerate() {
-                if let Dim::Known(k) = d {
-                    if *k != o {
-                        return Err(Error::Usage(format!(
-                            "--input-shape {}: dim {i} is fixed to {k} by the model, not {o}",
-                            val.name
-                        )));
-                    }
-                }
-            }
-        }
+        check_input_shape(&val.name, val.declared_shape(), dims)?;
         return Ok((Fact::known(dtype, dims), Some(dims.clone())));
     }
     let Some(decl) = val.declared_shape() else {

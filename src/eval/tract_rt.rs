@@ -110,3 +110,22 @@ impl Batched {
         Ok((all, k))
     }
 }
+
+/// Runs both models on `runs` seeded random input sets of the given shapes and returns the
+/// worst difference of their outputs.
+pub fn compare_models(
+    a: &Path,
+    b: &Path,
+    shapes: &[Vec<usize>],
+    seed: u64,
+    runs: u64,
+) -> Result<super::Diff> {
+    let mut worst = super::Diff::default();
+    for r in 0..runs {
+        let inputs = super::random_inputs(shapes, seed.wrapping_add(r));
+        let d = super::compare(&run(a, &inputs)?, &run(b, &inputs)?)?;
+        worst.max_abs = worst.max_abs.max(d.max_abs);
+        worst.max_rel = worst.max_rel.max(d.max_rel);
+    }
+    Ok(worst)
+}

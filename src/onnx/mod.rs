@@ -18,7 +18,7 @@ mod read;
 mod write;
 
 pub use read::{decode_model, load, MAX_IR_VERSION, MIN_IR_VERSION};
-pub use write::{encode_model, save, to_proto, ExternalData, SaveOptions};
+pub use write::{encode_model, save, to_proto, write_atomic, ExternalData, SaveOptions};
 
 /// "name version" of the producer recorded in the model, if any.
 pub fn producer(model: &crate::ir::Model) -> Option<String> {

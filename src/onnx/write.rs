@@ -401,7 +401,7 @@ fn canonical_or_self(p: &Path) -> PathBuf {
 }
 
 /// Writes to a temporary file beside `path`, syncs it, then renames it over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -103,20 +103,7 @@ pub fn set_input_shapes(model: &mut Model, shapes: &HashMap<String, Vec<i64>>) -
             .ok_or_else(|| Error::Usage(format!("input '{name}' has no declared type")))?;
         match &mut info.ty {
             Some(ValueType::Tensor { shape, .. }) => {
-                if let Some(s) = shape {
-                    if s.len() != dims.len() {
-                        return Err(Error::Usage(format!(
-                            "--input-shape {name}: rank {} does not match the declared rank {}",
-                            dims.len(),
-                            s.len()
-                        )));
-                    }
-                    for (i, (d, &o)) in s.iter().zip(dims).enumerate() {
-                        if matches!(d, Dim::Known(k) if *k != o) {
-                            return Err(Error::Usage(format!("--input-shape {name}: dim {i} is fixed to {d} by the model, not {o}")));
-                        }
-                    }
-                }
+                crate::analysis::shapes::check_input_shape(name, shape.as_deref(), dims)?;
                 *shape = Some(dims.iter().map(|&d| Dim::Known(d)).collect());
             }
             _ => return Err(Error::Usage(format!("input '{name}' is not a tensor"))),

@@ -95,9 +95,8 @@ impl Plan {
                     pg.key
                 )));
             }
-            for (i, &a) in g.atoms.iter().enumerate() {
+            for &a in &g.atoms {
                 keep[a] = false;
-                let _ = i;
             }
             for &i in &pg.keep {
                 let &a = g.atoms.get(i).ok_or_else(|| {

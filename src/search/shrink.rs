@@ -7,7 +7,7 @@
 
 use super::datafree::Pruner;
 use crate::analysis::channels::Role;
-use crate::ir::{ValueDef, ValueId};
+use crate::ir::ValueId;
 use std::collections::HashMap;
 
 /// Ops with f(0) = 0 applied per channel (outputs keep the input's channel layout).
@@ -312,6 +312,5 @@ pub fn dead_atoms(p: &Pruner) -> Vec<bool> {
     // A dead atom must also not reach anything but consumers: every value of its spaces that is
     // read by a node that is neither a consumer nor channel-wise is already blocked by the
     // analysis, so only the atom's own producers/consumers remain. Keep one channel per space.
-    let _ = ValueDef::Input;
     dead
 }

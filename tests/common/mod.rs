@@ -97,12 +97,7 @@ pub fn tract_diff(a: &Path, b: &Path, specs: &[String], batch: Option<usize>) ->
             s[0] = n;
         }
     }
-    let mut worst = 0f64;
-    for seed in 0..2 {
-        let inputs = eval::random_inputs(&shapes, seed);
-        let oa = eval::tract_rt::run(a, &inputs).unwrap();
-        let ob = eval::tract_rt::run(b, &inputs).unwrap();
-        worst = worst.max(eval::compare(&oa, &ob).unwrap().max_rel);
-    }
-    worst
+    eval::tract_rt::compare_models(a, b, &shapes, 0, 2)
+        .unwrap()
+        .max_rel
 }

@@ -2,7 +2,7 @@
 //! input 0 filled with the one-element `value` attribute (default float32 0).
 
 use super::{eval, Fact, InferCx, Op, OpResult};
-use crate::ir::{AttrValue, DataType, Dim, Tensor};
+use crate::ir::{AttrValue, Dim, Tensor};
 use std::sync::Arc;
 
 pub struct ConstantOfShape;
@@ -37,7 +37,6 @@ impl Op for ConstantOfShape {
                 return Ok(vec![Fact::from_tensor(Arc::new(t))]);
             }
         }
-        let _ = DataType::FLOAT;
         Ok(vec![Fact::new(Some(fill.dtype), Some(dims))])
     }
 }

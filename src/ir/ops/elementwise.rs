@@ -7,7 +7,7 @@
 //!   output), Cast/CastLike, Softmax/LogSoftmax, InstanceNormalization, GroupNormalization, LRN.
 
 use super::{eval, Fact, InferCx, Op, OpResult};
-use crate::ir::{DataType, Tensor};
+use crate::ir::DataType;
 use std::sync::Arc;
 
 fn same(cx: &InferCx) -> OpResult<Fact> {
@@ -100,9 +100,4 @@ fn cast_to(cx: &InferCx, x: &Fact, to: DataType) -> OpResult<Vec<Fact>> {
         f.sym = x.sym.clone();
     }
     Ok(vec![f])
-}
-
-#[allow(dead_code)]
-fn scalar_f32(v: f32) -> Arc<Tensor> {
-    Arc::new(Tensor::f32(&[], vec![v]))
 }
