@@ -1,11 +1,12 @@
-//! Running models. For now: tract (pure Rust, feature `tract`, on by default) and a seeded
-//! comparison of two models on the same random inputs, used to prove rewrites preserve outputs.
+//! Running models: the runtimes behind one trait (`runtime`: tract, ONNX Runtime), datasets,
+//! metrics, and a seeded comparison of two models on random inputs (proves rewrites).
 
 pub mod data;
 pub mod metrics;
 #[cfg(feature = "ort")]
 pub mod ort_rt;
 pub mod progress;
+pub mod runtime;
 #[cfg(feature = "tract")]
 pub mod tract_rt;
 
@@ -81,6 +82,20 @@ pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
     Ok(d)
 }
 
+/// The batch size a model's first input fixes (a concrete leading dim), if any: runtimes must
+/// then be fed batches of exactly that size.
+pub fn fixed_batch(model: &crate::ir::Model) -> Option<usize> {
+    let g = &model.graph;
+    let v = g
+        .inputs
+        .iter()
+        .find(|&&v| matches!(g.value(v).def, crate::ir::ValueDef::Input))?;
+    match g.value(*v).declared_shape()?.first()? {
+        crate::ir::Dim::Known(b) if *b > 0 => Some(*b as usize),
+        _ => None,
+    }
+}
+
 /// Concrete shapes of the model's (non-initializer) inputs, in order: declared dims, with
 /// `overrides` applied and an unnamed symbolic batch dim set to 1.
 pub fn input_shapes(
@@ -108,4 +123,43 @@ pub fn input_shapes(
                 .ok_or_else(|| Error::Usage(format!("input '{name}' has no known shape")))
         })
         .collect()
+}
+
+/// A private temporary directory (models handed to runtimes), removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Result<TempDir> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "onnx-prune-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        Ok(TempDir(d))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TempDir {
+    /// Writes `model` (weights inline) into the directory as `name`.
+    pub fn save(&self, model: &crate::ir::Model, name: &str) -> Result<std::path::PathBuf> {
+        let p = self.0.join(name);
+        crate::onnx::save(
+            model,
+            &p,
+            &crate::onnx::SaveOptions {
+                external: crate::onnx::ExternalData::None,
+            },
+            &[],
+        )?;
+        Ok(p)
+    }
 }

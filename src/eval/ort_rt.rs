@@ -123,10 +123,40 @@ pub fn init() -> Result<PathBuf> {
     }
 }
 
-/// A session on CPU. (`--runtime ort` on a machine with the CUDA provider is future work.)
+/// Which execution provider a session runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+}
+
+/// The execution provider new sessions will use, and why: CUDA when the loaded library has the
+/// CUDA provider and an NVIDIA GPU is present, CPU otherwise.
+pub fn provider() -> (Provider, String) {
+    use ort::ep::ExecutionProvider;
+    if init().is_err() {
+        return (Provider::Cpu, "no library".into());
+    }
+    let has_ep = ort::ep::CUDA::is_available().unwrap_or(false);
+    let has_gpu = Path::new("/dev/nvidiactl").exists() || Path::new("/dev/nvidia0").exists();
+    match (has_ep, has_gpu) {
+        (true, true) => (Provider::Cuda, "CUDA execution provider".into()),
+        (true, false) => (
+            Provider::Cpu,
+            "CPU execution provider; the library has CUDA but no NVIDIA GPU is present".into(),
+        ),
+        (false, _) => (
+            Provider::Cpu,
+            "CPU execution provider; the library has no CUDA provider".into(),
+        ),
+    }
+}
+
+/// One ONNX Runtime session (dynamic batch).
 pub struct OrtModel {
     session: ort::session::Session,
     input: String,
+    pub provider: Provider,
 }
 
 impl OrtModel {
@@ -134,50 +164,68 @@ impl OrtModel {
         init()?;
         let env = &ENV.get().unwrap().as_ref().unwrap().0;
         let e = |m: String| Error::bad_file(path, format!("onnxruntime: {m}"));
-        let session = ort::session::Session::builder(env)
-            .map_err(|x| e(x.to_string()))?
-            .with_intra_threads(threads.max(1))
-            .map_err(|x| e(x.to_string()))?
-            .commit_from_file(path)
-            .map_err(|x| e(x.to_string()))?;
+        let builder = || {
+            ort::session::Session::builder(env)
+                .map_err(|x| e(x.to_string()))?
+                .with_intra_threads(threads.max(1))
+                .map_err(|x| e(x.to_string()))
+        };
+        let mut provider = provider().0;
+        let session = if provider == Provider::Cuda {
+            let cuda = ort::ep::CUDA::default().build().error_on_failure();
+            match builder()?
+                .with_execution_providers([cuda])
+                .map_err(|x| x.to_string())
+                .and_then(|mut b| b.commit_from_file(path).map_err(|x| x.to_string()))
+            {
+                Ok(s) => s,
+                Err(msg) => {
+                    eprintln!("warning: CUDA execution provider failed ({msg}); using CPU");
+                    provider = Provider::Cpu;
+                    builder()?
+                        .commit_from_file(path)
+                        .map_err(|x| e(x.to_string()))?
+                }
+            }
+        } else {
+            builder()?
+                .commit_from_file(path)
+                .map_err(|x| e(x.to_string()))?
+        };
         let input = session
             .inputs()
             .first()
             .map(|o| o.name().to_string())
             .ok_or_else(|| e("no input".into()))?;
-        Ok(OrtModel { session, input })
+        Ok(OrtModel {
+            session,
+            input,
+            provider,
+        })
     }
 
-    /// Runs `n` samples of C·H·W in batches; returns output 0 rows `[n, k]`.
-    pub fn run_all(
+    /// Runs one batch `[b, C, H, W]`; returns every output.
+    pub fn run_batch(
         &mut self,
         x: &[f32],
-        n: usize,
+        b: usize,
         chw: (usize, usize, usize),
-        batch: usize,
-    ) -> Result<(Vec<f32>, usize)> {
-        let l = chw.0 * chw.1 * chw.2;
-        let mut all = Vec::new();
-        let mut k = 0;
-        let progress = super::progress::Progress::new("onnxruntime", n);
-        for s in (0..n).step_by(batch.max(1)) {
-            let e = (s + batch).min(n);
-            let t = ort::value::Tensor::from_array((
-                [e - s, chw.0, chw.1, chw.2],
-                x[s * l..e * l].to_vec(),
-            ))
-            .map_err(|er| Error::Usage(format!("onnxruntime: {er}")))?;
-            let outs = self
-                .session
-                .run(ort::inputs![self.input.as_str() => t])
-                .map_err(|er| Error::Usage(format!("onnxruntime: {er}")))?;
-            let (_, data) = outs[0]
-                .try_extract_tensor::<f32>()
-                .map_err(|er| Error::Usage(format!("onnxruntime: {er}")))?;
-            k = data.len() / (e - s);
-            all.extend_from_slice(data);
-            progress.inc(e - s);
+    ) -> Result<Vec<super::HostTensor>> {
+        let er = |e: ort::Error| Error::Usage(format!("onnxruntime: {e}"));
+        let t =
+            ort::value::Tensor::from_array(([b, chw.0, chw.1, chw.2], x.to_vec())).map_err(er)?;
+        let outs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => t])
+            .map_err(er)?;
+        let mut v = Vec::with_capacity(outs.len());
+        for (_, o) in outs.iter() {
+            let (shape, data) = o.try_extract_tensor::<f32>().map_err(er)?;
+            v.push(super::HostTensor {
+                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                data: data.to_vec(),
+            });
         }
-        Ok((all, k))
+        Ok(v)
     }
 }

@@ -65,9 +65,15 @@ impl Batched {
             .map_err(|e| err(path, format!("{e:#}")))?;
         Ok(Batched { plan, batch, chw })
     }
+}
 
-    /// Runs every sample of `x` (`n` samples of C·H·W) and returns output 0 rows, `[n, k]`.
-    pub fn run_all(&self, x: &[f32], n: usize) -> Result<(Vec<f32>, usize)> {
+impl super::runtime::Runtime for Batched {
+    fn for_each_batch(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        sink: &mut dyn FnMut(usize, Vec<HostTensor>) -> Result<()>,
+    ) -> Result<()> {
         use rayon::prelude::*;
         let l = self.chw.0 * self.chw.1 * self.chw.2;
         let chunks: Vec<(usize, usize)> = (0..n)
@@ -75,39 +81,51 @@ impl Batched {
             .map(|s| (s, (s + self.batch).min(n)))
             .collect();
         let progress = super::progress::Progress::new("tract", n);
-        let outs: Vec<Result<(Vec<f32>, usize)>> = chunks
-            .par_iter()
-            .map(|&(s, e)| {
-                let mut buf = vec![0f32; self.batch * l];
-                buf[..(e - s) * l].copy_from_slice(&x[s * l..e * l]);
-                let t = tract_ndarray::ArrayD::from_shape_vec(
-                    vec![self.batch, self.chw.0, self.chw.1, self.chw.2],
-                    buf,
-                )
-                .map_err(|e| Error::Usage(e.to_string()))?;
-                let out = self
-                    .plan
-                    .run(tvec!(Tensor::from(t).into()))
-                    .map_err(|e| Error::Usage(format!("tract: {e:#}")))?;
-                let o = out[0]
-                    .cast_to::<f32>()
+        // Batches run in parallel in waves of one per thread; the sink sees them in order.
+        let wave = rayon::current_num_threads().max(1);
+        for w in chunks.chunks(wave) {
+            let outs: Vec<Result<Vec<HostTensor>>> = w
+                .par_iter()
+                .map(|&(s, e)| {
+                    let mut buf = vec![0f32; self.batch * l];
+                    buf[..(e - s) * l].copy_from_slice(&x[s * l..e * l]);
+                    let t = tract_ndarray::ArrayD::from_shape_vec(
+                        vec![self.batch, self.chw.0, self.chw.1, self.chw.2],
+                        buf,
+                    )
                     .map_err(|e| Error::Usage(e.to_string()))?;
-                let v = o
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| Error::Usage(e.to_string()))?;
-                let k = v.len() / self.batch;
-                progress.inc(e - s);
-                Ok((v.iter().copied().take((e - s) * k).collect(), k))
-            })
-            .collect();
-        let mut all = Vec::new();
-        let mut k = 0;
-        for o in outs {
-            let (v, kk) = o?;
-            k = kk;
-            all.extend(v);
+                    let out = self
+                        .plan
+                        .run(tvec!(Tensor::from(t).into()))
+                        .map_err(|e| Error::Usage(format!("tract: {e:#}")))?;
+                    let mut v = Vec::with_capacity(out.len());
+                    for o in out.iter() {
+                        let o = o
+                            .cast_to::<f32>()
+                            .map_err(|e| Error::Usage(e.to_string()))?;
+                        let a = o
+                            .to_plain_array_view::<f32>()
+                            .map_err(|e| Error::Usage(e.to_string()))?;
+                        let mut shape = a.shape().to_vec();
+                        let data: Vec<f32> = if shape.first() == Some(&self.batch) {
+                            // Cut the zero padding of a partial last batch.
+                            let per = a.len() / self.batch;
+                            shape[0] = e - s;
+                            a.iter().copied().take((e - s) * per).collect()
+                        } else {
+                            a.iter().copied().collect()
+                        };
+                        v.push(HostTensor { shape, data });
+                    }
+                    progress.inc(e - s);
+                    Ok(v)
+                })
+                .collect();
+            for (o, &(s, _)) in outs.into_iter().zip(w) {
+                sink(s, o?)?;
+            }
         }
-        Ok((all, k))
+        Ok(())
     }
 }
 
