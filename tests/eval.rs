@@ -294,3 +294,72 @@ fn calibration_and_validation_subsets_are_disjoint_and_deterministic() {
     assert!(j["latency_ms_b1"].as_f64().unwrap() > 0.0);
     assert!(j["latency_ms_b64"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn flat_image_archive_is_an_unlabelled_set() {
+    // Images at the top of a tar (no class folders), upper-case extension: loaded, no labels;
+    // `eval` then reports fidelity only.
+    let dir = tempfile::tempdir().unwrap();
+    let tar_path = dir.path().join("flat.tar");
+    let mut ar = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    for i in 0..5u8 {
+        let img = image::RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([x as u8 * 8, y as u8 * 8, i * 40])
+        });
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let bytes = png.into_inner();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        ar.append_data(&mut h, format!("{i:04}_sample.PNG"), &bytes[..])
+            .unwrap();
+    }
+    ar.finish().unwrap();
+    drop(ar);
+    let ds = data::load(&tar_path, (3, 32, 32), &DataOptions::default()).unwrap();
+    assert_eq!(ds.n, 5);
+    assert!(ds.y.is_none() && ds.classes.is_none());
+    // Pixel (x=1, y=2) of image 3, scaled to [0, 1], channel-major.
+    let s = ds.sample(3);
+    assert!((s[2 * 32 + 1] - 8.0 / 255.0).abs() < 1e-6);
+    assert!((s[2 * 32 * 32 + 2 * 32 + 1] - 120.0 / 255.0).abs() < 1e-6);
+    let model = common::repo().join("models/tiny_resnet.onnx");
+    let out = common::bin()
+        .arg("eval")
+        .arg(&model)
+        .arg("--data")
+        .arg(&tar_path)
+        .args(["--reference"])
+        .arg(&model)
+        .args(["--runtime", "tract", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(j.get("top1").is_none(), "{j}");
+    assert_eq!(j["agreement"].as_f64(), Some(1.0));
+}
+
+#[test]
+fn runtime_line_names_the_execution_provider() {
+    if onnx_prune::eval::ort_rt::find_library().is_err() {
+        println!("SKIP: no ONNX Runtime library found");
+        return;
+    }
+    let (kind, line) = onnx_prune::eval::runtime::choose("ort").unwrap();
+    assert_eq!(kind, onnx_prune::eval::runtime::Kind::Ort);
+    // No GPU on CI machines: the CPU provider, with the reason.
+    let has_gpu = Path::new("/dev/nvidiactl").exists();
+    assert!(line.contains("onnxruntime 1."), "{line}");
+    if has_gpu {
+        assert!(line.contains("execution provider"), "{line}");
+    } else {
+        assert!(line.contains("CPU execution provider; "), "{line}");
+    }
+}

@@ -3,7 +3,8 @@
 //! Formats: `.npy` / `.npz` (arrays `x` and optional `y`; uint8 or float32; NHWC or NCHW,
 //! detected or given), MNIST IDX files (`*-images-idx3-ubyte[.gz]`, labels found beside them),
 //! ImageFolder directories and `.tar` archives of them (`[split/]<class>/*.jpg|png`, classes
-//! sorted by name). Images are decoded in parallel.
+//! sorted by name; images not inside a class folder make an unlabelled set). Images are decoded
+//! in parallel.
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -381,7 +382,7 @@ fn images(
     if items.is_empty() {
         return Err(bad(
             path,
-            "no .jpg/.jpeg/.png images found (expected <class>/<image> entries)",
+            "no .jpg/.jpeg/.png images found (expected <class>/<image> entries, or images)",
         ));
     }
     items.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -449,18 +450,22 @@ fn images(
     for d in decoded {
         x.extend(d?);
     }
-    let y = items
-        .iter()
-        .map(|(cls, _, _)| classes.binary_search(cls).unwrap() as i64)
-        .collect();
+    // Labelled only when every image sits in a class folder.
+    let labelled = items.iter().all(|i| !i.0.is_empty());
+    let y = labelled.then(|| {
+        items
+            .iter()
+            .map(|(cls, _, _)| classes.binary_search(cls).unwrap() as i64)
+            .collect()
+    });
     Ok(Dataset {
         n: items.len(),
         c,
         h,
         w,
         x,
-        y: Some(y),
-        classes: Some(classes),
+        y,
+        classes: labelled.then_some(classes),
     })
 }
 
@@ -508,10 +513,12 @@ fn tar_folder(path: &Path, chw: (usize, usize, usize), o: &DataOptions) -> Resul
             continue;
         }
         let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
-        if parts.len() < 2 {
-            continue;
-        }
-        let class = parts[parts.len() - 2].to_string();
+        // `<class>/<image>`; a flat archive of images is an unlabelled set.
+        let class = if parts.len() < 2 {
+            String::new()
+        } else {
+            parts[parts.len() - 2].to_string()
+        };
         let mut b = Vec::new();
         e.read_to_end(&mut b)
             .map_err(|er| bad(path, format!("{p}: {er}")))?;
@@ -529,11 +536,15 @@ fn folder(path: &Path, chw: (usize, usize, usize), o: &DataOptions) -> Result<Da
             if p.is_dir() {
                 stack.push(p);
             } else if is_image(&p.to_string_lossy()) {
-                let class = p
-                    .parent()
-                    .and_then(|q| q.file_name())
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                // Images directly in the given folder are unlabelled.
+                let class = if d == path {
+                    String::new()
+                } else {
+                    p.parent()
+                        .and_then(|q| q.file_name())
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                };
                 let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
                 items.push((class, p.to_string_lossy().into_owned(), b));
             }
