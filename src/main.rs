@@ -40,9 +40,35 @@ struct PruneArgs {
     /// Fraction of the input's MACs the output may keep (e.g. 0.5)
     #[arg(long)]
     target_flops: Option<f64>,
-    /// Calibration/validation data (the RL search is not built yet: data-free pruning is used)
+    /// Calibration/validation data (.npy/.npz, MNIST idx, ImageFolder dir/.tar): enables
+    /// recovery (--recover) and an accuracy/fidelity report. The channel choice itself is still
+    /// data-free (the reinforcement-learning search is not built yet)
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    data_opts: DataOpts,
+    /// With --data: recovery after pruning: ls (least-squares reconstruction of the layers
+    /// reading pruned channels), bn (BatchNorm re-calibration / per-channel moment matching
+    /// where BN is folded), none. Default: ls with --data, none without
+    #[arg(long, value_parser = ["ls", "bn", "none"])]
+    recover: Option<String>,
+    /// With --data: calibration samples for recovery
+    #[arg(long, default_value_t = 1000)]
+    calib_size: usize,
+    /// With --data: validation samples (disjoint from calibration) for the accuracy/fidelity
+    /// report; 0 skips it
+    #[arg(long, default_value_t = 1000)]
+    val_size: usize,
+    /// With --data: runtime for recovery and evaluation: tract, ort, auto (ort if found)
+    #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "auto"])]
+    runtime: String,
+    /// With --recover ls: ridge strength (relative to the mean diagonal of AᵀA)
+    #[arg(long, default_value_t = 1e-3)]
+    ridge: f64,
+    /// With --recover ls: fit every layer on the original model's activations in one round
+    /// (ThiNet-style, fastest) instead of level by level on the pruned model's own (default)
+    #[arg(long)]
+    recover_fast: bool,
     #[command(flatten)]
     opts: PruneOpts,
 }
@@ -195,6 +221,22 @@ struct DataArgs {
     /// Data: .npy/.npz (x, y), MNIST idx3 file, ImageFolder directory or .tar
     #[arg(long)]
     data: PathBuf,
+    #[command(flatten)]
+    opts: DataOpts,
+    /// Seed of the calibration/validation split
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Size of the calibration subset (never overlaps the validation subset)
+    #[arg(long, default_value_t = 0)]
+    calib_size: usize,
+    /// Evaluate on a validation subset of N samples (seeded, disjoint from calibration)
+    #[arg(long)]
+    val_size: Option<usize>,
+}
+
+/// How samples are read and preprocessed (shared by every command taking --data).
+#[derive(Args)]
+struct DataOpts {
     /// Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406
     #[arg(long, value_delimiter = ',')]
     mean: Option<Vec<f32>>,
@@ -213,19 +255,9 @@ struct DataArgs {
     /// Use only the first N samples
     #[arg(long)]
     limit: Option<usize>,
-    /// Seed of the calibration/validation split
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Size of the calibration subset (never overlaps the validation subset)
-    #[arg(long, default_value_t = 0)]
-    calib_size: usize,
-    /// Evaluate on a validation subset of N samples (seeded, disjoint from calibration)
-    #[arg(long)]
-    val_size: Option<usize>,
 }
 
-impl DataArgs {
-    #[cfg_attr(not(feature = "tract"), allow(dead_code))]
+impl DataOpts {
     fn options(&self) -> onnx_prune::eval::data::DataOptions {
         use onnx_prune::eval::data::{DataOptions, Layout};
         DataOptions {
@@ -374,7 +406,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => {
             let p = cli.prune;
-            let Some(input) = p.input else {
+            let Some(input) = p.input.clone() else {
                 bail!("no input model given; see `onnx-prune --help`");
             };
             if p.output.is_none() {
@@ -387,14 +419,17 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Some(_) => {}
             }
+            if p.recover.as_deref().is_some_and(|r| r != "none") && p.data.is_none() {
+                bail!("--recover needs calibration data: add --data PATH");
+            }
             if p.data.is_some() {
-                eprintln!("note: the reinforcement-learning search is not built yet; --data is ignored and the data-free method is used");
+                eprintln!("note: the reinforcement-learning search is not built yet; channels are chosen by the data-free method, --data is used for recovery and the report");
             }
             prune(
                 &input,
                 p.output.as_ref().unwrap(),
                 p.target_flops.unwrap(),
-                &p.opts,
+                &p,
             )
         }
     }
@@ -768,8 +803,9 @@ fn load_pruner(
     Ok((model, p))
 }
 
-fn prune(input: &Path, output: &Path, ratio: f64, o: &PruneOpts) -> Result<()> {
+fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()> {
     use onnx_prune::search::datafree::{Allocation, Method};
+    let o = &args.opts;
     let (_, p) = load_pruner(input, &o.shapes.map())?;
     let method = match o.method.as_str() {
         "l2" => Method::L2,
@@ -785,7 +821,11 @@ fn prune(input: &Path, output: &Path, ratio: f64, o: &PruneOpts) -> Result<()> {
     let imp = p.importance(method, o.seed);
     let keep = p.allocate(target, &imp, alloc, o.round_to);
     let predicted = p.macs(&keep);
-    let pruned = p.apply(&keep)?;
+    let mut pruned = p.apply(&keep)?;
+    let mut extra = serde_json::Map::new();
+    if let Some(d) = &args.data {
+        extra = recover_and_measure(&p, &keep, &mut pruned, d, args)?;
+    }
     finish_pruned(
         input,
         output,
@@ -796,7 +836,107 @@ fn prune(input: &Path, output: &Path, ratio: f64, o: &PruneOpts) -> Result<()> {
         o.emit_plan.as_deref(),
         o.report.as_deref(),
         o.strict,
+        extra,
     )
+}
+
+/// `--data` on the main command: recovery on a calibration subset, then top-1 (with labels) and
+/// fidelity to the original on a disjoint validation subset. Returns the report fields.
+#[cfg(any(feature = "tract", feature = "ort"))]
+fn recover_and_measure(
+    p: &onnx_prune::search::datafree::Pruner,
+    keep: &[bool],
+    pruned: &mut Model,
+    data: &Path,
+    args: &PruneArgs,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    use onnx_prune::eval::{self, metrics, runtime};
+    use onnx_prune::search::recover::{self, Mode};
+    let shapes = eval::input_shapes(&p.model, &p.shapes)?;
+    let chw = match shapes.first().map(|s| s.as_slice()) {
+        Some([_, c, h, w]) => (*c, *h, *w),
+        _ => bail!("--data needs an image model with one input [N,C,H,W]"),
+    };
+    let ds = eval::data::load(data, chw, &args.data_opts.options())?;
+    let (mut calib_n, mut val_n) = (args.calib_size, args.val_size);
+    if calib_n + val_n > ds.n {
+        // Small data: split what there is, calibration first.
+        calib_n = calib_n.min(ds.n.div_ceil(2));
+        val_n = val_n.min(ds.n - calib_n);
+        eprintln!(
+            "note: {} has {} samples: using {calib_n} for calibration and {val_n} for validation",
+            data.display(),
+            ds.n
+        );
+    }
+    let (ci, vi) = eval::data::split(ds.n, args.opts.seed, calib_n, val_n)?;
+    let (calib, val) = (ds.subset(&ci), ds.subset(&vi));
+    let (kind, line) = runtime::choose(&args.runtime)?;
+    eprintln!("{line}");
+    let mode = Mode::parse(args.recover.as_deref().unwrap_or("ls")).unwrap_or(Mode::Ls);
+    let ro = recover::Options {
+        mode,
+        ridge: args.ridge,
+        sequential: !args.recover_fast,
+        seed: args.opts.seed,
+        runtime: kind,
+        ..Default::default()
+    };
+    let rep = recover::recover(p, keep, pruned, &calib.x, calib.n, chw, &ro)?;
+    if mode != Mode::None {
+        let fit = match (rep.fit_error_before, rep.fit_error_after) {
+            (Some(b), Some(a)) => format!(", relative fit error {b:.4} -> {a:.4}"),
+            _ => String::new(),
+        };
+        eprintln!(
+            "recover {}: {} sample(s), {} run(s) of the pruned model, {} layer(s) refit, {} BN re-calibrated, {} moment-matched, {} skipped{fit} in {:.1}s",
+            mode.name(), rep.samples, rep.passes, rep.refit, rep.bn_recalibrated, rep.moment_matched, rep.skipped.len(), rep.seconds
+        );
+        for s in &rep.skipped {
+            eprintln!("  not recovered: {s}");
+        }
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("recover".into(), serde_json::to_value(&rep)?);
+    if val.n > 0 {
+        let tmp = eval::TempDir::new("measure")?;
+        let po = tmp.save(&p.model, "original.onnx")?;
+        let pp = tmp.save(pruned, "pruned.onnx")?;
+        let threads = runtime::all_threads();
+        let b = eval::fixed_batch(&p.model).unwrap_or(64);
+        let (lo, k) = runtime::open(kind, &po, b, chw, threads)?.run_all(&val.x, val.n)?;
+        let (lp, _) = runtime::open(kind, &pp, b, chw, threads)?.run_all(&val.x, val.n)?;
+        let f = metrics::fidelity(&lo, &lp, k);
+        let mut msg = format!(
+            "validation ({} samples, {}): top-1 agreement with the original {:.4}, mean KL {:.4}",
+            val.n,
+            kind.name(),
+            f.agreement,
+            f.kl
+        );
+        out.insert("val_samples".into(), json!(val.n));
+        out.insert("agreement".into(), json!(f.agreement));
+        out.insert("kl".into(), json!(f.kl));
+        if let Some(y) = &val.y {
+            let (ao, ap) = (metrics::accuracy(&lo, k, y), metrics::accuracy(&lp, k, y));
+            msg += &format!("; top-1 {:.4} -> {:.4}", ao.top1, ap.top1);
+            out.insert("top1_before".into(), json!(ao.top1));
+            out.insert("top1_after".into(), json!(ap.top1));
+        }
+        eprintln!("{msg}");
+    }
+    Ok(out)
+}
+
+#[cfg(not(any(feature = "tract", feature = "ort")))]
+fn recover_and_measure(
+    _: &onnx_prune::search::datafree::Pruner,
+    _: &[bool],
+    _: &mut Model,
+    _: &Path,
+    _: &PruneArgs,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -810,6 +950,7 @@ fn finish_pruned(
     plan_path: Option<&Path>,
     report_path: Option<&Path>,
     strict: bool,
+    extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<()> {
     use onnx_prune::search::plan::Plan;
     let a = analysis::infer(pruned, ShapeMode::Bound, &p.shapes)?;
@@ -839,6 +980,10 @@ fn finish_pruned(
             "target_flops": target.map(|t| t.0),
             "groups": groups,
         });
+        let mut r = r;
+        for (k, v) in extra {
+            r[k] = v;
+        }
         write_json(rp, &r)?;
     }
     eprintln!(
@@ -902,7 +1047,18 @@ fn apply(
         .to_keep(&p)
         .with_context(|| plan.display().to_string())?;
     let pruned = p.apply(&keep)?;
-    finish_pruned(input, output, &p, &keep, &pruned, None, None, report, false)
+    finish_pruned(
+        input,
+        output,
+        &p,
+        &keep,
+        &pruned,
+        None,
+        None,
+        report,
+        false,
+        Default::default(),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -948,6 +1104,7 @@ fn verify(
                 let chw = (s[1], s[2], s[3]);
                 let ds = eval::data::load(dpath, chw, dopts)?;
                 let batch = 32;
+                use eval::runtime::Runtime;
                 let (oa, k) =
                     eval::tract_rt::Batched::new(&mpath, batch, chw)?.run_all(&ds.x, ds.n)?;
                 let (ob, _) =
@@ -1023,12 +1180,23 @@ fn shrink(
             .filter(|g| g.atoms.iter().any(|&a| !keep[a]))
             .count()
     );
-    finish_pruned(input, output, &p, &keep, &pruned, None, plan, report, false)
+    finish_pruned(
+        input,
+        output,
+        &p,
+        &keep,
+        &pruned,
+        None,
+        plan,
+        report,
+        false,
+        Default::default(),
+    )
 }
 
-#[cfg(feature = "tract")]
+#[cfg(any(feature = "tract", feature = "ort"))]
 fn eval_cmd(e: EvalArgs) -> Result<()> {
-    use onnx_prune::eval::{self, data, metrics, tract_rt::Batched};
+    use onnx_prune::eval::{self, data, metrics, runtime};
     let model = onnx::load(&e.model)?;
     let shapes = eval::input_shapes(&model, &e.shapes.map()).map_err(|er| er.in_file(&e.model))?;
     let s = shapes
@@ -1043,29 +1211,26 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
     }
     let chw = (s[1], s[2], s[3]);
     let t0 = std::time::Instant::now();
-    let mut ds = data::load(&e.data.data, chw, &e.data.options())?;
+    let mut ds = data::load(&e.data.data, chw, &e.data.opts.options())?;
     if let Some(v) = e.data.val_size {
         let (_, val) = data::split(ds.n, e.data.seed, e.data.calib_size, v)?;
         ds = ds.subset(&val);
     }
     let t_load = t0.elapsed().as_secs_f64();
-    let batch = e.batch.max(1);
-    let runtime = pick_runtime(&e.runtime)?;
-    let threads = e.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let run = |path: &Path| -> Result<(Vec<f32>, usize)> {
-        match runtime {
-            #[cfg(feature = "ort")]
-            "ort" => {
-                Ok(eval::ort_rt::OrtModel::new(path, threads)?.run_all(&ds.x, ds.n, chw, batch)?)
-            }
-            _ => Ok(Batched::new(path, batch, chw)?.run_all(&ds.x, ds.n)?),
+    let mut batch = e.batch.max(1);
+    if let Some(b) = eval::fixed_batch(&model) {
+        if b != batch {
+            eprintln!("note: the model's input has a fixed batch of {b}; using batches of {b}");
+            batch = b;
         }
+    }
+    let (kind, line) = runtime::choose(&e.runtime)?;
+    eprintln!("{line}");
+    let runtime = kind.name();
+    let threads = e.threads.unwrap_or_else(runtime::all_threads);
+    let run = |path: &Path| -> Result<(Vec<f32>, usize)> {
+        Ok(runtime::open(kind, path, batch, chw, threads)?.run_all(&ds.x, ds.n)?)
     };
-    let _ = threads;
     let t1 = std::time::Instant::now();
     let (logits, k) = run(&e.model)?;
     let secs = t1.elapsed().as_secs_f64();
@@ -1088,27 +1253,12 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
             let n = b.min(ds.n);
             let x = &ds.x[..n * ds.sample_len()];
             let mut times = vec![];
-            match runtime {
-                #[cfg(feature = "ort")]
-                "ort" => {
-                    let mut m = eval::ort_rt::OrtModel::new(&e.model, threads)?;
-                    for i in 0..e.latency + 3 {
-                        let t = std::time::Instant::now();
-                        m.run_all(x, n, chw, n)?;
-                        if i >= 3 {
-                            times.push(t.elapsed().as_secs_f64() * 1e3);
-                        }
-                    }
-                }
-                _ => {
-                    let m = Batched::new(&e.model, n, chw)?;
-                    for i in 0..e.latency + 3 {
-                        let t = std::time::Instant::now();
-                        m.run_all(x, n)?;
-                        if i >= 3 {
-                            times.push(t.elapsed().as_secs_f64() * 1e3);
-                        }
-                    }
+            let mut m = runtime::open(kind, &e.model, n, chw, threads)?;
+            for i in 0..e.latency + 3 {
+                let t = std::time::Instant::now();
+                m.run_all(x, n)?;
+                if i >= 3 {
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
                 }
             }
             times.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -1152,38 +1302,7 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Chooses the runtime and says which on one line (stderr).
-#[cfg_attr(not(feature = "tract"), allow(dead_code))]
-fn pick_runtime(want: &str) -> Result<&'static str> {
-    #[cfg(feature = "ort")]
-    {
-        if want != "tract" {
-            match onnx_prune::eval::ort_rt::init() {
-                Ok(lib) => {
-                    eprintln!(
-                        "runtime: onnxruntime (CPU execution provider) from {}",
-                        lib.display()
-                    );
-                    return Ok("ort");
-                }
-                Err(e) if want == "ort" => return Err(e.into()),
-                Err(e) => eprintln!("runtime: tract ({e})"),
-            }
-        } else {
-            eprintln!("runtime: tract");
-        }
-    }
-    #[cfg(not(feature = "ort"))]
-    {
-        if want == "ort" {
-            bail!("this build has no ONNX Runtime support: rebuild with the `ort` feature");
-        }
-        eprintln!("runtime: tract");
-    }
-    Ok("tract")
-}
-
-#[cfg(not(feature = "tract"))]
+#[cfg(not(any(feature = "tract", feature = "ort")))]
 fn eval_cmd(_: EvalArgs) -> Result<()> {
     bail!("this build has no runtime: rebuild with the `tract` feature")
 }
