@@ -59,6 +59,9 @@ struct PruneArgs {
     /// report; 0 skips it
     #[arg(long, default_value_t = 1000)]
     val_size: usize,
+    /// With --data: ignore labels; report fidelity to the original only
+    #[arg(long)]
+    label_free: bool,
     /// With --data: runtime for recovery and evaluation: tract, ort, auto (ort if found)
     #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "auto"])]
     runtime: String,
@@ -252,6 +255,10 @@ struct DataOpts {
     /// Folder images: resize the shorter side to N before the centre crop to the model's size
     #[arg(long)]
     resize: Option<u32>,
+    /// Folder images: centre crop to N×N (after --resize), then resize to the model's size
+    /// (default: crop to the model's size directly)
+    #[arg(long)]
+    center_crop: Option<u32>,
     /// Use only the first N samples
     #[arg(long)]
     limit: Option<usize>,
@@ -270,6 +277,7 @@ impl DataOpts {
             mean: self.mean.clone(),
             std: self.std.clone(),
             resize: self.resize,
+            center_crop: self.center_crop,
             limit: self.limit,
         }
     }
@@ -280,9 +288,12 @@ struct EvalArgs {
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// Original model: also report top-1 agreement and mean KL divergence to it
+    /// Original model: also report top-1 agreement, mean KL divergence and relative MSE to it
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// Ignore labels even when the data has them: fidelity to --reference only
+    #[arg(long)]
+    label_free: bool,
     /// Batch size
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -917,7 +928,9 @@ fn recover_and_measure(
         out.insert("val_samples".into(), json!(val.n));
         out.insert("agreement".into(), json!(f.agreement));
         out.insert("kl".into(), json!(f.kl));
-        if let Some(y) = &val.y {
+        out.insert("rel_mse".into(), json!(f.rel_mse));
+        msg += &format!(", relative MSE {:.3e}", f.rel_mse);
+        if let Some(y) = val.y.as_ref().filter(|_| !args.label_free) {
             let (ao, ap) = (metrics::accuracy(&lo, k, y), metrics::accuracy(&lp, k, y));
             msg += &format!("; top-1 {:.4} -> {:.4}", ao.top1, ap.top1);
             out.insert("top1_before".into(), json!(ao.top1));
@@ -1234,7 +1247,13 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
     let t1 = std::time::Instant::now();
     let (logits, k) = run(&e.model)?;
     let secs = t1.elapsed().as_secs_f64();
-    let acc = ds.y.as_ref().map(|y| metrics::accuracy(&logits, k, y));
+    if e.label_free && e.reference.is_none() {
+        bail!("--label-free needs --reference ORIGINAL.onnx to measure fidelity against");
+    }
+    let acc =
+        ds.y.as_ref()
+            .filter(|_| !e.label_free)
+            .map(|y| metrics::accuracy(&logits, k, y));
     let fid = match &e.reference {
         Some(r) => {
             let (rl, rk) = run(r)?;
@@ -1274,6 +1293,7 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
         if let Some(f) = fid {
             j["agreement"] = json!(f.agreement);
             j["kl"] = json!(f.kl);
+            j["rel_mse"] = json!(f.rel_mse);
         }
         for (b, ms) in &lat {
             j[format!("latency_ms_b{b}")] = json!(ms);
@@ -1290,8 +1310,8 @@ fn eval_cmd(e: EvalArgs) -> Result<()> {
         }
         if let Some(f) = fid {
             println!(
-                "fidelity to reference: top-1 agreement {:.4}, mean KL {:.5}",
-                f.agreement, f.kl
+                "fidelity to reference: top-1 agreement {:.4}, mean KL {:.5}, relative MSE {:.3e}",
+                f.agreement, f.kl, f.rel_mse
             );
         }
         println!("{runtime}: {ips:.0} images/s (batch {batch}); data loaded in {t_load:.2}s");

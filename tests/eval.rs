@@ -67,6 +67,7 @@ fn fidelity_to_itself_is_perfect_and_verify_accepts_data() {
     );
     assert_eq!(j["agreement"].as_f64(), Some(1.0));
     assert!(j["kl"].as_f64().unwrap().abs() < 1e-9);
+    assert_eq!(j["rel_mse"].as_f64(), Some(0.0));
     assert_eq!(j["n"].as_u64(), Some(200));
     // verify on real samples instead of random inputs
     let d = tempfile::tempdir().unwrap();
@@ -93,6 +94,22 @@ fn fidelity_to_itself_is_perfect_and_verify_accepts_data() {
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     assert!(String::from_utf8_lossy(&v.stdout).contains("64 samples"));
+    // Label-free: no top-1 even though the data has labels; the pruned model (no recovery)
+    // disagrees with the original and has a large relative MSE.
+    let j = eval_json(
+        &out,
+        &npz,
+        &[
+            "--reference",
+            &model.to_string_lossy(),
+            "--limit",
+            "200",
+            "--label-free",
+        ],
+    );
+    assert!(j.get("top1").is_none(), "{j}");
+    assert!(j["agreement"].as_f64().unwrap() < 0.5, "{j}");
+    assert!(j["rel_mse"].as_f64().unwrap() > 0.1, "{j}");
 }
 
 #[test]
@@ -325,6 +342,17 @@ fn flat_image_archive_is_an_unlabelled_set() {
     let s = ds.sample(3);
     assert!((s[2 * 32 + 1] - 8.0 / 255.0).abs() < 1e-6);
     assert!((s[2 * 32 * 32 + 2 * 32 + 1] - 120.0 / 255.0).abs() < 1e-6);
+    // --center-crop 16 on 32×32 images: the model-size (16) sample starts at pixel (8, 8).
+    let cropped = data::load(
+        &tar_path,
+        (3, 16, 16),
+        &DataOptions {
+            center_crop: Some(16),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!((cropped.sample(3)[0] - 64.0 / 255.0).abs() < 1e-6);
     let model = common::repo().join("models/tiny_resnet.onnx");
     let out = common::bin()
         .arg("eval")

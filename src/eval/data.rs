@@ -28,6 +28,9 @@ pub struct DataOptions {
     pub std: Option<Vec<f32>>,
     /// Folder images: resize the shorter side to this before the centre crop.
     pub resize: Option<u32>,
+    /// Folder images: centre crop to N×N (after `resize`), then resize to the model's size.
+    /// Default: crop directly to the model's size.
+    pub center_crop: Option<u32>,
     /// Use only the first N samples.
     pub limit: Option<usize>,
 }
@@ -40,6 +43,7 @@ impl Default for DataOptions {
             mean: None,
             std: None,
             resize: None,
+            center_crop: None,
             limit: None,
         }
     }
@@ -407,6 +411,12 @@ fn images(
                     )
                 }
                 None => img,
+            };
+            let img = match o.center_crop {
+                Some(cs) if img.width() >= cs && img.height() >= cs => {
+                    img.crop_imm((img.width() - cs) / 2, (img.height() - cs) / 2, cs, cs)
+                }
+                _ => img,
             };
             // Centre crop (or resize when smaller) to the model's size.
             let img = if img.width() as usize >= w && img.height() as usize >= h {

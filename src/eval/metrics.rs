@@ -36,8 +36,13 @@ pub fn accuracy(logits: &[f32], k: usize, labels: &[i64]) -> Accuracy {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Fidelity {
+    /// Top-1 agreement (classifiers).
     pub agreement: f64,
+    /// Mean KL(p_reference ‖ p_model) of softmax outputs (classifiers).
     pub kl: f64,
+    /// Σ(a−b)² / Σa² over every output element: the measure for non-classifier outputs
+    /// (detection/segmentation maps), meaningful for classifiers too.
+    pub rel_mse: f64,
 }
 
 fn softmax(row: &[f32]) -> Vec<f64> {
@@ -60,10 +65,15 @@ fn argmax(row: &[f32]) -> usize {
         .0
 }
 
-/// Agreement of top-1 predictions and mean KL(p_reference ‖ p_model).
+/// Agreement of top-1 predictions, mean KL(p_reference ‖ p_model), relative MSE.
 pub fn fidelity(reference: &[f32], model: &[f32], k: usize) -> Fidelity {
     let n = (reference.len().min(model.len())) / k.max(1);
     let (mut agree, mut kl) = (0usize, 0f64);
+    let (mut se, mut ss) = (0f64, 0f64);
+    for (&a, &b) in reference[..n * k].iter().zip(&model[..n * k]) {
+        se += (a as f64 - b as f64) * (a as f64 - b as f64);
+        ss += a as f64 * a as f64;
+    }
     for i in 0..n {
         let (a, b) = (&reference[i * k..(i + 1) * k], &model[i * k..(i + 1) * k]);
         agree += (argmax(a) == argmax(b)) as usize;
@@ -84,6 +94,7 @@ pub fn fidelity(reference: &[f32], model: &[f32], k: usize) -> Fidelity {
     Fidelity {
         agreement: agree as f64 / d,
         kl: kl / d,
+        rel_mse: se / ss.max(1e-30),
     }
 }
 
