@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod error;
 pub mod eval;
 pub mod ir;
+pub mod learn;
 pub mod onnx;
 pub mod rewrite;
 pub mod search;

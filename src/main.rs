@@ -59,9 +59,20 @@ struct PruneArgs {
     /// report; 0 skips it
     #[arg(long, default_value_t = 1000)]
     val_size: usize,
-    /// With --data: ignore labels; report fidelity to the original only
+    /// With --data: ignore labels; the search is rewarded by top-1 agreement with the original
+    /// and the report gives fidelity only
     #[arg(long)]
     label_free: bool,
+    /// With --data: the search agent (ddpg: AMC's actor-critic; none: the data-free
+    /// --allocation, then recovery)
+    #[arg(long, default_value = "ddpg", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
+    agent: String,
+    /// With --data: search episodes
+    #[arg(long, default_value_t = 100)]
+    episodes: usize,
+    /// With --data: stop the search after this long (e.g. 10m, 90s)
+    #[arg(long, value_parser = parse_duration)]
+    time_budget: Option<std::time::Duration>,
     /// With --data: runtime for recovery and evaluation: tract, ort, auto (ort if found)
     #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "auto"])]
     runtime: String,
@@ -433,8 +444,8 @@ fn run(cli: Cli) -> Result<()> {
             if p.recover.as_deref().is_some_and(|r| r != "none") && p.data.is_none() {
                 bail!("--recover needs calibration data: add --data PATH");
             }
-            if p.data.is_some() {
-                eprintln!("note: the reinforcement-learning search is not built yet; channels are chosen by the data-free method, --data is used for recovery and the report");
+            if p.data.is_none() {
+                eprintln!("note: no --data: channels are chosen by the data-free method (--method, --allocation); give --data for the reinforcement-learning search and recovery");
             }
             prune(
                 &input,
@@ -829,13 +840,22 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
         Allocation::Uniform
     };
     let target = (p.base_macs as f64 * ratio).floor() as u64;
-    let imp = p.importance(method, o.seed);
-    let keep = p.allocate(target, &imp, alloc, o.round_to);
+    let mut extra = serde_json::Map::new();
+    let ctx = match &args.data {
+        Some(d) => Some(DataCtx::load(&p, d, args)?),
+        None => None,
+    };
+    let keep = match &ctx {
+        Some(c) if args.agent != "none" => search(&p, c, ratio, args, &mut extra)?,
+        _ => {
+            let imp = p.importance(method, o.seed);
+            p.allocate(target, &imp, alloc, o.round_to)
+        }
+    };
     let predicted = p.macs(&keep);
     let mut pruned = p.apply(&keep)?;
-    let mut extra = serde_json::Map::new();
-    if let Some(d) = &args.data {
-        extra = recover_and_measure(&p, &keep, &mut pruned, d, args)?;
+    if let Some(c) = &ctx {
+        recover_and_measure(&p, &keep, &mut pruned, c, args, &mut extra)?;
     }
     finish_pruned(
         input,
@@ -851,39 +871,185 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
     )
 }
 
-/// `--data` on the main command: recovery on a calibration subset, then top-1 (with labels) and
-/// fidelity to the original on a disjoint validation subset. Returns the report fields.
+/// The data of the main command: seeded disjoint calibration and validation subsets, and the
+/// runtime that runs them.
+struct DataCtx {
+    calib: onnx_prune::eval::data::Dataset,
+    val: onnx_prune::eval::data::Dataset,
+    #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
+    kind: onnx_prune::eval::runtime::Kind,
+    chw: (usize, usize, usize),
+}
+
+impl DataCtx {
+    fn load(
+        p: &onnx_prune::search::datafree::Pruner,
+        data: &Path,
+        args: &PruneArgs,
+    ) -> Result<DataCtx> {
+        use onnx_prune::eval::{self, runtime};
+        let shapes = eval::input_shapes(&p.model, &p.shapes)?;
+        let chw = match shapes.first().map(|s| s.as_slice()) {
+            Some([_, c, h, w]) => (*c, *h, *w),
+            _ => bail!("--data needs an image model with one input [N,C,H,W]"),
+        };
+        let ds = eval::data::load(data, chw, &args.data_opts.options())?;
+        let (mut calib_n, mut val_n) = (args.calib_size, args.val_size);
+        if calib_n + val_n > ds.n {
+            // Small data: split what there is, calibration first.
+            calib_n = calib_n.min(ds.n.div_ceil(2));
+            val_n = val_n.min(ds.n - calib_n);
+            eprintln!(
+                "note: {} has {} samples: using {calib_n} for calibration and {val_n} for validation",
+                data.display(),
+                ds.n
+            );
+        }
+        let (ci, vi) = eval::data::split(ds.n, args.opts.seed, calib_n, val_n)?;
+        let (kind, line) = runtime::choose(&args.runtime)?;
+        eprintln!("{line}");
+        Ok(DataCtx {
+            calib: ds.subset(&ci),
+            val: ds.subset(&vi),
+            kind,
+            chw,
+        })
+    }
+}
+
+/// "10m", "90s", "1h", "1h30m" or plain seconds.
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    for ch in s.trim().chars() {
+        if ch.is_ascii_digit() || ch == '.' {
+            num.push(ch);
+            continue;
+        }
+        let v: f64 = num.parse().map_err(|_| format!("bad duration '{s}'"))?;
+        total += v * match ch {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            _ => return Err(format!("bad duration '{s}' (use e.g. 90s, 10m, 1h)")),
+        };
+        num.clear();
+    }
+    if !num.is_empty() {
+        total += num
+            .parse::<f64>()
+            .map_err(|_| format!("bad duration '{s}'"))?;
+    }
+    if total <= 0.0 {
+        return Err(format!("duration '{s}' must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+/// The reinforcement-learning search (`--agent`); returns the best plan found.
+#[cfg(any(feature = "tract", feature = "ort"))]
+fn search(
+    p: &onnx_prune::search::datafree::Pruner,
+    c: &DataCtx,
+    ratio: f64,
+    args: &PruneArgs,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<bool>> {
+    use onnx_prune::search::{env, rl};
+    if args.agent != "ddpg" {
+        bail!(
+            "--agent {} is not built yet (available: ddpg, none)",
+            args.agent
+        );
+    }
+    // The search measures candidates on small subsets (fast recovery on up to 256 calibration
+    // images, reward on up to 500 validation images); the winner is recovered and measured on
+    // the full subsets afterwards.
+    let sc = c.calib.subset(&(0..c.calib.n.min(256)).collect::<Vec<_>>());
+    let sv = c.val.subset(&(0..c.val.n.min(500)).collect::<Vec<_>>());
+    let mut oracle = env::Oracle::new(p, &sc, &sv, c.kind, args.label_free)?;
+    let mut e = env::Env::new(p, ratio, args.opts.round_to, 0.05);
+    let (_, line) = onnx_prune::learn::device();
+    eprintln!(
+        "search: agent ddpg, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}); {line}",
+        e.steps(),
+        args.episodes,
+        args.time_budget
+            .map(|d| format!(" (time budget {:.0}s)", d.as_secs_f64()))
+            .unwrap_or_default(),
+        if args.label_free || sv.y.is_none() { "top-1 agreement with the original" } else { "top-1" },
+        sv.n,
+        oracle.original
+    );
+    let o = rl::Options {
+        episodes: args.episodes,
+        time_budget: args.time_budget,
+        seed: args.opts.seed,
+        round_to: args.opts.round_to,
+        ..Default::default()
+    };
+    let total = args.episodes;
+    let out = rl::ddpg_search(&mut e, &mut oracle, &o, &mut |ep| {
+        let eta = ep.seconds / ep.episode as f64 * (total.saturating_sub(ep.episode)) as f64;
+        eprintln!(
+            "episode {}/{total}: reward {:.4}  best {:.4}  MACs {:.1}%  {:.0}s  ETA {:.0}s",
+            ep.episode,
+            ep.reward,
+            ep.best,
+            100.0 * ep.macs_ratio,
+            ep.seconds,
+            eta
+        );
+    })?;
+    eprintln!(
+        "search: best {:.4} after {} episodes ({} evaluations) in {:.0}s",
+        out.best,
+        out.curve.len(),
+        out.evaluations,
+        out.seconds
+    );
+    extra.insert(
+        "search".into(),
+        json!({
+            "agent": "ddpg",
+            "episodes": out.curve.len(),
+            "evaluations": out.evaluations,
+            "seconds": out.seconds,
+            "best_reward": out.best,
+            "original_reward": oracle.original,
+            "curve": out.curve,
+            "keep_ratios": out.group_keys.iter().zip(&out.ratios)
+                .map(|(k, r)| json!({"key": k, "ratio": r})).collect::<Vec<_>>(),
+        }),
+    );
+    Ok(out.keep)
+}
+
+#[cfg(not(any(feature = "tract", feature = "ort")))]
+fn search(
+    _: &onnx_prune::search::datafree::Pruner,
+    _: &DataCtx,
+    _: f64,
+    _: &PruneArgs,
+    _: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<bool>> {
+    bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
+}
+
+/// `--data` on the main command: recovery on the calibration subset, then top-1 (with labels)
+/// and fidelity to the original on the validation subset, into the report fields.
 #[cfg(any(feature = "tract", feature = "ort"))]
 fn recover_and_measure(
     p: &onnx_prune::search::datafree::Pruner,
     keep: &[bool],
     pruned: &mut Model,
-    data: &Path,
+    c: &DataCtx,
     args: &PruneArgs,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
     use onnx_prune::eval::{self, metrics, runtime};
     use onnx_prune::search::recover::{self, Mode};
-    let shapes = eval::input_shapes(&p.model, &p.shapes)?;
-    let chw = match shapes.first().map(|s| s.as_slice()) {
-        Some([_, c, h, w]) => (*c, *h, *w),
-        _ => bail!("--data needs an image model with one input [N,C,H,W]"),
-    };
-    let ds = eval::data::load(data, chw, &args.data_opts.options())?;
-    let (mut calib_n, mut val_n) = (args.calib_size, args.val_size);
-    if calib_n + val_n > ds.n {
-        // Small data: split what there is, calibration first.
-        calib_n = calib_n.min(ds.n.div_ceil(2));
-        val_n = val_n.min(ds.n - calib_n);
-        eprintln!(
-            "note: {} has {} samples: using {calib_n} for calibration and {val_n} for validation",
-            data.display(),
-            ds.n
-        );
-    }
-    let (ci, vi) = eval::data::split(ds.n, args.opts.seed, calib_n, val_n)?;
-    let (calib, val) = (ds.subset(&ci), ds.subset(&vi));
-    let (kind, line) = runtime::choose(&args.runtime)?;
-    eprintln!("{line}");
+    let (calib, val, kind, chw) = (&c.calib, &c.val, c.kind, c.chw);
     let mode = Mode::parse(args.recover.as_deref().unwrap_or("ls")).unwrap_or(Mode::Ls);
     let ro = recover::Options {
         mode,
@@ -907,7 +1073,6 @@ fn recover_and_measure(
             eprintln!("  not recovered: {s}");
         }
     }
-    let mut out = serde_json::Map::new();
     out.insert("recover".into(), serde_json::to_value(&rep)?);
     if val.n > 0 {
         let tmp = eval::TempDir::new("measure")?;
@@ -938,7 +1103,7 @@ fn recover_and_measure(
         }
         eprintln!("{msg}");
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(not(any(feature = "tract", feature = "ort")))]
@@ -946,9 +1111,10 @@ fn recover_and_measure(
     _: &onnx_prune::search::datafree::Pruner,
     _: &[bool],
     _: &mut Model,
-    _: &Path,
+    _: &DataCtx,
     _: &PruneArgs,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
+    _: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
 

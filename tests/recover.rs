@@ -261,7 +261,15 @@ fn recovery_beats_naive_pruning_on_resnet20() {
             .arg(shared.join("models/cifar10/resnet20.onnx"))
             .arg("-o")
             .arg(&out)
-            .args(["--target-flops", "0.5", "--recover", mode, "--data"])
+            .args([
+                "--target-flops",
+                "0.5",
+                "--agent",
+                "none",
+                "--recover",
+                mode,
+                "--data",
+            ])
             .arg(shared.join("data/cifar10/test_846_lossless.npz"))
             .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
             .args(["--calib-size", "400", "--val-size", "446", "--report"])

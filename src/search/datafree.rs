@@ -196,27 +196,57 @@ impl Pruner {
         }
     }
 
+    /// Groups that can lose channels (not declined, with at least one free atom).
+    pub fn prunable_groups(&self) -> Vec<usize> {
+        self.free_atoms()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(g, _)| g)
+            .collect()
+    }
+
+    /// What is kept when group `g` keeps the fraction `ratio[g]` of its free channels (the
+    /// most important ones; at least one; the group total rounded up to a multiple of
+    /// `round_to`). Groups with ratio ≥ 1 keep everything.
+    pub fn keep_from_ratios(&self, ratio: &[f64], imp: &[f64], round_to: usize) -> Vec<bool> {
+        let free = self.free_atoms();
+        self.keep_ratios(ratio, imp, &free, round_to.max(1))
+    }
+
+    fn keep_ratios(
+        &self,
+        ratio: &[f64],
+        imp: &[f64],
+        free: &[Vec<usize>],
+        round_to: usize,
+    ) -> Vec<bool> {
+        let mut keep = vec![true; self.ch.atoms.len()];
+        for (gi, f) in free.iter().enumerate() {
+            let rho = ratio.get(gi).copied().unwrap_or(1.0);
+            if f.is_empty() || rho >= 1.0 {
+                continue;
+            }
+            let blocked = self.ch.groups[gi].atoms.len() - f.len();
+            let mut k = (rho.max(0.0) * f.len() as f64).ceil() as usize;
+            if blocked == 0 {
+                k = k.max(1);
+            }
+            let total = blocked + k;
+            let rounded = total.div_ceil(round_to) * round_to;
+            k = rounded.saturating_sub(blocked).min(f.len());
+            self.keep_top(&mut keep, f, imp, k);
+        }
+        // The search must see the MACs of what will really be kept.
+        self.fix_parts(&mut keep, imp);
+        self.fix_empty_spaces(&mut keep, imp);
+        keep
+    }
+
     fn uniform(&self, target: u64, imp: &[f64], free: &[Vec<usize>], round_to: usize) -> Vec<bool> {
         let build = |rho: f64| {
-            let mut keep = vec![true; self.ch.atoms.len()];
-            for (gi, f) in free.iter().enumerate() {
-                if f.is_empty() {
-                    continue;
-                }
-                let blocked = self.ch.groups[gi].atoms.len() - f.len();
-                let mut k = (rho * f.len() as f64).ceil() as usize;
-                if blocked == 0 {
-                    k = k.max(1);
-                }
-                let total = blocked + k;
-                let rounded = total.div_ceil(round_to) * round_to;
-                k = rounded.saturating_sub(blocked).min(f.len());
-                self.keep_top(&mut keep, f, imp, k);
-            }
-            // The search must see the MACs of what will really be kept.
-            self.fix_parts(&mut keep, imp);
-            self.fix_empty_spaces(&mut keep, imp);
-            keep
+            let ratio = vec![rho; free.len()];
+            self.keep_ratios(&ratio, imp, free, round_to)
         };
         let (mut lo, mut hi) = (0.0f64, 1.0f64);
         if self.macs(&build(1.0)) <= target {

@@ -3,6 +3,8 @@
 //! `recover`: fast recovery from calibration data (least squares, BN re-calibration).
 
 pub mod datafree;
+pub mod env;
 pub mod plan;
 pub mod recover;
+pub mod rl;
 pub mod shrink;

@@ -1,0 +1,316 @@
+//! The pruning environment the agents act in (AMC / PuRL style).
+//!
+//! An episode walks the prunable channel groups in topological order; one step decides one
+//! group's keep ratio. Actions are clipped, as AMC does, so that the episode always ends at
+//! ≤ the target MACs: a step may keep at most what still lets every later group, pruned to
+//! the minimum ratio, meet the budget. The state is AMC's layer embedding plus PuRL's dense
+//! terms (accuracy so far, fraction pruned so far).
+//!
+//! Rewards come from an [`Oracle`]: the candidate is built by surgery, recovered by least
+//! squares on a calibration subset and evaluated on a validation subset (top-1 with labels, or
+//! top-1 agreement with the original model label-free). Evaluations of identical plans are
+//! cached.
+
+use crate::error::Result;
+use crate::eval::data::Dataset;
+use crate::eval::{metrics, runtime, TempDir};
+use crate::search::datafree::{Method, Pruner};
+use crate::search::recover;
+use std::collections::HashMap;
+
+/// Features per step (see [`Env::state`]).
+pub const STATE_DIM: usize = 11;
+
+/// One prunable group as the agent sees it.
+#[derive(Clone, Debug)]
+pub struct GroupInfo {
+    /// Index into `Pruner::ch.groups`.
+    pub group: usize,
+    pub channels: usize,
+    /// MACs of the nodes producing or consuming the group's channels.
+    pub macs: u64,
+    pub kernel: f64,
+    pub stride: f64,
+    /// Members beyond one producer and one consumer (residual streams, concats).
+    pub coupled: bool,
+}
+
+pub struct Env<'a> {
+    pub p: &'a Pruner,
+    pub groups: Vec<GroupInfo>,
+    pub imp: Vec<f64>,
+    pub target: u64,
+    pub min_keep: f64,
+    pub round_to: usize,
+    /// Keep ratio per entry of `p.ch.groups` (1.0 = undecided/keep all).
+    ratios: Vec<f64>,
+    t: usize,
+    prev: f64,
+}
+
+impl<'a> Env<'a> {
+    /// `target_ratio`: fraction of the MACs the result may keep.
+    pub fn new(p: &'a Pruner, target_ratio: f64, round_to: usize, min_keep: f64) -> Env<'a> {
+        let imp = p.importance(Method::L1, 0);
+        let g = &p.model.graph;
+        let order: HashMap<_, usize> = g
+            .topo_order()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, i))
+            .collect();
+        let node_macs: HashMap<_, u64> = crate::analysis::cost(&p.model, &p.analysis)
+            .map(|c| c.per_node.into_iter().collect())
+            .unwrap_or_default();
+        let mut groups: Vec<GroupInfo> = p
+            .prunable_groups()
+            .into_iter()
+            .map(|gi| {
+                let gr = &p.ch.groups[gi];
+                let first = gr.producers.first().copied();
+                let attr = |name: &str| {
+                    first
+                        .and_then(|n| g.node(n).attr_ints(name).map(|v| v.to_vec()))
+                        .and_then(|v| v.first().copied())
+                        .unwrap_or(1) as f64
+                };
+                let macs = gr
+                    .producers
+                    .iter()
+                    .chain(&gr.consumers)
+                    .map(|n| node_macs.get(n).copied().unwrap_or(0))
+                    .sum();
+                GroupInfo {
+                    group: gi,
+                    channels: gr.atoms.len(),
+                    macs,
+                    kernel: attr("kernel_shape"),
+                    stride: attr("strides"),
+                    coupled: gr.producers.len() + gr.consumers.len() > 2,
+                }
+            })
+            .collect();
+        groups.sort_by_key(|gi| {
+            p.ch.groups[gi.group]
+                .producers
+                .iter()
+                .filter_map(|n| order.get(n))
+                .min()
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
+        let n = p.ch.groups.len();
+        Env {
+            p,
+            groups,
+            imp,
+            target: (p.base_macs as f64 * target_ratio).floor() as u64,
+            min_keep,
+            round_to: round_to.max(1),
+            ratios: vec![1.0; n],
+            t: 0,
+            prev: 1.0,
+        }
+    }
+
+    pub fn steps(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn reset(&mut self) {
+        self.ratios.iter_mut().for_each(|r| *r = 1.0);
+        self.t = 0;
+        self.prev = 1.0;
+    }
+
+    pub fn done(&self) -> bool {
+        self.t >= self.groups.len()
+    }
+
+    pub fn step_index(&self) -> usize {
+        self.t
+    }
+
+    /// Keep decision for the current ratios (undecided groups keep everything).
+    pub fn keep(&self) -> Vec<bool> {
+        self.p
+            .keep_from_ratios(&self.ratios, &self.imp, self.round_to)
+    }
+
+    fn macs_with(&self, ratios: &[f64]) -> u64 {
+        self.p
+            .macs(&self.p.keep_from_ratios(ratios, &self.imp, self.round_to))
+    }
+
+    /// Largest keep ratio for the current group that still lets the remaining groups (at the
+    /// minimum ratio) meet the target; the minimum when even that is over budget.
+    pub fn max_ratio(&self) -> f64 {
+        let mut r = self.ratios.clone();
+        for gi in &self.groups[self.t + 1..] {
+            r[gi.group] = self.min_keep;
+        }
+        let cur = self.groups[self.t].group;
+        let fits = |x: f64, r: &mut Vec<f64>| {
+            r[cur] = x;
+            self.macs_with(r) <= self.target
+        };
+        if fits(1.0, &mut r) {
+            return 1.0;
+        }
+        if !fits(self.min_keep, &mut r) {
+            return self.min_keep;
+        }
+        let (mut lo, mut hi) = (self.min_keep, 1.0);
+        for _ in 0..14 {
+            let mid = (lo + hi) / 2.0;
+            if fits(mid, &mut r) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The state of the current step (all features roughly in [0, 1]). `acc` is the accuracy
+    /// of the model pruned so far relative to the original (PuRL's dense state; 1 when unknown).
+    pub fn state(&self, acc: f64) -> Vec<f32> {
+        let n = self.groups.len().max(1) as f64;
+        let gi = &self.groups[self.t.min(self.groups.len().saturating_sub(1))];
+        let max_ch = self.groups.iter().map(|g| g.channels).max().unwrap_or(1) as f64;
+        let max_macs = self.groups.iter().map(|g| g.macs).max().unwrap_or(1).max(1) as f64;
+        let base = self.p.base_macs.max(1) as f64;
+        let now = self.macs_with(&self.ratios) as f64;
+        let removed = (base - now) / base;
+        let rest: u64 = self.groups[self.t..].iter().map(|g| g.macs).sum();
+        vec![
+            self.t as f32 / n as f32,
+            gi.channels as f32 / max_ch as f32,
+            (gi.macs as f64 / max_macs) as f32,
+            (gi.kernel / 7.0) as f32,
+            (gi.stride / 2.0) as f32,
+            f32::from(gi.coupled),
+            removed as f32,
+            (rest as f64 / base).min(1.0) as f32,
+            self.prev as f32,
+            acc as f32,
+            ((base - self.target as f64) / base - removed).max(0.0) as f32,
+        ]
+    }
+
+    /// Applies a keep ratio to the current group (clipped to [min_keep, max_ratio]) and
+    /// returns the ratio used.
+    pub fn step(&mut self, ratio: f64) -> f64 {
+        let hi = self.max_ratio();
+        let r = ratio.clamp(self.min_keep, hi.max(self.min_keep));
+        let g = self.groups[self.t].group;
+        self.ratios[g] = r;
+        self.prev = r;
+        self.t += 1;
+        r
+    }
+
+    /// Keep ratio per step of the episode so far.
+    pub fn step_ratios(&self) -> Vec<f64> {
+        self.groups.iter().map(|g| self.ratios[g.group]).collect()
+    }
+
+    /// MACs of the current decision.
+    pub fn macs(&self) -> u64 {
+        self.macs_with(&self.ratios)
+    }
+}
+
+/// Measures candidates: surgery, fast recovery, evaluation; cached by plan.
+pub struct Oracle<'a> {
+    p: &'a Pruner,
+    calib: &'a Dataset,
+    val: &'a Dataset,
+    kind: runtime::Kind,
+    pub recover: recover::Options,
+    label_free: bool,
+    reference: Vec<f32>,
+    k: usize,
+    /// Accuracy (or agreement) of the original model on the validation subset.
+    pub original: f64,
+    cache: HashMap<Vec<bool>, f64>,
+    pub evaluations: usize,
+    tmp: TempDir,
+    batch: usize,
+}
+
+impl<'a> Oracle<'a> {
+    pub fn new(
+        p: &'a Pruner,
+        calib: &'a Dataset,
+        val: &'a Dataset,
+        kind: runtime::Kind,
+        label_free: bool,
+    ) -> Result<Oracle<'a>> {
+        let tmp = TempDir::new("search")?;
+        let batch = crate::eval::fixed_batch(&p.model).unwrap_or(64);
+        let path = tmp.save(&p.model, "original.onnx")?;
+        let chw = (val.c, val.h, val.w);
+        let (reference, k) = runtime::open(kind, &path, batch, chw, runtime::all_threads())?
+            .run_all(&val.x, val.n)?;
+        let label_free = label_free || val.y.is_none();
+        let original = if label_free {
+            1.0
+        } else {
+            metrics::accuracy(&reference, k, val.y.as_ref().unwrap()).top1
+        };
+        let recover = recover::Options {
+            mode: recover::Mode::Ls,
+            sequential: false,
+            positions: 8,
+            runtime: kind,
+            ..Default::default()
+        };
+        Ok(Oracle {
+            p,
+            calib,
+            val,
+            kind,
+            recover,
+            label_free,
+            reference,
+            k,
+            original,
+            cache: HashMap::new(),
+            evaluations: 0,
+            tmp,
+            batch,
+        })
+    }
+
+    /// Top-1 (or agreement with the original, label-free) of the candidate `keep` after
+    /// recovery, on the validation subset.
+    pub fn measure(&mut self, keep: &[bool]) -> Result<f64> {
+        if let Some(&v) = self.cache.get(keep) {
+            return Ok(v);
+        }
+        let mut m = self.p.apply(keep)?;
+        let chw = (self.val.c, self.val.h, self.val.w);
+        recover::recover(
+            self.p,
+            keep,
+            &mut m,
+            &self.calib.x,
+            self.calib.n,
+            chw,
+            &self.recover,
+        )?;
+        let path = self.tmp.save(&m, "candidate.onnx")?;
+        let (l, k) = runtime::open(self.kind, &path, self.batch, chw, runtime::all_threads())?
+            .run_all(&self.val.x, self.val.n)?;
+        let v = if self.label_free {
+            metrics::fidelity(&self.reference, &l, self.k.max(k)).agreement
+        } else {
+            metrics::accuracy(&l, k, self.val.y.as_ref().unwrap()).top1
+        };
+        self.evaluations += 1;
+        self.cache.insert(keep.to_vec(), v);
+        Ok(v)
+    }
+}
