@@ -1076,12 +1076,8 @@ fn recover_and_measure(
     out.insert("recover".into(), serde_json::to_value(&rep)?);
     if val.n > 0 {
         let tmp = eval::TempDir::new("measure")?;
-        let po = tmp.save(&p.model, "original.onnx")?;
-        let pp = tmp.save(pruned, "pruned.onnx")?;
-        let threads = runtime::all_threads();
-        let b = eval::fixed_batch(&p.model).unwrap_or(64);
-        let (lo, k) = runtime::open(kind, &po, b, chw, threads)?.run_all(&val.x, val.n)?;
-        let (lp, _) = runtime::open(kind, &pp, b, chw, threads)?.run_all(&val.x, val.n)?;
+        let (lo, k) = runtime::logits(kind, &p.model, &tmp, "original.onnx", val)?;
+        let (lp, _) = runtime::logits(kind, pruned, &tmp, "pruned.onnx", val)?;
         let f = metrics::fidelity(&lo, &lp, k);
         let mut msg = format!(
             "validation ({} samples, {}): top-1 agreement with the original {:.4}, mean KL {:.4}",

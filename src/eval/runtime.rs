@@ -131,6 +131,20 @@ pub fn open(
     }
 }
 
+/// Output 0 of `model` on every sample of `ds` (the model is written into `tmp` as `name`;
+/// batches of 64, or of the model's fixed batch size; all cores): `([n·k], k)`.
+pub fn logits(
+    kind: Kind,
+    model: &crate::ir::Model,
+    tmp: &super::TempDir,
+    name: &str,
+    ds: &super::data::Dataset,
+) -> Result<(Vec<f32>, usize)> {
+    let path = tmp.save(model, name)?;
+    let batch = super::fixed_batch(model).unwrap_or(64);
+    open(kind, &path, batch, (ds.c, ds.h, ds.w), all_threads())?.run_all(&ds.x, ds.n)
+}
+
 /// Default thread count: every core.
 pub fn all_threads() -> usize {
     std::thread::available_parallelism()

@@ -237,7 +237,6 @@ pub struct Oracle<'a> {
     cache: HashMap<Vec<bool>, f64>,
     pub evaluations: usize,
     tmp: TempDir,
-    batch: usize,
 }
 
 impl<'a> Oracle<'a> {
@@ -249,11 +248,7 @@ impl<'a> Oracle<'a> {
         label_free: bool,
     ) -> Result<Oracle<'a>> {
         let tmp = TempDir::new("search")?;
-        let batch = crate::eval::fixed_batch(&p.model).unwrap_or(64);
-        let path = tmp.save(&p.model, "original.onnx")?;
-        let chw = (val.c, val.h, val.w);
-        let (reference, k) = runtime::open(kind, &path, batch, chw, runtime::all_threads())?
-            .run_all(&val.x, val.n)?;
+        let (reference, k) = runtime::logits(kind, &p.model, &tmp, "original.onnx", val)?;
         let label_free = label_free || val.y.is_none();
         let original = if label_free {
             1.0
@@ -280,7 +275,6 @@ impl<'a> Oracle<'a> {
             cache: HashMap::new(),
             evaluations: 0,
             tmp,
-            batch,
         })
     }
 
@@ -301,9 +295,7 @@ impl<'a> Oracle<'a> {
             chw,
             &self.recover,
         )?;
-        let path = self.tmp.save(&m, "candidate.onnx")?;
-        let (l, k) = runtime::open(self.kind, &path, self.batch, chw, runtime::all_threads())?
-            .run_all(&self.val.x, self.val.n)?;
+        let (l, k) = runtime::logits(self.kind, &m, &self.tmp, "candidate.onnx", self.val)?;
         let v = if self.label_free {
             metrics::fidelity(&self.reference, &l, self.k.max(k)).agreement
         } else {
