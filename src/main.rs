@@ -985,7 +985,6 @@ fn search(
         episodes: args.episodes,
         time_budget: args.time_budget,
         seed: args.opts.seed,
-        round_to: args.opts.round_to,
         ..Default::default()
     };
     let total = args.episodes;

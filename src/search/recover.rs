@@ -417,9 +417,6 @@ pub fn recover(
                         continue;
                     }
                     let (w, before, after) = solve_ridge(&g, &cy, yy, &w0, o.ridge, &t.label)?;
-                    if std::env::var_os("ONNX_PRUNE_DEBUG").is_some() {
-                        eprintln!("  pass {pass} {}: {before:.4} -> {after:.4}", t.label);
-                    }
                     write_weights(pruned, t, &w)?;
                     fits.push((before, after));
                     report.refit += 1;

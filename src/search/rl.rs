@@ -12,8 +12,6 @@ pub struct Options {
     pub episodes: usize,
     pub time_budget: Option<Duration>,
     pub seed: u64,
-    pub round_to: usize,
-    pub min_keep: f64,
     pub ddpg: ddpg::Config,
 }
 
@@ -23,8 +21,6 @@ impl Default for Options {
             episodes: 100,
             time_budget: None,
             seed: 0,
-            round_to: 8,
-            min_keep: 0.05,
             ddpg: ddpg::Config::default(),
         }
     }
@@ -72,7 +68,8 @@ pub fn ddpg_search(
     let episodes = o.episodes.max(1);
     let warmup = (episodes / 4).max(1);
     let cfg = ddpg::Config {
-        lo: o.min_keep,
+        // The action range is the environment's (its minimum keep ratio .. 1).
+        lo: env.min_keep,
         warmup,
         sigma_decay: 0.1f64.powf(1.0 / (episodes - warmup).max(1) as f64),
         ..o.ddpg.clone()
