@@ -7,6 +7,7 @@ pub mod eval;
 pub mod ir;
 pub mod learn;
 pub mod onnx;
+pub mod report;
 pub mod rewrite;
 pub mod search;
 

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use onnx_prune::analysis::{self, parse_input_shape, ShapeMode};
 use onnx_prune::ir::{Dim, Model, ValueDef};
 use onnx_prune::onnx::{self, ExternalData, SaveOptions};
+use onnx_prune::report::group_digits;
 use onnx_prune::rewrite::{self, PassOptions};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -40,9 +41,9 @@ struct PruneArgs {
     /// Fraction of the input's MACs the output may keep (e.g. 0.5)
     #[arg(long)]
     target_flops: Option<f64>,
-    /// Calibration/validation data (.npy/.npz, MNIST idx, ImageFolder dir/.tar): enables
-    /// recovery (--recover) and an accuracy/fidelity report. The channel choice itself is still
-    /// data-free (the reinforcement-learning search is not built yet)
+    /// Calibration/validation data (.npy/.npz, MNIST idx, ImageFolder dir/.tar): enables the
+    /// reinforcement-learning search (--agent), recovery (--recover) and an accuracy/fidelity
+    /// report
     #[arg(long)]
     data: Option<PathBuf>,
     #[command(flatten)]
@@ -59,17 +60,31 @@ struct PruneArgs {
     /// report; 0 skips it
     #[arg(long, default_value_t = 1000)]
     val_size: usize,
-    /// With --data: ignore labels; the search is rewarded by top-1 agreement with the original
-    /// and the report gives fidelity only
+    /// With --data: ignore labels; the search is rewarded by fidelity to the original's outputs,
+    /// 1/(1 + relative MSE), and the report gives fidelity only
     #[arg(long)]
     label_free: bool,
-    /// With --data: the search agent (ddpg: AMC's actor-critic; none: the data-free
-    /// --allocation, then recovery)
+    /// With --data: the search agent. ddpg: AMC's actor-critic (a keep ratio per group);
+    /// dqn: PuRL (magnitude thresholds α·σ, dense rewards); reinforce: Huang et al. 2018 (a
+    /// policy per group samples which filters to keep); none: the data-free --allocation,
+    /// then recovery
     #[arg(long, default_value = "ddpg", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
     agent: String,
-    /// With --data: search episodes
-    #[arg(long, default_value_t = 100)]
-    episodes: usize,
+    /// With --data: search episodes (default: 100 for ddpg, 55 for dqn; for reinforce the
+    /// number of policy updates, spread over the groups, default 100)
+    #[arg(long)]
+    episodes: Option<usize>,
+    /// With --agent reinforce: accuracy-drop bound b of the reward (b − drop)/b·log(C/C_kept)
+    #[arg(long, default_value_t = 0.02)]
+    drop_bound: f64,
+    /// With --agent ddpg|dqn|reinforce: the N best plans of the search and the data-free plan
+    /// are recovered in full and scored on the validation subset; the best is written (0: take
+    /// the search's best as it is)
+    #[arg(long, default_value_t = 3)]
+    rerank: usize,
+    /// With --agent reinforce: masks sampled per policy update
+    #[arg(long, default_value_t = 4)]
+    samples: usize,
     /// With --data: stop the search after this long (e.g. 10m, 90s)
     #[arg(long, value_parser = parse_duration)]
     time_budget: Option<std::time::Duration>,
@@ -444,6 +459,15 @@ fn run(cli: Cli) -> Result<()> {
             if p.recover.as_deref().is_some_and(|r| r != "none") && p.data.is_none() {
                 bail!("--recover needs calibration data: add --data PATH");
             }
+            for f in [&p.opts.report, &p.opts.emit_plan, &p.output]
+                .into_iter()
+                .flatten()
+            {
+                let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
+                if let Some(d) = dir.filter(|d| !d.is_dir()) {
+                    bail!("{}: directory {} does not exist", f.display(), d.display());
+                }
+            }
             if p.data.is_none() {
                 eprintln!("note: no --data: channels are chosen by the data-free method (--method, --allocation); give --data for the reinforcement-learning search and recovery");
             }
@@ -465,18 +489,6 @@ fn dims_str(d: &[Dim]) -> String {
             .collect::<Vec<_>>()
             .join(",")
     )
-}
-
-fn group_digits(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn inspect(
@@ -845,18 +857,65 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
         Some(d) => Some(DataCtx::load(&p, d, args)?),
         None => None,
     };
-    let keep = match &ctx {
-        Some(c) if args.agent != "none" => search(&p, c, ratio, args, &mut extra)?,
-        _ => {
-            let imp = p.importance(method, o.seed);
-            p.allocate(target, &imp, alloc, o.round_to)
+    let mut curve = None;
+    let data_free = || {
+        let imp = p.importance(method, o.seed);
+        p.allocate(target, &imp, alloc, o.round_to)
+    };
+    let (keep, pruned) = match &ctx {
+        Some(c) if args.agent != "none" => {
+            let df = data_free();
+            let out = search(&p, c, ratio, args, &df, &mut extra)?;
+            curve = Some(out.curve.clone());
+            // The search's best plans (by its fast proxy) and the data-free plan, re-ranked
+            // by full recovery on the whole validation subset.
+            let mut cands: Vec<(String, Option<f64>, Vec<bool>)> = out
+                .candidates
+                .iter()
+                .take(args.rerank.max(1))
+                .enumerate()
+                .map(|(i, (v, k))| {
+                    (
+                        format!("{} #{}", out.agent.name(), i + 1),
+                        Some(*v),
+                        k.clone(),
+                    )
+                })
+                .collect();
+            if args.rerank > 0 && c.val.n > 0 {
+                if !cands.iter().any(|x| x.2 == df) {
+                    cands.push((
+                        format!("{}-{} (data-free)", o.allocation, o.method),
+                        None,
+                        df,
+                    ));
+                }
+            } else {
+                cands.truncate(1);
+            }
+            let (keep, m, rep) = if cands.len() > 1 {
+                rerank(&p, c, args, cands, &mut extra)?
+            } else {
+                let keep = cands.remove(0).2;
+                let (m, rep) = recover_model(&p, &keep, c, args)?;
+                (keep, m, rep)
+            };
+            measure(&p, &m, &rep, c, args, &mut extra)?;
+            (keep, m)
+        }
+        Some(c) => {
+            let keep = data_free();
+            let (m, rep) = recover_model(&p, &keep, c, args)?;
+            measure(&p, &m, &rep, c, args, &mut extra)?;
+            (keep, m)
+        }
+        None => {
+            let keep = data_free();
+            let m = p.apply(&keep)?;
+            (keep, m)
         }
     };
     let predicted = p.macs(&keep);
-    let mut pruned = p.apply(&keep)?;
-    if let Some(c) = &ctx {
-        recover_and_measure(&p, &keep, &mut pruned, c, args, &mut extra)?;
-    }
     finish_pruned(
         input,
         output,
@@ -868,6 +927,7 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
         o.report.as_deref(),
         o.strict,
         extra,
+        curve.as_deref(),
     )
 }
 
@@ -953,44 +1013,57 @@ fn search(
     c: &DataCtx,
     ratio: f64,
     args: &PruneArgs,
+    data_free: &[bool],
     extra: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<Vec<bool>> {
+) -> Result<onnx_prune::search::rl::Outcome> {
     use onnx_prune::search::{env, rl};
-    if args.agent != "ddpg" {
-        bail!(
-            "--agent {} is not built yet (available: ddpg, none)",
-            args.agent
-        );
-    }
-    // The search measures candidates on small subsets (fast recovery on up to 256 calibration
-    // images, reward on up to 500 validation images); the winner is recovered and measured on
-    // the full subsets afterwards.
-    let sc = c.calib.subset(&(0..c.calib.n.min(256)).collect::<Vec<_>>());
+    let agent = rl::Agent::parse(&args.agent)
+        .ok_or_else(|| anyhow::anyhow!("unknown agent {}", args.agent))?;
+    let episodes = args.episodes.unwrap_or(agent.default_episodes());
+    // The search measures candidates on subsets (least-squares recovery from statistics of up
+    // to 512 calibration images, gathered once; reward on up to 500 validation images); the
+    // winner is recovered and measured on the full subsets afterwards.
+    let sc = c.calib.subset(&(0..c.calib.n.min(512)).collect::<Vec<_>>());
     let sv = c.val.subset(&(0..c.val.n.min(500)).collect::<Vec<_>>());
     let mut oracle = env::Oracle::new(p, &sc, &sv, c.kind, args.label_free)?;
     let mut e = env::Env::new(p, ratio, args.opts.round_to, 0.05);
     let (_, line) = onnx_prune::learn::device();
     eprintln!(
-        "search: agent ddpg, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}); {line}",
+        "search: agent {}, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}); {line}",
+        agent.name(),
         e.steps(),
-        args.episodes,
+        episodes,
         args.time_budget
             .map(|d| format!(" (time budget {:.0}s)", d.as_secs_f64()))
             .unwrap_or_default(),
-        if args.label_free || sv.y.is_none() { "top-1 agreement with the original" } else { "top-1" },
+        if args.label_free || sv.y.is_none() { "1/(1 + relative MSE) to the original's outputs" } else { "top-1" },
         sv.n,
         oracle.original
     );
+    // What the search competes against: the data-free plan on the same proxy.
+    let df_score = oracle.measure(data_free)?;
+    eprintln!(
+        "search: the data-free plan ({}-{}) scores {df_score:.4} on the search's proxy",
+        args.opts.allocation, args.opts.method
+    );
     let o = rl::Options {
-        episodes: args.episodes,
+        episodes,
         time_budget: args.time_budget,
         seed: args.opts.seed,
+        drop_bound: args.drop_bound,
+        samples: args.samples,
         ..Default::default()
     };
-    let total = args.episodes;
-    let out = rl::ddpg_search(&mut e, &mut oracle, &o, &mut |ep| {
+    let total = match agent {
+        rl::Agent::Reinforce => (episodes / e.steps()).max(1) * e.steps(),
+        rl::Agent::Dqn => episodes + 1,
+        rl::Agent::Ddpg => episodes,
+    };
+    // On a terminal: one progress bar line, redrawn; otherwise a log line per episode.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let out = rl::search(agent, &mut e, &mut oracle, &o, &mut |ep| {
         let eta = ep.seconds / ep.episode as f64 * (total.saturating_sub(ep.episode)) as f64;
-        eprintln!(
+        let line = format!(
             "episode {}/{total}: reward {:.4}  best {:.4}  MACs {:.1}%  {:.0}s  ETA {:.0}s",
             ep.episode,
             ep.reward,
@@ -999,29 +1072,52 @@ fn search(
             ep.seconds,
             eta
         );
+        if tty {
+            let w = 24;
+            let done = (ep.episode * w / total.max(1)).min(w);
+            eprint!(
+                "\r\x1b[2K[{}{}] {line}",
+                "#".repeat(done),
+                "-".repeat(w - done)
+            );
+        } else {
+            eprintln!("{line}");
+        }
     })?;
+    if tty {
+        eprintln!();
+    }
     eprintln!(
-        "search: best {:.4} after {} episodes ({} evaluations) in {:.0}s",
+        "search: best {:.4} after {} episodes ({} evaluations) in {:.0}s (surgery {:.0}s, recovery {:.0}s, evaluation {:.0}s)",
         out.best,
         out.curve.len(),
         out.evaluations,
-        out.seconds
+        out.seconds,
+        oracle.seconds[0],
+        oracle.seconds[1],
+        oracle.seconds[2]
     );
+    for n in &out.notes {
+        eprintln!("  {n}");
+    }
     extra.insert(
         "search".into(),
         json!({
-            "agent": "ddpg",
+            "agent": agent.name(),
             "episodes": out.curve.len(),
+            "best_episode": out.best_episode,
+            "notes": out.notes,
             "evaluations": out.evaluations,
             "seconds": out.seconds,
             "best_reward": out.best,
+            "data_free_reward": df_score,
             "original_reward": oracle.original,
             "curve": out.curve,
             "keep_ratios": out.group_keys.iter().zip(&out.ratios)
                 .map(|(k, r)| json!({"key": k, "ratio": r})).collect::<Vec<_>>(),
         }),
     );
-    Ok(out.keep)
+    Ok(out)
 }
 
 #[cfg(not(any(feature = "tract", feature = "ort")))]
@@ -1030,35 +1126,31 @@ fn search(
     _: &DataCtx,
     _: f64,
     _: &PruneArgs,
+    _: &[bool],
     _: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<Vec<bool>> {
+) -> Result<onnx_prune::search::rl::Outcome> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
 
-/// `--data` on the main command: recovery on the calibration subset, then top-1 (with labels)
-/// and fidelity to the original on the validation subset, into the report fields.
-#[cfg(any(feature = "tract", feature = "ort"))]
-fn recover_and_measure(
+/// Surgery and recovery (`--recover`) of a plan on the calibration subset.
+fn recover_model(
     p: &onnx_prune::search::datafree::Pruner,
     keep: &[bool],
-    pruned: &mut Model,
     c: &DataCtx,
     args: &PruneArgs,
-    out: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<()> {
-    use onnx_prune::eval::{self, metrics, runtime};
+) -> Result<(Model, onnx_prune::search::recover::Report)> {
     use onnx_prune::search::recover::{self, Mode};
-    let (calib, val, kind, chw) = (&c.calib, &c.val, c.kind, c.chw);
+    let mut pruned = p.apply(keep)?;
     let mode = Mode::parse(args.recover.as_deref().unwrap_or("ls")).unwrap_or(Mode::Ls);
     let ro = recover::Options {
         mode,
         ridge: args.ridge,
         sequential: !args.recover_fast,
         seed: args.opts.seed,
-        runtime: kind,
+        runtime: c.kind,
         ..Default::default()
     };
-    let rep = recover::recover(p, keep, pruned, &calib.x, calib.n, chw, &ro)?;
+    let rep = recover::recover(p, keep, &mut pruned, &c.calib.x, c.calib.n, c.chw, &ro)?;
     if mode != Mode::None {
         let fit = match (rep.fit_error_before, rep.fit_error_after) {
             (Some(b), Some(a)) => format!(", relative fit error {b:.4} -> {a:.4}"),
@@ -1072,7 +1164,79 @@ fn recover_and_measure(
             eprintln!("  not recovered: {s}");
         }
     }
-    out.insert("recover".into(), serde_json::to_value(&rep)?);
+    Ok((pruned, rep))
+}
+
+/// Re-ranks candidates (the search's best plans and the data-free plan) by what is shipped:
+/// each is recovered exactly as the final model is and scored on the whole validation subset;
+/// the best wins. Returns it with its recovered model.
+#[cfg(any(feature = "tract", feature = "ort"))]
+fn rerank(
+    p: &onnx_prune::search::datafree::Pruner,
+    c: &DataCtx,
+    args: &PruneArgs,
+    cands: Vec<(String, Option<f64>, Vec<bool>)>,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(Vec<bool>, Model, onnx_prune::search::recover::Report)> {
+    use onnx_prune::eval::{self, metrics, runtime};
+    let tmp = eval::TempDir::new("rerank")?;
+    let (lo, k) = runtime::logits(c.kind, &p.model, &tmp, "original.onnx", &c.val)?;
+    let labels = c.val.y.as_ref().filter(|_| !args.label_free);
+    let total = cands.len();
+    let mut rows = vec![];
+    let mut best: Option<(f64, Vec<bool>, Model, onnx_prune::search::recover::Report)> = None;
+    for (i, (source, proxy, keep)) in cands.into_iter().enumerate() {
+        let (m, rep) = recover_model(p, &keep, c, args)?;
+        let (lp, _) = runtime::logits(c.kind, &m, &tmp, "candidate.onnx", &c.val)?;
+        let v = match labels {
+            Some(y) => metrics::accuracy(&lp, k, y).top1,
+            None => metrics::fidelity(&lo, &lp, k).score(),
+        };
+        eprintln!(
+            "rerank {}/{total}: {source}{} -> {v:.4} on {} validation samples",
+            i + 1,
+            proxy
+                .map(|x| format!(" (search score {x:.4})"))
+                .unwrap_or_default(),
+            c.val.n
+        );
+        rows.push(json!({"source": source, "search_score": proxy, "val_score": v}));
+        if best.as_ref().is_none_or(|b| v > b.0) {
+            best = Some((v, keep, m, rep));
+        }
+    }
+    if let Some(serde_json::Value::Object(s)) = extra.get_mut("search") {
+        s.insert("rerank".into(), json!(rows));
+    }
+    let (_, keep, m, rep) = best.ok_or_else(|| anyhow::anyhow!("no candidate to re-rank"))?;
+    Ok((keep, m, rep))
+}
+
+#[cfg(not(any(feature = "tract", feature = "ort")))]
+fn rerank(
+    _: &onnx_prune::search::datafree::Pruner,
+    _: &DataCtx,
+    _: &PruneArgs,
+    _: Vec<(String, Option<f64>, Vec<bool>)>,
+    _: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(Vec<bool>, Model, onnx_prune::search::recover::Report)> {
+    bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
+}
+
+/// `--data` on the main command: top-1 (with labels) and fidelity to the original on the
+/// validation subset of the recovered model, into the report fields.
+#[cfg(any(feature = "tract", feature = "ort"))]
+fn measure(
+    p: &onnx_prune::search::datafree::Pruner,
+    pruned: &Model,
+    rep: &onnx_prune::search::recover::Report,
+    c: &DataCtx,
+    args: &PruneArgs,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    use onnx_prune::eval::{self, metrics, runtime};
+    let (val, kind) = (&c.val, c.kind);
+    out.insert("recover".into(), serde_json::to_value(rep)?);
     if val.n > 0 {
         let tmp = eval::TempDir::new("measure")?;
         let (lo, k) = runtime::logits(kind, &p.model, &tmp, "original.onnx", val)?;
@@ -1102,10 +1266,10 @@ fn recover_and_measure(
 }
 
 #[cfg(not(any(feature = "tract", feature = "ort")))]
-fn recover_and_measure(
+fn measure(
     _: &onnx_prune::search::datafree::Pruner,
-    _: &[bool],
-    _: &mut Model,
+    _: &Model,
+    _: &onnx_prune::search::recover::Report,
     _: &DataCtx,
     _: &PruneArgs,
     _: &mut serde_json::Map<String, serde_json::Value>,
@@ -1125,7 +1289,9 @@ fn finish_pruned(
     report_path: Option<&Path>,
     strict: bool,
     extra: serde_json::Map<String, serde_json::Value>,
+    curve: Option<&[onnx_prune::search::rl::Episode]>,
 ) -> Result<()> {
+    use onnx_prune::report::{self, GroupLine};
     use onnx_prune::search::plan::Plan;
     let a = analysis::infer(pruned, ShapeMode::Bound, &p.shapes)?;
     let cost = analysis::cost(pruned, &a)?;
@@ -1146,6 +1312,58 @@ fn finish_pruned(
             json!({"key": g.key, "channels": g.atoms.len(), "kept": kept, "declined": g.declined})
         })
         .collect();
+    // The human table and the plots: per group, channels kept and the MACs of its members.
+    let before: HashMap<_, u64> = analysis::cost(&p.model, &p.analysis)?
+        .per_node
+        .into_iter()
+        .collect();
+    let after: HashMap<_, u64> = cost.per_node.iter().copied().collect();
+    let lines: Vec<GroupLine> = p
+        .ch
+        .groups
+        .iter()
+        .filter(|g| !g.producers.is_empty())
+        .map(|g| {
+            let mut members: Vec<_> = g.producers.iter().chain(&g.consumers).copied().collect();
+            members.sort();
+            members.dedup();
+            let sum =
+                |m: &HashMap<_, u64>| members.iter().map(|n| m.get(n).copied().unwrap_or(0)).sum();
+            GroupLine {
+                key: g.key.clone(),
+                kept: g.atoms.iter().filter(|&&a| keep[a]).count(),
+                channels: g.atoms.len(),
+                macs_before: sum(&before),
+                macs_after: sum(&after),
+                declined: g.declined.clone(),
+            }
+        })
+        .collect();
+    let table = report::table(&lines);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("{table}");
+    }
+    if let Some(rp) = report_path {
+        let side = |ext: &str| rp.with_extension(ext);
+        onnx::write_atomic(&side("groups.md"), table.as_bytes())?;
+        let ratios: Vec<f64> = lines
+            .iter()
+            .filter(|l| l.declined.is_none())
+            .map(|l| l.kept as f64 / l.channels.max(1) as f64)
+            .collect();
+        let name = input
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
+        report::plot_keep_ratios(
+            &side("keep.svg"),
+            &format!("{name}: keep ratio per group"),
+            &ratios,
+        )?;
+        if let Some(c) = curve {
+            report::plot_curve(&side("curve.svg"), &format!("{name}: search"), c)?;
+        }
+    }
     if let Some(rp) = report_path {
         let r = json!({
             "input": input.display().to_string(), "output": output.display().to_string(),
@@ -1232,6 +1450,7 @@ fn apply(
         report,
         false,
         Default::default(),
+        None,
     )
 }
 
@@ -1365,6 +1584,7 @@ fn shrink(
         report,
         false,
         Default::default(),
+        None,
     )
 }
 

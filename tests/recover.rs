@@ -315,3 +315,66 @@ fn recover_without_data_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--recover needs calibration data"));
 }
+
+/// The search's cached recovery (normal equations accumulated once, sliced per plan) gives
+/// the same model as one-round (ThiNet) least squares on the same images, for several plans
+/// served from one cache — convs and a Gemm after Flatten.
+#[test]
+fn cached_recovery_equals_one_round_least_squares() {
+    let mut b = ModelBuilder::new(17, 11);
+    let x = b.input("input", &[-1, 3, 8, 8]);
+    let h = b.conv(&x, 3, 8, 3, 1, 1);
+    let h = b.op("Relu", &[&h], vec![]);
+    let h = b.conv(&h, 8, 8, 3, 1, 1);
+    let h = b.op("Relu", &[&h], vec![]);
+    let h = b.conv(&h, 8, 6, 3, 2, 1);
+    let h = b.op("Relu", &[&h], vec![]);
+    let h = b.op("Flatten", &[&h], vec![]);
+    let w = b.weight("fc_w", &[5, 6 * 4 * 4], 0.2);
+    let bias = b.weight("fc_b", &[5], 0.1);
+    b.op(
+        "Gemm",
+        &[&h, &w, &bias],
+        vec![onnx_prune::onnx::builder::attr_i("transB", 1)],
+    );
+    b.rename_last_output("out");
+    b.output("out", &[-1, 5]);
+    let model = load(b.build());
+    let p = Pruner::new(&model, &HashMap::new()).unwrap();
+    let n = 48;
+    let x = eval::random_inputs(&[vec![n, 3, 8, 8]], 5).remove(0).data;
+    let o = Options {
+        sequential: false,
+        positions: 6,
+        ..opts(Mode::Ls)
+    };
+    let mut cache = recover::FastCache::new();
+    let plans = [
+        keep_all_but(&p, 8, &[1, 3]),
+        keep_all_but(&p, 6, &[0, 4]),
+        {
+            let mut k = keep_all_but(&p, 8, &[0, 2, 5]);
+            let k2 = keep_all_but(&p, 6, &[5]);
+            k.iter_mut().zip(&k2).for_each(|(a, b)| *a &= b);
+            k
+        },
+    ];
+    for keep in &plans {
+        let mut a = p.apply(keep).unwrap();
+        let mut c = a.clone();
+        let ra = recover::recover(&p, keep, &mut a, &x, n, (3, 8, 8), &o).unwrap();
+        let rc = cache
+            .recover(&p, keep, &mut c, &x, n, (3, 8, 8), &o)
+            .unwrap();
+        assert!(ra.refit > 0, "{ra:?}");
+        assert_eq!(ra.refit, rc.refit, "{ra:?} vs {rc:?}");
+        assert!(rc.skipped.is_empty(), "{rc:?}");
+        let (ya, _) = run_outputs(&a, &[], &x, n);
+        let (yc, _) = run_outputs(&c, &[], &x, n);
+        let d = eval::compare(&ya, &yc).unwrap().max_rel;
+        assert!(d < 1e-5, "cached and direct recovery differ by {d}");
+    }
+    // The statistics of a target are gathered once (both spaces are consumed by different
+    // nodes; the third plan needs no new run).
+    assert!(cache.runs <= 2, "{} original-model runs", cache.runs);
+}

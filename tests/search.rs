@@ -5,6 +5,7 @@ mod common;
 
 use onnx_prune::search::datafree::Pruner;
 use onnx_prune::search::env::{Env, STATE_DIM};
+use onnx_prune::search::rl;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
@@ -60,10 +61,42 @@ fn episodes_stay_within_the_budget_on_real_models() {
     }
 }
 
-/// The main command with --data runs the DDPG search: budget met, search recorded in the
-/// report, and the same seed gives a byte-identical model.
+/// Giving the fair share to the current group and every later one meets the target, and
+/// PuRL's thresholds keep fewer channels as α grows (everything at α = 0).
 #[test]
-fn ddpg_search_is_deterministic_and_meets_the_budget() {
+fn fair_share_meets_the_budget_and_thresholds_are_monotone() {
+    let model = onnx_prune::onnx::load(&common::repo().join("models/tiny_resnet.onnx")).unwrap();
+    let p = Pruner::new(&model, &HashMap::new()).unwrap();
+    for ratio in [0.3, 0.5, 0.8] {
+        let mut env = Env::new(&p, ratio, 1, 0.05);
+        let mut first = true;
+        while !env.done() {
+            let keep: Vec<f64> = rl::ALPHAS
+                .iter()
+                .map(|&a| rl::ratio_for_alpha(&env, a))
+                .collect();
+            assert_eq!(keep[0], 1.0);
+            assert!(keep.windows(2).all(|w| w[1] <= w[0]), "{keep:?}");
+            assert!(keep.iter().all(|k| (0.0..=1.0).contains(k)));
+            let fair = env.fair_ratio();
+            if first {
+                // From the start, the fair share alone meets the budget.
+                let mut e2 = env.clone();
+                while !e2.done() {
+                    e2.step(fair);
+                }
+                assert!(e2.macs() <= e2.target, "{ratio}: fair {fair}");
+                first = false;
+            }
+            env.step(fair);
+        }
+        assert!(env.macs() <= env.target);
+    }
+}
+
+/// The main command with --data runs a search: budget met, search recorded in the report, and
+/// the same seed gives a byte-identical model.
+fn search_is_deterministic_and_meets_the_budget(agent: &str, episodes: &str, curve_len: usize) {
     let Some(s) = common::shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str| {
@@ -77,38 +110,131 @@ fn ddpg_search_is_deterministic_and_meets_the_budget() {
                 "--target-flops",
                 "0.5",
                 "--agent",
-                "ddpg",
+                agent,
                 "--episodes",
-                "8",
+                episodes,
             ])
             .args(["--seed", "3", "--runtime", "tract", "--data"])
             .arg(s.join("data/cifar10/test_846_lossless.npz"))
             .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
-            .args(["--calib-size", "64", "--val-size", "128", "--report"])
+            .args([
+                "--calib-size",
+                "64",
+                "--val-size",
+                "128",
+                "--rerank",
+                "0",
+                "--report",
+            ])
             .arg(&rep)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(o.status.success(), "{err}");
-        assert!(err.contains("episode 8/8"), "{err}");
+        assert!(err.contains(&format!("episode {curve_len}/")), "{err}");
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
         (std::fs::read(&out).unwrap(), r)
     };
     let (a, ra) = run("a");
     let (b, _) = run("b");
-    assert!(a == b, "same seed, different output");
+    assert!(a == b, "{agent}: same seed, different output");
     assert!(ra["macs_ratio"].as_f64().unwrap() <= 0.5, "{ra}");
     let search = &ra["search"];
-    assert_eq!(search["agent"], "ddpg");
-    assert_eq!(search["curve"].as_array().unwrap().len(), 8);
+    assert_eq!(search["agent"], agent);
+    assert_eq!(search["curve"].as_array().unwrap().len(), curve_len);
     assert_eq!(search["keep_ratios"].as_array().unwrap().len(), 10);
-    // The report's best is the best episode of the curve.
-    let best = search["curve"]
-        .as_array()
-        .unwrap()
+    assert!(search["data_free_reward"].as_f64().is_some(), "{search}");
+    if agent != "reinforce" {
+        // The report's best is the best episode of the curve (reinforce's curve is per group).
+        let best = search["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["reward"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        assert_eq!(search["best_reward"].as_f64().unwrap(), best);
+    }
+}
+
+#[test]
+fn ddpg_search_is_deterministic_and_meets_the_budget() {
+    search_is_deterministic_and_meets_the_budget("ddpg", "8", 8);
+}
+
+#[test]
+fn dqn_search_is_deterministic_and_meets_the_budget() {
+    // 4 training episodes, then the averaged greedy plan.
+    search_is_deterministic_and_meets_the_budget("dqn", "4", 5);
+}
+
+#[test]
+fn reinforce_search_is_deterministic_and_meets_the_budget() {
+    // One policy update per group (10 groups).
+    search_is_deterministic_and_meets_the_budget("reinforce", "10", 10);
+}
+
+/// Re-ranking recovers the search's best plans and the data-free plan in full and writes the
+/// one that scores best on the validation subset; the report gets the human table and plots.
+#[test]
+fn rerank_picks_the_best_validated_plan_and_writes_table_and_plots() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    let rep = dir.path().join("report.json");
+    let o = common::bin()
+        .arg(s.join("models/cifar10/resnet20.onnx"))
+        .arg("-o")
+        .arg(&out)
+        .args([
+            "--target-flops",
+            "0.5",
+            "--agent",
+            "ddpg",
+            "--episodes",
+            "6",
+        ])
+        .args(["--runtime", "tract", "--data"])
+        .arg(s.join("data/cifar10/test_846_lossless.npz"))
+        .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+        .args([
+            "--calib-size",
+            "64",
+            "--val-size",
+            "128",
+            "--rerank",
+            "2",
+            "--report",
+        ])
+        .arg(&rep)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let rows = r["search"]["rerank"].as_array().unwrap();
+    assert!(rows.len() >= 2 && rows.len() <= 3, "{rows:?}");
+    assert!(rows
         .iter()
-        .map(|e| e["reward"].as_f64().unwrap())
+        .any(|x| x["source"].as_str().unwrap().contains("data-free")));
+    let best = rows
+        .iter()
+        .map(|x| x["val_score"].as_f64().unwrap())
         .fold(0.0, f64::max);
-    assert_eq!(search["best_reward"].as_f64().unwrap(), best);
+    // The written model is the best re-ranked one: its measured top-1 is that score.
+    assert!(
+        (r["top1_after"].as_f64().unwrap() - best).abs() < 1e-9,
+        "{r}"
+    );
+    let table = std::fs::read_to_string(dir.path().join("report.groups.md")).unwrap();
+    assert!(table.lines().count() >= 12, "{table}");
+    for svg in ["report.keep.svg", "report.curve.svg"] {
+        let t = std::fs::read_to_string(dir.path().join(svg)).unwrap();
+        assert!(
+            t.starts_with("<svg") && t.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(t.contains("<rect") || t.contains("<polyline"), "{svg}");
+    }
 }

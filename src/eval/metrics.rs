@@ -45,6 +45,16 @@ pub struct Fidelity {
     pub rel_mse: f64,
 }
 
+impl Fidelity {
+    /// The label-free score the search maximises: 1 / (1 + relative MSE) — 1 for identical
+    /// outputs, continuous, scale-free, defined for any output. Top-1 agreement is flat where
+    /// the original's predictions are (random-weight models predict one class for every
+    /// input: agreement 1.0 for every plan), so the search does not use it.
+    pub fn score(&self) -> f64 {
+        1.0 / (1.0 + self.rel_mse.max(0.0))
+    }
+}
+
 fn softmax(row: &[f32]) -> Vec<f64> {
     let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();

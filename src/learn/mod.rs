@@ -3,7 +3,9 @@
 //! gives the same agent on every run.
 
 pub mod ddpg;
+pub mod dqn;
 pub mod nets;
+pub mod reinforce;
 
 use burn::prelude::Device;
 

@@ -147,7 +147,7 @@ impl Pruner {
     }
 
     /// Atoms that may be removed, per group (groups that are not declined).
-    fn free_atoms(&self) -> Vec<Vec<usize>> {
+    pub fn free_atoms(&self) -> Vec<Vec<usize>> {
         self.ch
             .groups
             .iter()

@@ -8,7 +8,7 @@
 //!
 //! Rewards come from an [`Oracle`]: the candidate is built by surgery, recovered by least
 //! squares on a calibration subset and evaluated on a validation subset (top-1 with labels, or
-//! top-1 agreement with the original model label-free). Evaluations of identical plans are
+//! label-free, 1/(1 + relative MSE) to the original model's outputs). Evaluations of identical plans are
 //! cached.
 
 use crate::error::Result;
@@ -19,7 +19,7 @@ use crate::search::recover;
 use std::collections::HashMap;
 
 /// Features per step (see [`Env::state`]).
-pub const STATE_DIM: usize = 11;
+pub const STATE_DIM: usize = 12;
 
 /// One prunable group as the agent sees it.
 #[derive(Clone, Debug)]
@@ -33,8 +33,11 @@ pub struct GroupInfo {
     pub stride: f64,
     /// Members beyond one producer and one consumer (residual streams, concats).
     pub coupled: bool,
+    /// Atoms that may be removed.
+    pub free: Vec<usize>,
 }
 
+#[derive(Clone)]
 pub struct Env<'a> {
     pub p: &'a Pruner,
     pub groups: Vec<GroupInfo>,
@@ -63,6 +66,7 @@ impl<'a> Env<'a> {
         let node_macs: HashMap<_, u64> = crate::analysis::cost(&p.model, &p.analysis)
             .map(|c| c.per_node.into_iter().collect())
             .unwrap_or_default();
+        let free = p.free_atoms();
         let mut groups: Vec<GroupInfo> = p
             .prunable_groups()
             .into_iter()
@@ -88,6 +92,7 @@ impl<'a> Env<'a> {
                     kernel: attr("kernel_shape"),
                     stride: attr("strides"),
                     coupled: gr.producers.len() + gr.consumers.len() > 2,
+                    free: free[gi].clone(),
                 }
             })
             .collect();
@@ -173,6 +178,49 @@ impl<'a> Env<'a> {
         lo
     }
 
+    /// The largest keep ratio that, given to the current group and every later one, meets the
+    /// target (the "fair share" of the rest of the budget).
+    pub fn fair_ratio(&self) -> f64 {
+        let mut r = self.ratios.clone();
+        let set = |x: f64, r: &mut Vec<f64>| {
+            for gi in &self.groups[self.t..] {
+                r[gi.group] = x;
+            }
+            self.macs_with(r) <= self.target
+        };
+        if set(1.0, &mut r) {
+            return 1.0;
+        }
+        if !set(self.min_keep, &mut r) {
+            return self.min_keep;
+        }
+        let (mut lo, mut hi) = (self.min_keep, 1.0);
+        for _ in 0..14 {
+            let mid = (lo + hi) / 2.0;
+            if set(mid, &mut r) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Share of the groups' MACs decided so far (groups before the current step).
+    pub fn decided_share(&self) -> f64 {
+        let all: u64 = self.groups.iter().map(|g| g.macs).sum();
+        let done: u64 = self.groups[..self.t.min(self.groups.len())]
+            .iter()
+            .map(|g| g.macs)
+            .sum();
+        done as f64 / all.max(1) as f64
+    }
+
+    /// The group decided by the current step.
+    pub fn current(&self) -> &GroupInfo {
+        &self.groups[self.t.min(self.groups.len().saturating_sub(1))]
+    }
+
     /// The state of the current step (all features roughly in [0, 1]). `acc` is the accuracy
     /// of the model pruned so far relative to the original (PuRL's dense state; 1 when unknown).
     pub fn state(&self, acc: f64) -> Vec<f32> {
@@ -196,6 +244,7 @@ impl<'a> Env<'a> {
             self.prev as f32,
             acc as f32,
             ((base - self.target as f64) / base - removed).max(0.0) as f32,
+            self.fair_ratio() as f32,
         ]
     }
 
@@ -234,8 +283,14 @@ pub struct Oracle<'a> {
     k: usize,
     /// Accuracy (or agreement) of the original model on the validation subset.
     pub original: f64,
-    cache: HashMap<Vec<bool>, f64>,
+    cache: HashMap<(Vec<bool>, usize), f64>,
+    /// Leading validation subsets for [`Oracle::measure_on`].
+    probes: HashMap<usize, Dataset>,
+    /// Normal equations of the ThiNet-style recovery, accumulated once.
+    fast: recover::FastCache,
     pub evaluations: usize,
+    /// Seconds spent in surgery, recovery and evaluation (summed over evaluations).
+    pub seconds: [f64; 3],
     tmp: TempDir,
 }
 
@@ -258,7 +313,7 @@ impl<'a> Oracle<'a> {
         let recover = recover::Options {
             mode: recover::Mode::Ls,
             sequential: false,
-            positions: 8,
+            positions: 16,
             runtime: kind,
             ..Default::default()
         };
@@ -273,20 +328,58 @@ impl<'a> Oracle<'a> {
             k,
             original,
             cache: HashMap::new(),
+            probes: HashMap::new(),
+            fast: recover::FastCache::new(),
             evaluations: 0,
+            seconds: [0.0; 3],
             tmp,
         })
     }
 
-    /// Top-1 (or agreement with the original, label-free) of the candidate `keep` after
+    /// Top-1 (or, label-free, 1/(1 + relative MSE) to the original) of the candidate `keep` after
     /// recovery, on the validation subset.
     pub fn measure(&mut self, keep: &[bool]) -> Result<f64> {
-        if let Some(&v) = self.cache.get(keep) {
+        self.measure_on(keep, self.val.n)
+    }
+
+    /// Samples in the validation subset.
+    pub fn val_len(&self) -> usize {
+        self.val.n
+    }
+
+    /// The original model's score on the first `n` validation samples (1 label-free).
+    pub fn original_on(&self, n: usize) -> f64 {
+        let n = n.clamp(1, self.val.n.max(1));
+        match (&self.val.y, self.label_free) {
+            (Some(y), false) => {
+                metrics::accuracy(&self.reference[..n * self.k], self.k, &y[..n]).top1
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// [`Oracle::measure`] on the first `n` validation samples only (a cheaper, noisier
+    /// probe: PuRL's per-step rewards).
+    pub fn measure_on(&mut self, keep: &[bool], n: usize) -> Result<f64> {
+        let n = n.clamp(1, self.val.n.max(1));
+        let key = (keep.to_vec(), n);
+        if let Some(&v) = self.cache.get(&key) {
             return Ok(v);
         }
+        if n < self.val.n && !self.probes.contains_key(&n) {
+            let idx: Vec<usize> = (0..n).collect();
+            self.probes.insert(n, self.val.subset(&idx));
+        }
+        let val = if n < self.val.n {
+            &self.probes[&n]
+        } else {
+            self.val
+        };
+        let t0 = std::time::Instant::now();
         let mut m = self.p.apply(keep)?;
-        let chw = (self.val.c, self.val.h, self.val.w);
-        recover::recover(
+        let chw = (val.c, val.h, val.w);
+        let t1 = std::time::Instant::now();
+        self.fast.recover(
             self.p,
             keep,
             &mut m,
@@ -295,14 +388,18 @@ impl<'a> Oracle<'a> {
             chw,
             &self.recover,
         )?;
-        let (l, k) = runtime::logits(self.kind, &m, &self.tmp, "candidate.onnx", self.val)?;
+        let t2 = std::time::Instant::now();
+        let (l, k) = runtime::logits(self.kind, &m, &self.tmp, "candidate.onnx", val)?;
+        self.seconds[0] += (t1 - t0).as_secs_f64();
+        self.seconds[1] += (t2 - t1).as_secs_f64();
+        self.seconds[2] += t2.elapsed().as_secs_f64();
         let v = if self.label_free {
-            metrics::fidelity(&self.reference, &l, self.k.max(k)).agreement
+            metrics::fidelity(&self.reference, &l, self.k.max(k)).score()
         } else {
-            metrics::accuracy(&l, k, self.val.y.as_ref().unwrap()).top1
+            metrics::accuracy(&l, k, val.y.as_ref().unwrap()).top1
         };
         self.evaluations += 1;
-        self.cache.insert(keep.to_vec(), v);
+        self.cache.insert(key, v);
         Ok(v)
     }
 }

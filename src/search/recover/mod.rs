@@ -37,6 +37,9 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use std::path::Path;
 
+mod cached;
+pub use cached::FastCache;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     None,
@@ -250,7 +253,7 @@ pub fn recover(
                     for bi in 0..b {
                         let img = &y.data[bi * ch * hw..(bi + 1) * ch * hw];
                         if ls {
-                            for pos in positions(o.seed, ti, s + bi, hw, m(t, hw)) {
+                            for pos in positions(o.seed, t.node.0, s + bi, hw, m(t, hw)) {
                                 c.rows.extend(t.kout.iter().map(|&k| img[k * hw + pos]));
                             }
                         } else {
@@ -268,19 +271,19 @@ pub fn recover(
                                         xin,
                                         None,
                                         o.seed,
-                                        ti,
+                                        t.node.0,
                                         0,
                                         m(t, hw),
                                         c.hw,
                                         c.hw2,
                                         w.nrows(),
                                     )?;
-                                    patch_mismatch(t, &rows, w, y, o.seed, ti, m(t, hw))
+                                    patch_mismatch(t, &rows, w, y, o.seed, t.node.0, m(t, hw))
                                 }
                                 None => f64::INFINITY,
                             };
                         }
-                        a.add(t, c, xin, Some(&t.kin), o.seed, ti, s, m(t, c.hw))?;
+                        a.add(t, c, xin, Some(&t.kin), o.seed, t.node.0, s, m(t, c.hw))?;
                     }
                     Ok::<(), Error>(())
                 })
@@ -329,7 +332,16 @@ pub fn recover(
                     .enumerate()
                     .filter(|(ti, _)| p_idx[*ti] != usize::MAX)
                     .try_for_each(|(ti, ((a, t), c))| {
-                        a.add(t, c, &outs[p_idx[ti]], None, o.seed, ti, s, m(t, c.hw))
+                        a.add(
+                            t,
+                            c,
+                            &outs[p_idx[ti]],
+                            None,
+                            o.seed,
+                            t.node.0,
+                            s,
+                            m(t, c.hw),
+                        )
                     })
             })?;
             report.passes += 1;
@@ -497,7 +509,8 @@ fn dims3(t: &HostTensor, label: &str) -> Result<(usize, usize, usize)> {
     Ok((b, c, hw))
 }
 
-/// Seeded output positions of sample `g` for target `ti` (the same in both models).
+/// Seeded output positions of sample `g` for the target with node index `ti` (the same in
+/// both models, whatever else is pruned).
 fn positions(seed: u64, ti: usize, g: usize, hw: usize, m: usize) -> Vec<usize> {
     if m >= hw {
         return (0..hw).collect();

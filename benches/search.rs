@@ -1,0 +1,174 @@
+//! Benchmark of the search (a program, not a timed test): every agent against the L1
+//! baselines, each row with the same recovery (sequential least squares from 1,000 training
+//! images), exactly as a user runs it — the `onnx-prune` binary, then `onnx-prune eval` on the
+//! held-out test set.
+//!
+//! Cases: CIFAR-10 resnet56 and resnet20 (`--data train_50k_jpeg.tar`, top-1 on all of
+//! `test_10k_jpeg.tar`), and seresnet20 from the zoo (random weights) label-free: the search
+//! maximises 1/(1 + relative MSE) to the original's outputs; the table gives the relative MSE
+//! on the test set (top-1 agreement is 1.0 for every plan: the random-weight original predicts
+//! one class for every image).
+//!
+//! `cargo bench --bench search [-- --quick] [-- --only resnet20|resnet56|zoo]`
+//! (`--quick`: resnet20 only, a third of the episodes). Needs ../shared (skips otherwise).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+struct Case {
+    name: &'static str,
+    model: PathBuf,
+    label_free: bool,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../shared");
+    if !shared.is_dir() {
+        println!("SKIP: ../shared is absent");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_onnx-prune");
+    let train = shared.join("data/cifar10/train_50k_jpeg.tar");
+    let test = shared.join("data/cifar10/test_10k_jpeg.tar");
+    let norm = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+    let cases = [
+        Case {
+            name: "resnet20",
+            model: shared.join("models/cifar10/resnet20.onnx"),
+            label_free: false,
+        },
+        Case {
+            name: "resnet56",
+            model: shared.join("models/cifar10/resnet56.onnx"),
+            label_free: false,
+        },
+        Case {
+            name: "zoo",
+            model: shared.join("models/zoo/seresnet20_cifar10.onnx"),
+            label_free: true,
+        },
+    ];
+    let tmp = std::env::temp_dir().join(format!("onnx-prune-bench-search-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let rows: [(&str, &[&str]); 5] = [
+        (
+            "uniform-L1",
+            &["--agent", "none", "--allocation", "uniform"],
+        ),
+        ("global-L1", &["--agent", "none", "--allocation", "global"]),
+        ("ddpg", &["--agent", "ddpg"]),
+        ("dqn", &["--agent", "dqn"]),
+        ("reinforce", &["--agent", "reinforce"]),
+    ];
+    for case in &cases {
+        if quick && case.name != "resnet20" {
+            continue;
+        }
+        if only.as_deref().is_some_and(|o| o != case.name) {
+            continue;
+        }
+        let metric = if case.label_free {
+            "relative MSE to the original (lower is better)"
+        } else {
+            "top-1"
+        };
+        println!(
+            "\n## {} ({}) at --target-flops 0.5, {metric} on {}\n",
+            case.name,
+            case.model.file_name().unwrap().to_string_lossy(),
+            test.file_name().unwrap().to_string_lossy()
+        );
+        println!("| method | {metric} | MACs kept | episodes | best at episode | evaluations | search s | wall s |");
+        println!("|---|---|---|---|---|---|---|---|");
+        let eval = |m: &Path| -> f64 {
+            let mut c = Command::new(bin);
+            c.arg("eval").arg(m).arg("--data").arg(&test).args(norm);
+            c.args(["--json", "--runtime", "auto"]);
+            if case.label_free {
+                c.arg("--label-free").arg("--reference").arg(&case.model);
+            }
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            j[if case.label_free { "rel_mse" } else { "top1" }]
+                .as_f64()
+                .unwrap()
+        };
+        if !case.label_free {
+            println!(
+                "| (original) | {:.4} | 100% | - | - | - | - | - |",
+                eval(&case.model)
+            );
+        }
+        for (name, flags) in rows {
+            let out = tmp.join(format!("{}-{name}.onnx", case.name));
+            let report = tmp.join(format!("{}-{name}.json", case.name));
+            let mut c = Command::new(bin);
+            c.arg(&case.model).arg("-o").arg(&out);
+            c.args(["--target-flops", "0.5", "--data"])
+                .arg(&train)
+                .args(norm);
+            c.args(["--calib-size", "1000", "--val-size", "1000", "--seed", "1"]);
+            c.args(flags).arg("--report").arg(&report);
+            if case.label_free {
+                c.arg("--label-free");
+            }
+            if quick && name != "uniform-L1" && name != "global-L1" {
+                let e = match name {
+                    "dqn" => "20",
+                    _ => "34",
+                };
+                c.args(["--episodes", e]);
+            }
+            let t = Instant::now();
+            let res = c.output().unwrap();
+            let wall = t.elapsed().as_secs_f64();
+            if !res.status.success() {
+                println!(
+                    "| {name} | failed: {} |",
+                    String::from_utf8_lossy(&res.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                );
+                continue;
+            }
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+            let s = &r["search"];
+            let v = |k: &str| {
+                s.get(k)
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "| {name} | {:.4} | {:.1}% | {} | {} | {} | {} | {wall:.0} |",
+                eval(&out),
+                100.0 * r["macs_ratio"].as_f64().unwrap(),
+                v("episodes"),
+                v("best_episode"),
+                v("evaluations"),
+                s.get("seconds")
+                    .and_then(|x| x.as_f64())
+                    .map(|x| format!("{x:.0}"))
+                    .unwrap_or_else(|| "-".into()),
+            );
+            for n in s["notes"].as_array().into_iter().flatten() {
+                println!("|   ↳ {} | | | | | | | |", n.as_str().unwrap_or(""));
+            }
+        }
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
