@@ -77,6 +77,11 @@ struct PruneArgs {
     /// With --agent reinforce: accuracy-drop bound b of the reward (b − drop)/b·log(C/C_kept)
     #[arg(long, default_value_t = 0.02)]
     drop_bound: f64,
+    /// With --agent ddpg|dqn|reinforce: burn backend for the agent: auto (a GPU adapter when
+    /// the build has the `wgpu` feature and one answers, else CPU), cpu, wgpu (any adapter,
+    /// CPU Vulkan drivers included)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
+    agent_device: String,
     /// With --agent ddpg|dqn|reinforce: the N best plans of the search and the data-free plan
     /// are recovered in full and scored on the validation subset; the best is written (0: take
     /// the search's best as it is)
@@ -1017,8 +1022,17 @@ fn search(
     extra: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     use onnx_prune::search::{env, rl};
+    if let Some(b) = onnx_prune::learn::Backend::parse(&args.agent_device) {
+        onnx_prune::learn::select(b);
+    }
     let agent = rl::Agent::parse(&args.agent)
         .ok_or_else(|| anyhow::anyhow!("unknown agent {}", args.agent))?;
+    if c.val.n == 0 {
+        bail!(
+            "--agent {} is rewarded on validation samples: give --val-size > 0 (or --agent none)",
+            agent.name()
+        );
+    }
     let episodes = args.episodes.unwrap_or(agent.default_episodes());
     // The search measures candidates on subsets (least-squares recovery from statistics of up
     // to 512 calibration images, gathered once; reward on up to 500 validation images); the

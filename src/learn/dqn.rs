@@ -194,23 +194,21 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A chain with a known optimum: 4 steps, state = one-hot step index, 12 actions; each
-    /// step is rewarded at once with −|a − target_t|/11 (dense, as PuRL's reward). The greedy
-    /// policy must find every target.
-    #[test]
-    fn dqn_learns_per_step_targets_from_dense_rewards() {
+    /// step is rewarded at once with −|a − target_t|/11 (dense, as PuRL's reward). Returns
+    /// how many steps the greedy policy gets right before and after training, and ε at the end.
+    pub(crate) fn chain_toy(device: &Device) -> (usize, usize, f64) {
         let targets = [2usize, 9, 5, 0];
-        let (device, _) = crate::learn::device();
         let episodes = 150;
         let cfg = Config {
             hidden: 64,
             total_steps: episodes * targets.len(),
             ..Default::default()
         };
-        let mut agent = Dqn::new(5, 12, cfg, 7, &device);
+        let mut agent = Dqn::new(5, 12, cfg, 7, device);
         let state = |t: usize| {
             let mut s = vec![0f32; 5];
             s[t] = 1.0;
@@ -230,10 +228,17 @@ mod tests {
                 agent.observe(s, a, r, state(t + 1), t == 3);
             }
         }
-        let after = hits(&agent);
+        (before, hits(&agent), agent.epsilon())
+    }
+
+    /// The greedy policy must find every target of the chain.
+    #[test]
+    fn dqn_learns_per_step_targets_from_dense_rewards() {
+        let (device, _) = crate::learn::device();
+        let (before, after, eps) = chain_toy(&device);
         eprintln!("dqn toy: {before}/4 -> {after}/4 greedy actions right");
         assert!(before <= 1, "untrained: {before} of 4 right");
         assert_eq!(after, 4, "greedy actions right for {after} of 4 steps");
-        assert!(agent.epsilon() < 0.06);
+        assert!(eps < 0.06);
     }
 }
