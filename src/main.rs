@@ -804,14 +804,7 @@ fn group_rows(
         .enumerate()
         .filter(|(_, grp)| !grp.producers.is_empty() || grp.declined.is_none())
         .map(|(i, grp)| {
-            let mut members: Vec<onnx_prune::ir::NodeId> = grp
-                .producers
-                .iter()
-                .chain(grp.consumers.iter())
-                .copied()
-                .collect();
-            members.sort();
-            members.dedup();
+            let members = grp.members();
             GroupRow {
                 id: i,
                 key: grp.key.clone(),
@@ -1338,9 +1331,7 @@ fn finish_pruned(
         .iter()
         .filter(|g| !g.producers.is_empty())
         .map(|g| {
-            let mut members: Vec<_> = g.producers.iter().chain(&g.consumers).copied().collect();
-            members.sort();
-            members.dedup();
+            let members = g.members();
             let sum =
                 |m: &HashMap<_, u64>| members.iter().map(|n| m.get(n).copied().unwrap_or(0)).sum();
             GroupLine {

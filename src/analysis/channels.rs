@@ -59,6 +59,20 @@ impl Group {
     pub fn channels(&self) -> usize {
         self.atoms.len()
     }
+
+    /// The nodes producing or consuming the group's channels, each once (a depthwise conv is
+    /// both), in id order.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut m: Vec<NodeId> = self
+            .producers
+            .iter()
+            .chain(&self.consumers)
+            .copied()
+            .collect();
+        m.sort();
+        m.dedup();
+        m
+    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -80,9 +80,8 @@ impl<'a> Env<'a> {
                         .unwrap_or(1) as f64
                 };
                 let macs = gr
-                    .producers
+                    .members()
                     .iter()
-                    .chain(&gr.consumers)
                     .map(|n| node_macs.get(n).copied().unwrap_or(0))
                     .sum();
                 GroupInfo {
