@@ -891,20 +891,21 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
             } else {
                 cands.truncate(1);
             }
-            let (keep, m, rep) = if cands.len() > 1 {
-                rerank(&p, c, args, cands, &mut extra)?
+            let (keep, m, rep, lp) = if cands.len() > 1 {
+                let (keep, m, rep, lp) = rerank(&p, c, args, cands, &mut extra)?;
+                (keep, m, rep, Some(lp))
             } else {
                 let keep = cands.remove(0).2;
                 let (m, rep) = recover_model(&p, &keep, c, args)?;
-                (keep, m, rep)
+                (keep, m, rep, None)
             };
-            measure(&p, &m, &rep, c, args, &mut extra)?;
+            measure(&p, &m, &rep, c, args, lp, &mut extra)?;
             (keep, m)
         }
         Some(c) => {
             let keep = data_free();
             let (m, rep) = recover_model(&p, &keep, c, args)?;
-            measure(&p, &m, &rep, c, args, &mut extra)?;
+            measure(&p, &m, &rep, c, args, None, &mut extra)?;
             (keep, m)
         }
         None => {
@@ -937,9 +938,31 @@ struct DataCtx {
     #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
     kind: onnx_prune::eval::runtime::Kind,
     chw: (usize, usize, usize),
+    /// The original model's outputs on `val` (computed once, for re-ranking and the report).
+    original: std::cell::OnceCell<(Vec<f32>, usize)>,
 }
 
 impl DataCtx {
+    /// The original model's outputs on the validation subset, and outputs per sample.
+    #[cfg(any(feature = "tract", feature = "ort"))]
+    fn original_logits(
+        &self,
+        p: &onnx_prune::search::datafree::Pruner,
+    ) -> Result<&(Vec<f32>, usize)> {
+        if self.original.get().is_none() {
+            let tmp = onnx_prune::eval::TempDir::new("original")?;
+            let l = onnx_prune::eval::runtime::logits(
+                self.kind,
+                &p.model,
+                &tmp,
+                "original.onnx",
+                &self.val,
+            )?;
+            let _ = self.original.set(l);
+        }
+        Ok(self.original.get().unwrap())
+    }
+
     fn load(
         p: &onnx_prune::search::datafree::Pruner,
         data: &Path,
@@ -971,6 +994,7 @@ impl DataCtx {
             val: ds.subset(&vi),
             kind,
             chw,
+            original: Default::default(),
         })
     }
 }
@@ -1174,6 +1198,15 @@ fn recover_model(
     Ok((pruned, rep))
 }
 
+/// The re-ranking's winner: plan, recovered model, its recovery report and its outputs on the
+/// validation subset.
+type Rerank = (
+    Vec<bool>,
+    Model,
+    onnx_prune::search::recover::Report,
+    Vec<f32>,
+);
+
 /// Re-ranks candidates (the search's best plans and the data-free plan) by what is shipped:
 /// each is recovered exactly as the final model is and scored on the whole validation subset;
 /// the best wins. Returns it with its recovered model.
@@ -1184,21 +1217,25 @@ fn rerank(
     args: &PruneArgs,
     cands: Vec<(String, Option<f64>, Vec<bool>)>,
     extra: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<(Vec<bool>, Model, onnx_prune::search::recover::Report)> {
+) -> Result<Rerank> {
     use onnx_prune::eval::{self, metrics, runtime};
     let tmp = eval::TempDir::new("rerank")?;
-    let (lo, k) = runtime::logits(c.kind, &p.model, &tmp, "original.onnx", &c.val)?;
-    let labels = c.val.y.as_ref().filter(|_| !args.label_free);
+    let (lo, k) = c.original_logits(p)?;
+    let labels = c.val.y.as_deref().filter(|_| !args.label_free);
     let total = cands.len();
     let mut rows = vec![];
-    let mut best: Option<(f64, Vec<bool>, Model, onnx_prune::search::recover::Report)> = None;
+    type Best = (
+        f64,
+        Vec<bool>,
+        Model,
+        onnx_prune::search::recover::Report,
+        Vec<f32>,
+    );
+    let mut best: Option<Best> = None;
     for (i, (source, proxy, keep)) in cands.into_iter().enumerate() {
         let (m, rep) = recover_model(p, &keep, c, args)?;
         let (lp, _) = runtime::logits(c.kind, &m, &tmp, "candidate.onnx", &c.val)?;
-        let v = match labels {
-            Some(y) => metrics::accuracy(&lp, k, y).top1,
-            None => metrics::fidelity(&lo, &lp, k).score(),
-        };
+        let v = metrics::reward(lo, &lp, *k, labels);
         eprintln!(
             "rerank {}/{total}: {source}{} -> {v:.4} on {} validation samples",
             i + 1,
@@ -1209,14 +1246,14 @@ fn rerank(
         );
         rows.push(json!({"source": source, "search_score": proxy, "val_score": v}));
         if best.as_ref().is_none_or(|b| v > b.0) {
-            best = Some((v, keep, m, rep));
+            best = Some((v, keep, m, rep, lp));
         }
     }
     if let Some(serde_json::Value::Object(s)) = extra.get_mut("search") {
         s.insert("rerank".into(), json!(rows));
     }
-    let (_, keep, m, rep) = best.ok_or_else(|| anyhow::anyhow!("no candidate to re-rank"))?;
-    Ok((keep, m, rep))
+    let (_, keep, m, rep, lp) = best.ok_or_else(|| anyhow::anyhow!("no candidate to re-rank"))?;
+    Ok((keep, m, rep, lp))
 }
 
 #[cfg(not(any(feature = "tract", feature = "ort")))]
@@ -1226,7 +1263,7 @@ fn rerank(
     _: &PruneArgs,
     _: Vec<(String, Option<f64>, Vec<bool>)>,
     _: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<(Vec<bool>, Model, onnx_prune::search::recover::Report)> {
+) -> Result<Rerank> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
 
@@ -1239,16 +1276,23 @@ fn measure(
     rep: &onnx_prune::search::recover::Report,
     c: &DataCtx,
     args: &PruneArgs,
+    pruned_logits: Option<Vec<f32>>,
     out: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<()> {
     use onnx_prune::eval::{self, metrics, runtime};
     let (val, kind) = (&c.val, c.kind);
     out.insert("recover".into(), serde_json::to_value(rep)?);
     if val.n > 0 {
-        let tmp = eval::TempDir::new("measure")?;
-        let (lo, k) = runtime::logits(kind, &p.model, &tmp, "original.onnx", val)?;
-        let (lp, _) = runtime::logits(kind, pruned, &tmp, "pruned.onnx", val)?;
-        let f = metrics::fidelity(&lo, &lp, k);
+        let (lo, k) = c.original_logits(p)?;
+        let (lo, k) = (lo.as_slice(), *k);
+        let lp = match pruned_logits {
+            Some(l) => l,
+            None => {
+                let tmp = eval::TempDir::new("measure")?;
+                runtime::logits(kind, pruned, &tmp, "pruned.onnx", val)?.0
+            }
+        };
+        let f = metrics::fidelity(lo, &lp, k);
         let mut msg = format!(
             "validation ({} samples, {}): top-1 agreement with the original {:.4}, mean KL {:.4}",
             val.n,
@@ -1262,7 +1306,7 @@ fn measure(
         out.insert("rel_mse".into(), json!(f.rel_mse));
         msg += &format!(", relative MSE {:.3e}", f.rel_mse);
         if let Some(y) = val.y.as_ref().filter(|_| !args.label_free) {
-            let (ao, ap) = (metrics::accuracy(&lo, k, y), metrics::accuracy(&lp, k, y));
+            let (ao, ap) = (metrics::accuracy(lo, k, y), metrics::accuracy(&lp, k, y));
             msg += &format!("; top-1 {:.4} -> {:.4}", ao.top1, ap.top1);
             out.insert("top1_before".into(), json!(ao.top1));
             out.insert("top1_after".into(), json!(ap.top1));
@@ -1279,6 +1323,7 @@ fn measure(
     _: &onnx_prune::search::recover::Report,
     _: &DataCtx,
     _: &PruneArgs,
+    _: Option<Vec<f32>>,
     _: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<()> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")

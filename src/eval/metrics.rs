@@ -55,6 +55,15 @@ impl Fidelity {
     }
 }
 
+/// What the search maximises for a candidate's outputs `model` (k per sample): top-1 with
+/// labels, else [`Fidelity::score`] against the original's outputs `reference`.
+pub fn reward(reference: &[f32], model: &[f32], k: usize, labels: Option<&[i64]>) -> f64 {
+    match labels {
+        Some(y) => accuracy(model, k, y).top1,
+        None => fidelity(reference, model, k).score(),
+    }
+}
+
 fn softmax(row: &[f32]) -> Vec<f64> {
     let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();

@@ -392,11 +392,8 @@ impl<'a> Oracle<'a> {
         self.seconds[0] += (t1 - t0).as_secs_f64();
         self.seconds[1] += (t2 - t1).as_secs_f64();
         self.seconds[2] += t2.elapsed().as_secs_f64();
-        let v = if self.label_free {
-            metrics::fidelity(&self.reference, &l, self.k.max(k)).score()
-        } else {
-            metrics::accuracy(&l, k, val.y.as_ref().unwrap()).top1
-        };
+        let labels = val.y.as_deref().filter(|_| !self.label_free);
+        let v = metrics::reward(&self.reference, &l, self.k.max(k), labels);
         self.evaluations += 1;
         self.cache.insert(key, v);
         Ok(v)
