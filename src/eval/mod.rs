@@ -1,6 +1,7 @@
 //! Running models: the runtimes behind one trait (`runtime`: tract, ONNX Runtime), datasets,
 //! metrics, and a seeded comparison of two models on random inputs (proves rewrites).
 
+pub mod burn_rt;
 pub mod data;
 pub mod metrics;
 #[cfg(feature = "ort")]

@@ -13,6 +13,8 @@ use std::path::Path;
 pub enum Kind {
     Tract,
     Ort,
+    /// The model's IR run by burn (see `burn_rt`).
+    Burn,
 }
 
 impl Kind {
@@ -20,6 +22,7 @@ impl Kind {
         match self {
             Kind::Tract => "tract",
             Kind::Ort => "ort",
+            Kind::Burn => "burn",
         }
     }
 }
@@ -27,10 +30,14 @@ impl Kind {
 /// Resolves `tract|ort|auto` to a runtime this build and machine have, and returns one line
 /// saying which (with the library and execution provider for ONNX Runtime).
 pub fn choose(want: &str) -> Result<(Kind, String)> {
-    if !matches!(want, "tract" | "ort" | "auto") {
+    if !matches!(want, "tract" | "ort" | "burn" | "auto") {
         return Err(Error::Usage(format!(
-            "unknown runtime '{want}' (tract, ort, auto)"
+            "unknown runtime '{want}' (tract, ort, burn, auto)"
         )));
+    }
+    if want == "burn" {
+        let (_, line) = crate::learn::infer_device();
+        return Ok((Kind::Burn, format!("runtime: burn ({line})")));
     }
     #[cfg(feature = "ort")]
     if want != "tract" {
@@ -117,6 +124,11 @@ pub fn open(
             batch: batch.max(1),
             chw,
         })),
+        Kind::Burn => Ok(Box::new(super::burn_rt::BurnRuntime::new(
+            path,
+            batch.max(1),
+            chw,
+        )?)),
         #[cfg(feature = "tract")]
         Kind::Tract => Ok(Box::new(super::tract_rt::Batched::new(
             path,

@@ -1,0 +1,634 @@
+//! The IR as a trainable burn network: phase 1 classifies every value as *host* (constants and
+//! what is computed from shapes) or *device* (computed from the image input), phase 2 picks an
+//! implementation per node (a burn op from [`ops`] for device nodes, the IR's constant folder
+//! for host nodes), phase 3 turns float weight initializers into parameters; [`Net::forward`]
+//! then runs the nodes in topological order, dropping each value after its last use.
+//!
+//! Invariants:
+//! - Every device tensor is a [`Dt`]: a rank-6 burn tensor holding a rank-`r` value (r ≤ 6) in its
+//!   last `r` axes with leading ones, so numpy broadcasting between ranks is burn's same-rank
+//!   broadcasting and one tensor type serves every op.
+//! - Parameters are the float initializers an op names as weights ([`ops::BurnOp::weights`]);
+//!   everything else stays a constant. Running statistics ([`ops::BurnOp::buffers`]) change
+//!   only in training mode, never through gradients.
+//! - [`Net::write_back`] replaces exactly the parameter and buffer initializers, bit for bit.
+
+pub mod ops;
+
+use crate::error::{Error, Result};
+use crate::ir::ops::{Fact, InferCx};
+use crate::ir::{DataType, Model, Node, NodeId, Tensor as IrTensor, ValueDef, ValueId};
+use burn::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const MAX_RANK: usize = 6;
+
+/// A device tensor of logical rank `rank` (see the module invariants).
+#[derive(Clone, Debug)]
+pub struct Dt {
+    pub t: Tensor<6>,
+    pub rank: usize,
+}
+
+fn pad6(dims: &[usize]) -> [usize; 6] {
+    let mut s = [1usize; 6];
+    s[6 - dims.len()..].copy_from_slice(dims);
+    s
+}
+
+impl Dt {
+    pub fn new(t: Tensor<6>, rank: usize) -> Dt {
+        Dt { t, rank }
+    }
+    pub fn from_vec(data: Vec<f32>, dims: &[usize], device: &Device) -> Dt {
+        let t = Tensor::<6>::from_data(TensorData::new(data, pad6(dims)), device);
+        Dt::new(t, dims.len())
+    }
+    pub fn dims(&self) -> Vec<usize> {
+        self.t.dims()[6 - self.rank..].to_vec()
+    }
+    /// Physical axis of logical axis `a`.
+    pub fn ax(&self, a: usize) -> usize {
+        6 - self.rank + a
+    }
+    pub fn reshape(self, dims: &[usize]) -> ops::OpResult<Dt> {
+        if dims.len() > MAX_RANK {
+            return Err(format!(
+                "rank {} is above the supported {MAX_RANK}",
+                dims.len()
+            ));
+        }
+        let n: usize = dims.iter().product();
+        let m: usize = self.dims().iter().product();
+        if n != m {
+            return Err(format!(
+                "cannot reshape {:?} ({m} elements) to {dims:?}",
+                self.dims()
+            ));
+        }
+        Ok(Dt::new(self.t.reshape(pad6(dims)), dims.len()))
+    }
+    /// The value as a rank-`r` view with leading ones (r ≥ rank): numpy's implicit expansion.
+    pub fn lift(self, r: usize) -> Dt {
+        Dt::new(self.t, r.max(self.rank))
+    }
+    pub fn to4(self) -> ops::OpResult<Tensor<4>> {
+        if self.rank != 4 {
+            return Err(format!("expected a rank-4 tensor, got {:?}", self.dims()));
+        }
+        let d = self.dims();
+        Ok(self.t.reshape([d[0], d[1], d[2], d[3]]))
+    }
+    pub fn from4(t: Tensor<4>) -> Dt {
+        let d = t.dims();
+        Dt::new(t.reshape(pad6(&d)), 4)
+    }
+    pub fn to2(self) -> ops::OpResult<Tensor<2>> {
+        if self.rank != 2 {
+            return Err(format!("expected a rank-2 tensor, got {:?}", self.dims()));
+        }
+        let d = self.dims();
+        Ok(self.t.reshape([d[0], d[1]]))
+    }
+    pub fn from2(t: Tensor<2>) -> Dt {
+        let d = t.dims();
+        Dt::new(t.reshape(pad6(&d)), 2)
+    }
+    pub fn to1(self) -> ops::OpResult<Tensor<1>> {
+        let n: usize = self.dims().iter().product();
+        if self.dims().iter().filter(|&&d| d != 1).count() > 1 {
+            return Err(format!("expected a vector, got {:?}", self.dims()));
+        }
+        Ok(self.t.reshape([n]))
+    }
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.t
+            .to_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default()
+    }
+}
+
+/// A value during the forward pass.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // device tensors are the common case; boxing them costs more
+pub enum Val {
+    /// On the device (float).
+    F(Dt),
+    /// On the host: a constant or something computed from shapes.
+    H(Arc<IrTensor>),
+}
+
+/// What an op sees while it runs.
+pub struct Fx<'a> {
+    pub node: &'a Node,
+    pub id: NodeId,
+    pub opset: i64,
+    pub train: bool,
+    pub device: &'a Device,
+    /// New running statistics: (input slot, value), applied after the pass in training mode.
+    pub updates: RefCell<Vec<(usize, Dt)>>,
+}
+
+impl Fx<'_> {
+    pub fn attr_i(&self, name: &str, default: i64) -> i64 {
+        self.node.attr_i(name).unwrap_or(default)
+    }
+    pub fn attr_f(&self, name: &str, default: f32) -> f32 {
+        self.node.attr_f(name).unwrap_or(default)
+    }
+    pub fn attr_ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.node.attr_ints(name).map(|v| v.to_vec())
+    }
+    pub fn attr_s(&self, name: &str, default: &str) -> String {
+        self.node.attr_s(name).unwrap_or(default).to_string()
+    }
+    /// Input `i` as a device tensor (host float constants are uploaded).
+    pub fn f(&self, ins: &[Option<Val>], i: usize) -> ops::OpResult<Dt> {
+        match ins.get(i).and_then(|v| v.as_ref()) {
+            Some(Val::F(d)) => Ok(d.clone()),
+            Some(Val::H(t)) => host_to_dt(t, self.device),
+            None => Err(format!("missing input #{i}")),
+        }
+    }
+    /// Optional input `i` as a device tensor.
+    pub fn opt_f(&self, ins: &[Option<Val>], i: usize) -> ops::OpResult<Option<Dt>> {
+        match ins.get(i).and_then(|v| v.as_ref()) {
+            None => Ok(None),
+            Some(_) => self.f(ins, i).map(Some),
+        }
+    }
+    /// Optional input `i` as host integers (axes, pads, shapes).
+    pub fn ints(&self, ins: &[Option<Val>], i: usize) -> ops::OpResult<Option<Vec<i64>>> {
+        match ins.get(i).and_then(|v| v.as_ref()) {
+            None => Ok(None),
+            Some(Val::H(t)) if t.numel() == 0 => Ok(None),
+            Some(Val::H(t)) => t
+                .as_i64s()
+                .map(Some)
+                .ok_or_else(|| format!("input #{i} is not an integer tensor")),
+            Some(Val::F(_)) => Err(format!(
+                "input #{i} is computed from the image input; only constants are supported there"
+            )),
+        }
+    }
+    /// Optional input `i` as host floats (scales, clip bounds).
+    pub fn floats(&self, ins: &[Option<Val>], i: usize) -> ops::OpResult<Option<Vec<f32>>> {
+        match ins.get(i).and_then(|v| v.as_ref()) {
+            None => Ok(None),
+            Some(Val::H(t)) if t.numel() == 0 => Ok(None),
+            Some(Val::H(t)) => t
+                .to_arr()
+                .and_then(|a| a.to_f32_vec())
+                .map(Some)
+                .ok_or_else(|| format!("input #{i} is not a numeric tensor")),
+            Some(Val::F(d)) => Ok(Some(d.to_vec())),
+        }
+    }
+}
+
+/// Uploads a host float tensor.
+pub fn host_to_dt(t: &IrTensor, device: &Device) -> ops::OpResult<Dt> {
+    if t.dims.len() > MAX_RANK {
+        return Err(format!(
+            "rank {} is above the supported {MAX_RANK}",
+            t.dims.len()
+        ));
+    }
+    let v = t
+        .to_arr()
+        .and_then(|a| a.to_f32_vec())
+        .ok_or_else(|| format!("a {} constant cannot be used as floats", t.dtype.name()))?;
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    Ok(Dt::from_vec(v, &dims, device))
+}
+
+enum Impl {
+    Burn(&'static dyn ops::BurnOp),
+    /// Evaluated on the host by the IR's constant folder (shape arithmetic).
+    Host(&'static dyn crate::ir::ops::Op),
+}
+
+struct Step {
+    node: NodeId,
+    imp: Impl,
+    /// Values whose last use is this step (dropped after it).
+    drop: Vec<ValueId>,
+}
+
+/// A trainable parameter or a running-statistics buffer: an initializer of the model.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    pub value: ValueId,
+    pub name: String,
+    pub dims: Vec<usize>,
+}
+
+/// The model as a burn network.
+pub struct Net {
+    model: Model,
+    steps: Vec<Step>,
+    /// Constant values by value id (parameters and buffers included).
+    consts: Vec<Option<Val>>,
+    input: ValueId,
+    outputs: Vec<ValueId>,
+    params: Vec<Slot>,
+    buffers: Vec<Slot>,
+    device: Device,
+}
+
+/// Which nodes a model cannot run on burn, by name: empty when it can.
+pub fn unsupported(model: &Model) -> Vec<String> {
+    match plan(model) {
+        Ok(_) => vec![],
+        Err(v) => v,
+    }
+}
+
+/// Phase 1 + 2: an implementation per node in topological order, or the nodes that have none.
+fn plan(model: &Model) -> std::result::Result<Vec<(NodeId, Impl)>, Vec<String>> {
+    let g = &model.graph;
+    let order = g
+        .topo_order()
+        .map_err(|n| vec![format!("cycle through node {}", g.node(n).label(n))])?;
+    let mut device = vec![false; g.values.len()];
+    for &v in &g.inputs {
+        if matches!(g.value(v).def, ValueDef::Input) {
+            device[v.0] = true;
+        }
+    }
+    let mut bad = Vec::new();
+    let mut out = Vec::new();
+    for id in order {
+        let node = g.node(id);
+        let dev_in = node.inputs.iter().flatten().any(|v| device[v.0]);
+        let imp = if dev_in {
+            match ops::lookup(node) {
+                Some(op) => {
+                    if !op.host_output() {
+                        for o in node.outputs.iter().flatten() {
+                            device[o.0] = true;
+                        }
+                    }
+                    Impl::Burn(op)
+                }
+                None => {
+                    bad.push(format!(
+                        "{} ({})",
+                        node.label(id),
+                        if node.is_standard() {
+                            "no trainable implementation"
+                        } else {
+                            "custom domain"
+                        }
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            match crate::ir::ops::lookup(node) {
+                Some(op) => Impl::Host(op),
+                None => {
+                    bad.push(format!("{} (cannot be evaluated)", node.label(id)));
+                    continue;
+                }
+            }
+        };
+        out.push((id, imp));
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(bad)
+    }
+}
+
+impl Net {
+    /// Builds the network for `model` on `device` (an autodiff device for training). Fails,
+    /// naming every node that cannot run, before any work starts.
+    ///
+    /// The network is built from a simplified copy (identities removed, constants folded, no
+    /// BatchNorm folding), so weights reached through `Identity` nodes are parameters;
+    /// [`Net::write_back`] returns that simplified model with the trained weights.
+    pub fn new(model: &Model, device: &Device) -> Result<Net> {
+        let mut model = model.clone();
+        crate::rewrite::simplify(&mut model, &crate::rewrite::PassOptions::default())?;
+        let steps = plan(&model).map_err(|bad| {
+            Error::Usage(format!(
+                "these nodes cannot be trained or run on burn: {}",
+                bad.join(", ")
+            ))
+        })?;
+        let g = &model.graph;
+        let inputs: Vec<ValueId> = g
+            .inputs
+            .iter()
+            .copied()
+            .filter(|&v| matches!(g.value(v).def, ValueDef::Input))
+            .collect();
+        let [input] = inputs[..] else {
+            return Err(Error::Usage(format!(
+                "burn networks take one image input; the model has {}",
+                inputs.len()
+            )));
+        };
+        // Phase 3: constants, parameters, buffers.
+        let mut consts: Vec<Option<Val>> = vec![None; g.values.len()];
+        let mut params = Vec::new();
+        let mut buffers = Vec::new();
+        let mut role: HashMap<ValueId, bool> = HashMap::new(); // true: parameter
+        for (id, imp) in &steps {
+            let Impl::Burn(op) = imp else { continue };
+            let node = g.node(*id);
+            for (slots, is_param) in [(op.weights(), true), (op.buffers(), false)] {
+                for &s in slots {
+                    let Some(Some(v)) = node.inputs.get(s) else {
+                        continue;
+                    };
+                    let val = g.value(*v);
+                    let Some(c) = val.constant() else { continue };
+                    let trainable = c.tensor.dtype == DataType::FLOAT
+                        && matches!(
+                            c.origin,
+                            crate::ir::ConstOrigin::Initializer {
+                                overridable: false,
+                                ..
+                            }
+                        )
+                        && c.tensor.dims.len() <= MAX_RANK;
+                    if trainable {
+                        role.entry(*v).or_insert(is_param);
+                    }
+                }
+            }
+        }
+        for (i, val) in g.values.iter().enumerate() {
+            let Some(c) = val.constant() else { continue };
+            let v = ValueId(i);
+            match role.get(&v) {
+                Some(&is_param) => {
+                    let dt = host_to_dt(&c.tensor, device)
+                        .map_err(|e| Error::Usage(format!("initializer '{}': {e}", val.name)))?;
+                    let slot = Slot {
+                        value: v,
+                        name: val.name.clone(),
+                        dims: dt.dims(),
+                    };
+                    if is_param {
+                        params.push(slot);
+                        let t = if device.is_autodiff() {
+                            dt.t.require_grad()
+                        } else {
+                            dt.t
+                        };
+                        consts[i] = Some(Val::F(Dt::new(t, dt.rank)));
+                    } else {
+                        buffers.push(slot);
+                        consts[i] = Some(Val::F(dt));
+                    }
+                }
+                None => consts[i] = Some(Val::H(c.tensor.clone())),
+            }
+        }
+        // Last uses.
+        let mut last: HashMap<ValueId, usize> = HashMap::new();
+        for (k, (id, _)) in steps.iter().enumerate() {
+            for v in g.node(*id).inputs.iter().flatten() {
+                last.insert(*v, k);
+            }
+        }
+        let outputs = g.outputs.clone();
+        let mut drops: Vec<Vec<ValueId>> = vec![vec![]; steps.len()];
+        for (v, k) in last {
+            if consts[v.0].is_none() && !outputs.contains(&v) {
+                drops[k].push(v);
+            }
+        }
+        let steps = steps
+            .into_iter()
+            .zip(drops)
+            .map(|((node, imp), drop)| Step { node, imp, drop })
+            .collect();
+        Ok(Net {
+            model,
+            steps,
+            consts,
+            input,
+            outputs,
+            params,
+            buffers,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn params(&self) -> &[Slot] {
+        &self.params
+    }
+    pub fn buffers(&self) -> &[Slot] {
+        &self.buffers
+    }
+    /// Number of trainable scalars.
+    pub fn param_count(&self) -> usize {
+        self.params
+            .iter()
+            .map(|s| s.dims.iter().product::<usize>())
+            .sum()
+    }
+    /// The model this network was built from (weights as built, see [`Net::write_back`]).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    /// Dims of the image input as declared (batch and other symbolic dims are `None`).
+    pub fn input_dims(&self) -> Vec<Option<usize>> {
+        self.model
+            .graph
+            .value(self.input)
+            .declared_shape()
+            .map(|s| {
+                s.iter()
+                    .map(|d| match d {
+                        crate::ir::Dim::Known(v) if *v > 0 => Some(*v as usize),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The current value of parameter `i`.
+    pub fn param(&self, i: usize) -> Dt {
+        match &self.consts[self.params[i].value.0] {
+            Some(Val::F(d)) => d.clone(),
+            _ => unreachable!("parameters are device tensors"),
+        }
+    }
+    /// Replaces parameter `i` (the new value becomes a fresh leaf that requires gradients).
+    pub fn set_param(&mut self, i: usize, t: Tensor<6>) {
+        let s = &self.params[i];
+        let rank = s.dims.len();
+        let t = if self.device.is_autodiff() {
+            t.inner().autodiff().require_grad()
+        } else {
+            t.inner()
+        };
+        self.consts[s.value.0] = Some(Val::F(Dt::new(t, rank)));
+    }
+    pub fn buffer(&self, i: usize) -> Dt {
+        match &self.consts[self.buffers[i].value.0] {
+            Some(Val::F(d)) => d.clone(),
+            _ => unreachable!("buffers are device tensors"),
+        }
+    }
+    pub fn set_buffer(&mut self, i: usize, t: Tensor<6>) {
+        let s = &self.buffers[i];
+        let t = if self.device.is_autodiff() {
+            t.inner().autodiff()
+        } else {
+            t.inner()
+        };
+        self.consts[s.value.0] = Some(Val::F(Dt::new(t, s.dims.len())));
+    }
+
+    /// Runs the network on `x` (`[N, …]` as the model's input); returns every graph output.
+    /// In training mode BatchNormalization uses batch statistics and updates its running ones.
+    pub fn forward(&mut self, x: Dt, train: bool) -> Result<Vec<Dt>> {
+        let (outs, updates) = self.run(x, train)?;
+        if train {
+            for (v, d) in updates {
+                if let Some(i) = self.buffers.iter().position(|s| s.value == v) {
+                    self.set_buffer(i, d.t);
+                }
+            }
+        }
+        Ok(outs)
+    }
+
+    /// Evaluation-mode forward pass without touching any state.
+    pub fn infer(&self, x: Dt) -> Result<Vec<Dt>> {
+        Ok(self.run(x, false)?.0)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run(&self, x: Dt, train: bool) -> Result<(Vec<Dt>, Vec<(ValueId, Dt)>)> {
+        let g = &self.model.graph;
+        let mut env: Vec<Option<Val>> = vec![None; g.values.len()];
+        env[self.input.0] = Some(Val::F(x));
+        let opset = self.model.opset();
+        let mut updates = Vec::new();
+        for step in &self.steps {
+            let node = g.node(step.node);
+            let ins: Vec<Option<Val>> = node
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|v| env[v.0].as_ref().or(self.consts[v.0].as_ref()).cloned()))
+                .collect();
+            let fail = |msg: String| Error::Node {
+                node: node.label(step.node),
+                msg,
+            };
+            let outs = match &step.imp {
+                Impl::Burn(op) => {
+                    let cx = Fx {
+                        node,
+                        id: step.node,
+                        opset,
+                        train,
+                        device: &self.device,
+                        updates: RefCell::new(Vec::new()),
+                    };
+                    let outs = op.forward(&cx, &ins).map_err(fail)?;
+                    for (slot, d) in cx.updates.into_inner() {
+                        if let Some(Some(v)) = node.inputs.get(slot) {
+                            updates.push((*v, d));
+                        }
+                    }
+                    outs
+                }
+                Impl::Host(op) => host_eval(*op, node, opset, &ins).map_err(fail)?,
+            };
+            for (o, val) in node.outputs.iter().zip(outs) {
+                if let Some(o) = o {
+                    env[o.0] = Some(val);
+                }
+            }
+            for v in &step.drop {
+                env[v.0] = None;
+            }
+        }
+        let mut outs = Vec::new();
+        for &o in &self.outputs {
+            let v = env[o.0]
+                .take()
+                .or_else(|| self.consts[o.0].clone())
+                .ok_or_else(|| {
+                    Error::Invalid(format!("output '{}' was not computed", g.value(o).name))
+                })?;
+            outs.push(match v {
+                Val::F(d) => d,
+                Val::H(t) => host_to_dt(&t, &self.device).map_err(Error::Invalid)?,
+            });
+        }
+        Ok((outs, updates))
+    }
+
+    /// The model with the network's current parameters and buffers written into their
+    /// initializers (same names, dims and order; f32 bits unchanged).
+    pub fn write_back(&self) -> Model {
+        let mut m = self.model.clone();
+        for s in self.params.iter().chain(&self.buffers) {
+            let Some(Val::F(d)) = &self.consts[s.value.0] else {
+                continue;
+            };
+            let dims: Vec<i64> = s.dims.iter().map(|&x| x as i64).collect();
+            let t = IrTensor::f32(&dims, d.to_vec());
+            if let ValueDef::Const(c) = &mut m.graph.value_mut(s.value).def {
+                c.tensor = Arc::new(t);
+                c.external = false;
+            }
+        }
+        m
+    }
+}
+
+/// Evaluates a host node with the IR's constant folder.
+fn host_eval(
+    op: &dyn crate::ir::ops::Op,
+    node: &Node,
+    opset: i64,
+    ins: &[Option<Val>],
+) -> ops::OpResult<Vec<Val>> {
+    let facts: Vec<Option<Fact>> = ins
+        .iter()
+        .map(|v| match v {
+            Some(Val::H(t)) => Some(Fact::from_tensor(t.clone())),
+            Some(Val::F(d)) => {
+                let dims: Vec<i64> = d.dims().iter().map(|&v| v as i64).collect();
+                Some(Fact::from_tensor(Arc::new(IrTensor::f32(
+                    &dims,
+                    d.to_vec(),
+                ))))
+            }
+            None => None,
+        })
+        .collect();
+    let cx = InferCx {
+        node,
+        opset,
+        inputs: facts.iter().map(|f| f.as_ref()).collect(),
+        eval: true,
+    };
+    let outs = op.infer(&cx)?;
+    outs.into_iter()
+        .map(|f| {
+            f.value
+                .map(Val::H)
+                .ok_or_else(|| "its value could not be computed on the host".to_string())
+        })
+        .collect()
+}

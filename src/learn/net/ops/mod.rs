@@ -1,0 +1,176 @@
+//! burn implementations of ONNX ops, one file per op family, each starting with links to the
+//! ONNX spec. The registry ([`lookup`]) is a plain table from op type to implementation, as in
+//! `crate::ir::ops`: adding an op is adding a row.
+
+mod act;
+mod binary;
+mod conv;
+mod gemm;
+mod layout;
+mod norm;
+mod pool;
+mod reduce;
+mod resize;
+mod select;
+
+use super::{Dt, Fx, Val};
+use crate::ir::Node;
+
+pub type OpResult<T> = Result<T, String>;
+
+pub trait BurnOp: Sync {
+    /// Output values for the node's inputs (`None`: an omitted optional input).
+    fn forward(&self, cx: &Fx, ins: &[Option<Val>]) -> OpResult<Vec<Val>>;
+    /// Input slots holding trainable weights when they are float initializers.
+    fn weights(&self) -> &'static [usize] {
+        &[]
+    }
+    /// Input slots holding running statistics (updated in training mode, not by gradients).
+    fn buffers(&self) -> &'static [usize] {
+        &[]
+    }
+    /// Whether the outputs live on the host even for device inputs (Shape, Size).
+    fn host_output(&self) -> bool {
+        false
+    }
+}
+
+type Entry = (&'static str, &'static dyn BurnOp);
+
+static OPS: &[Entry] = &[
+    ("Conv", &conv::Conv),
+    ("ConvTranspose", &conv::ConvTranspose),
+    ("BatchNormalization", &norm::BatchNorm),
+    ("Gemm", &gemm::Gemm),
+    ("MatMul", &gemm::MatMul),
+    ("Relu", &act::Act),
+    ("LeakyRelu", &act::Act),
+    ("Sigmoid", &act::Act),
+    ("HardSigmoid", &act::Act),
+    ("HardSwish", &act::Act),
+    ("Tanh", &act::Act),
+    ("Elu", &act::Act),
+    ("Selu", &act::Act),
+    ("Celu", &act::Act),
+    ("Softplus", &act::Act),
+    ("Softsign", &act::Act),
+    ("Gelu", &act::Act),
+    ("Erf", &act::Act),
+    ("Mish", &act::Act),
+    ("Exp", &act::Act),
+    ("Log", &act::Act),
+    ("Sqrt", &act::Act),
+    ("Reciprocal", &act::Act),
+    ("Neg", &act::Act),
+    ("Abs", &act::Act),
+    ("Identity", &act::Act),
+    ("Dropout", &act::Act),
+    ("Cast", &act::Cast),
+    ("Clip", &act::Clip),
+    ("PRelu", &act::PRelu),
+    ("Softmax", &act::Softmax),
+    ("LogSoftmax", &act::Softmax),
+    ("Add", &binary::Binary),
+    ("Sub", &binary::Binary),
+    ("Mul", &binary::Binary),
+    ("Div", &binary::Binary),
+    ("Pow", &binary::Binary),
+    ("Max", &binary::Binary),
+    ("Min", &binary::Binary),
+    ("Sum", &binary::Binary),
+    ("Mean", &binary::Binary),
+    ("MaxPool", &pool::Pool),
+    ("AveragePool", &pool::Pool),
+    ("GlobalAveragePool", &pool::GlobalPool),
+    ("GlobalMaxPool", &pool::GlobalPool),
+    ("ReduceMean", &reduce::Reduce),
+    ("ReduceSum", &reduce::Reduce),
+    ("ReduceMax", &reduce::Reduce),
+    ("ReduceMin", &reduce::Reduce),
+    ("Reshape", &layout::Reshape),
+    ("Flatten", &layout::Flatten),
+    ("Transpose", &layout::Transpose),
+    ("Squeeze", &layout::Squeeze),
+    ("Unsqueeze", &layout::Unsqueeze),
+    ("Shape", &layout::Shape),
+    ("Size", &layout::Shape),
+    ("Concat", &select::Concat),
+    ("Split", &select::Split),
+    ("Slice", &select::Slice),
+    ("Pad", &select::Pad),
+    ("Gather", &select::Gather),
+    ("Resize", &resize::Resize),
+    ("Upsample", &resize::Resize),
+];
+
+/// The burn implementation for a node that computes on device tensors.
+pub fn lookup(node: &Node) -> Option<&'static dyn BurnOp> {
+    if !node.is_standard() {
+        return None;
+    }
+    OPS.iter()
+        .find(|(n, _)| *n == node.op_type)
+        .map(|(_, op)| *op)
+}
+
+/// The op types that can be trained.
+pub fn trainable_ops() -> impl Iterator<Item = &'static str> {
+    OPS.iter().map(|(n, _)| *n)
+}
+
+/// Normalises a possibly negative axis against `rank`.
+pub fn axis(a: i64, rank: usize) -> OpResult<usize> {
+    crate::ir::ops::axis(a, rank)
+}
+
+/// One device output.
+pub fn one(d: Dt) -> OpResult<Vec<Val>> {
+    Ok(vec![Val::F(d)])
+}
+
+/// Spatial padding `(begin, end)` per axis for Conv/Pool, from `pads` or `auto_pad`.
+pub fn spatial_pads(
+    cx: &Fx,
+    input: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+) -> OpResult<Vec<(usize, usize)>> {
+    let n = kernel.len();
+    let auto = cx.attr_s("auto_pad", "NOTSET");
+    match auto.as_str() {
+        "NOTSET" => {
+            let p = cx.attr_ints("pads").unwrap_or_else(|| vec![0; 2 * n]);
+            if p.len() != 2 * n || p.iter().any(|&v| v < 0) {
+                return Err(format!("pads {p:?} do not fit {n} spatial axes"));
+            }
+            Ok((0..n).map(|i| (p[i] as usize, p[i + n] as usize)).collect())
+        }
+        "VALID" => Ok(vec![(0, 0); n]),
+        "SAME_UPPER" | "SAME_LOWER" => Ok((0..n)
+            .map(|i| {
+                let out = input[i].div_ceil(strides[i]);
+                let eff = (kernel[i] - 1) * dilations[i] + 1;
+                let total = ((out - 1) * strides[i] + eff).saturating_sub(input[i]);
+                let small = total / 2;
+                if auto == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                }
+            })
+            .collect()),
+        other => Err(format!("auto_pad {other} is not supported")),
+    }
+}
+
+/// An attribute list of `n` non-negative values (default `d`).
+pub fn usizes(cx: &Fx, name: &str, n: usize, d: usize) -> OpResult<Vec<usize>> {
+    match cx.attr_ints(name) {
+        None => Ok(vec![d; n]),
+        Some(v) if v.len() == n && v.iter().all(|&x| x > 0) => {
+            Ok(v.iter().map(|&x| x as usize).collect())
+        }
+        Some(v) => Err(format!("{name} {v:?} does not fit {n} spatial axes")),
+    }
+}

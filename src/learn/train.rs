@@ -1,0 +1,649 @@
+//! Fine-tuning a [`Net`]: SGD with momentum or Adam, cosine schedule with linear warm-up,
+//! weight decay, random-crop + flip augmentation, cross-entropy with labels and/or knowledge
+//! distillation from a teacher network, checkpoints that resume exactly, and a stop flag
+//! (Ctrl-C) honoured between steps.
+//!
+//! Determinism: the batch order and the augmentation come from `seed` and the step number
+//! alone, so a run resumed from a checkpoint sees the same batches as an uninterrupted one.
+
+use super::net::{Dt, Net};
+use crate::error::{Error, Result};
+use crate::eval::data::Dataset;
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, softmax};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optim {
+    /// PyTorch-style SGD: v ← μ·v + g; p ← p − lr·v (Nesterov: p ← p − lr·(g + μ·v)).
+    Sgd { momentum: f64, nesterov: bool },
+    /// Adam with L2 weight decay added to the gradient (PyTorch's `Adam(weight_decay=…)`).
+    Adam { beta1: f64, beta2: f64, eps: f64 },
+}
+
+impl Optim {
+    pub fn parse(s: &str) -> Option<Optim> {
+        match s {
+            "sgd" => Some(Optim::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+            }),
+            "adam" => Some(Optim::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            }),
+            _ => None,
+        }
+    }
+    fn slots(&self) -> usize {
+        match self {
+            Optim::Sgd { .. } => 1,
+            Optim::Adam { .. } => 2,
+        }
+    }
+    fn code(&self) -> u8 {
+        match self {
+            Optim::Sgd { .. } => 1,
+            Optim::Adam { .. } => 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub optim: Optim,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps, then cosine decay to 0 at `steps`.
+    pub warmup: usize,
+    /// L2 weight decay on weights of rank ≥ 2 (convolution and matrix weights; biases and
+    /// normalisation parameters are not decayed).
+    pub weight_decay: f64,
+    pub batch: usize,
+    /// Total optimisation steps (the schedule's length).
+    pub steps: usize,
+    /// Random crop with `pad` pixels of zero padding and horizontal flip (images only).
+    pub augment: bool,
+    pub pad: usize,
+    /// Weight of the distillation term: loss = (1 − w)·CE + w·T²·KL(teacher ‖ student).
+    /// 0 with labels only; 1 without labels.
+    pub kd_weight: f64,
+    pub temperature: f64,
+    /// Clip the gradients' global L2 norm to this (0: no clipping).
+    pub clip_norm: f64,
+    pub seed: u64,
+    /// Save a checkpoint every N steps (0: never).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            optim: Optim::parse("sgd").unwrap(),
+            lr: 0.01,
+            warmup: 0,
+            weight_decay: 5e-4,
+            batch: 64,
+            steps: 100,
+            augment: true,
+            pad: 4,
+            kd_weight: 0.0,
+            temperature: 4.0,
+            clip_norm: 5.0,
+            seed: 0,
+            checkpoint_every: 0,
+        }
+    }
+}
+
+/// What a step reports (for the progress line).
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f32,
+    /// Top-1 on the (augmented) batch, when the data has labels.
+    pub batch_acc: Option<f32>,
+    pub lr: f64,
+    pub images_per_s: f64,
+    pub eta_s: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TrainReport {
+    pub steps_done: usize,
+    pub started_at: usize,
+    pub interrupted: bool,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    /// Mean loss over the first and the last 10% of the steps run.
+    pub loss_first: f32,
+    pub loss_last: f32,
+}
+
+/// Optimiser state and position: what a checkpoint holds besides the weights.
+pub struct Trainer {
+    pub o: TrainOptions,
+    pub step: usize,
+    /// Per parameter: 1 (SGD momentum) or 2 (Adam m, v) buffers.
+    state: Vec<Vec<Tensor<6>>>,
+}
+
+impl Trainer {
+    pub fn new(net: &Net, o: TrainOptions) -> Trainer {
+        let inner = net.device().clone().inner();
+        let state = (0..net.params().len())
+            .map(|i| {
+                let dims = net.param(i).t.dims();
+                (0..o.optim.slots())
+                    .map(|_| Tensor::<6>::zeros(dims, &inner))
+                    .collect()
+            })
+            .collect();
+        Trainer { o, step: 0, state }
+    }
+
+    /// Learning rate at step `t` (0-based).
+    pub fn lr_at(&self, t: usize) -> f64 {
+        let o = &self.o;
+        if t < o.warmup {
+            return o.lr * (t + 1) as f64 / o.warmup as f64;
+        }
+        let span = o.steps.saturating_sub(o.warmup).max(1);
+        let p = (t - o.warmup) as f64 / span as f64;
+        o.lr * 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+    }
+
+    /// The sample indices of step `t`: epochs are seeded permutations; the last partial batch
+    /// of an epoch is dropped.
+    fn batch_indices(&self, t: usize, n: usize) -> Vec<usize> {
+        let b = self.o.batch.min(n).max(1);
+        let per_epoch = (n / b).max(1);
+        let epoch = t / per_epoch;
+        let k = t % per_epoch;
+        let mut perm: Vec<usize> = (0..n).collect();
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(self.o.seed ^ ((epoch as u64 + 1) * 0x9E37));
+        perm.shuffle(&mut rng);
+        perm[k * b..(k + 1) * b].to_vec()
+    }
+
+    /// One batch of `data` for step `t`, augmented: `[b·c·h·w]` and labels.
+    fn batch(&self, t: usize, data: &Dataset) -> (Vec<f32>, Vec<usize>) {
+        let idx = self.batch_indices(t, data.n);
+        let (c, h, w) = (data.c, data.h, data.w);
+        let l = c * h * w;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.o.seed.wrapping_mul(31) ^ t as u64);
+        let mut x = vec![0f32; idx.len() * l];
+        for (j, &i) in idx.iter().enumerate() {
+            let src = data.sample(i);
+            let dst = &mut x[j * l..(j + 1) * l];
+            if !self.o.augment || h < 2 || w < 2 {
+                dst.copy_from_slice(src);
+                continue;
+            }
+            let p = self.o.pad as i64;
+            let dy = rng.random_range(-p..=p);
+            let dx = rng.random_range(-p..=p);
+            let flip = rng.random::<bool>();
+            for ch in 0..c {
+                for y in 0..h as i64 {
+                    let sy = y + dy;
+                    if sy < 0 || sy >= h as i64 {
+                        continue;
+                    }
+                    for xx in 0..w as i64 {
+                        let ox = if flip { w as i64 - 1 - xx } else { xx };
+                        let sx = ox + dx;
+                        if sx < 0 || sx >= w as i64 {
+                            continue;
+                        }
+                        dst[ch * h * w + y as usize * w + xx as usize] =
+                            src[ch * h * w + sy as usize * w + sx as usize];
+                    }
+                }
+            }
+        }
+        let y = match &data.y {
+            Some(labels) => idx.iter().map(|&i| labels[i].max(0) as usize).collect(),
+            None => vec![],
+        };
+        (x, y)
+    }
+
+    /// Runs steps until `o.steps` (or `stop`), calling `on_step` after each and `on_checkpoint`
+    /// every `checkpoint_every` steps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &mut self,
+        net: &mut Net,
+        teacher: Option<&Net>,
+        data: &Dataset,
+        stop: &AtomicBool,
+        on_step: &mut dyn FnMut(&StepInfo),
+        on_checkpoint: &mut dyn FnMut(&Net, &Trainer) -> Result<()>,
+    ) -> Result<TrainReport> {
+        let o = self.o.clone();
+        if data.n == 0 {
+            return Err(Error::Usage("no training samples".into()));
+        }
+        let labels = data.y.is_some();
+        if !labels && o.kd_weight < 1.0 {
+            return Err(Error::Usage(
+                "the data has no labels: train by distillation from a teacher (label-free)".into(),
+            ));
+        }
+        if o.kd_weight > 0.0 && teacher.is_none() {
+            return Err(Error::Usage("distillation needs a teacher model".into()));
+        }
+        let device = net.device().clone();
+        let start = Instant::now();
+        let first = self.step;
+        let mut losses = Vec::new();
+        let mut rep = TrainReport {
+            started_at: first,
+            ..Default::default()
+        };
+        while self.step < o.steps {
+            if stop.load(Ordering::SeqCst) {
+                rep.interrupted = true;
+                break;
+            }
+            let t = self.step;
+            let (x, y) = self.batch(t, data);
+            let b = x.len() / data.sample_len();
+            let xd = Dt::from_vec(x.clone(), &[b, data.c, data.h, data.w], &device);
+            let out = net.forward(xd, true)?;
+            let logits = first_output_2d(out)?;
+            let k = logits.dims()[1];
+            let mut loss: Option<Tensor<1>> = None;
+            if o.kd_weight < 1.0 {
+                let mut onehot = vec![0f32; b * k];
+                for (j, &c) in y.iter().enumerate() {
+                    if c >= k {
+                        return Err(Error::Usage(format!(
+                            "label {c} is out of range for {k} outputs"
+                        )));
+                    }
+                    onehot[j * k + c] = 1.0;
+                }
+                let oh = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &device);
+                let ce = (log_softmax(logits.clone(), 1) * oh)
+                    .sum_dim(1)
+                    .mean()
+                    .neg();
+                loss = Some(ce * (1.0 - o.kd_weight));
+            }
+            if o.kd_weight > 0.0 {
+                let teacher = teacher.expect("checked above");
+                let inner = teacher.device().clone();
+                let xt = Dt::from_vec(x, &[b, data.c, data.h, data.w], &inner);
+                let tl = first_output_2d(teacher.infer(xt)?)?;
+                if tl.dims() != logits.dims() {
+                    return Err(Error::Usage(format!(
+                        "the teacher's output {:?} differs from the student's {:?}",
+                        tl.dims(),
+                        logits.dims()
+                    )));
+                }
+                let tt = o.temperature;
+                let pt = softmax(tl / tt, 1);
+                let pt = Tensor::<2>::from_data(pt.into_data(), &device);
+                let log_pt = pt.clone().clamp_min(1e-12).log();
+                let log_ps = log_softmax(logits.clone() / tt, 1);
+                let kl = (pt * (log_pt - log_ps)).sum_dim(1).mean() * (tt * tt);
+                let kd = kl * o.kd_weight;
+                loss = Some(match loss {
+                    Some(l) => l + kd,
+                    None => kd,
+                });
+            }
+            let loss = loss.expect("one term");
+            let acc = if labels {
+                let pred = logits
+                    .clone()
+                    .argmax(1)
+                    .into_data()
+                    .convert::<i64>()
+                    .try_into_vec::<i64>()
+                    .unwrap_or_default();
+                let right = pred
+                    .iter()
+                    .zip(&y)
+                    .filter(|(p, l)| **p as usize == **l)
+                    .count();
+                Some(right as f32 / b as f32)
+            } else {
+                None
+            };
+            let grads = loss.backward();
+            let lv: f32 = loss.into_scalar::<f32>();
+            if !lv.is_finite() {
+                return Err(Error::Usage(format!(
+                    "the loss became {lv} at step {t}: lower --lr"
+                )));
+            }
+            let lr = self.lr_at(t);
+            self.apply(net, &grads, lr, t);
+            self.step += 1;
+            losses.push(lv);
+            let secs = start.elapsed().as_secs_f64();
+            let done = self.step - first;
+            let ips = (done * b) as f64 / secs.max(1e-9);
+            let info = StepInfo {
+                step: self.step,
+                steps: o.steps,
+                loss: lv,
+                batch_acc: acc,
+                lr,
+                images_per_s: ips,
+                eta_s: secs / done as f64 * (o.steps - self.step) as f64,
+            };
+            on_step(&info);
+            if o.checkpoint_every > 0
+                && self.step.is_multiple_of(o.checkpoint_every)
+                && self.step < o.steps
+            {
+                on_checkpoint(net, self)?;
+            }
+        }
+        rep.steps_done = self.step;
+        rep.seconds = start.elapsed().as_secs_f64();
+        rep.images_per_s = ((self.step - first) * o.batch) as f64 / rep.seconds.max(1e-9);
+        let m = (losses.len() / 10).max(1).min(losses.len());
+        if !losses.is_empty() {
+            rep.loss_first = losses[..m].iter().sum::<f32>() / m as f32;
+            rep.loss_last = losses[losses.len() - m..].iter().sum::<f32>() / m as f32;
+        }
+        Ok(rep)
+    }
+
+    fn apply(&mut self, net: &mut Net, grads: &burn::tensor::Gradients, lr: f64, t: usize) {
+        let o = &self.o;
+        let gs: Vec<Option<Tensor<6>>> = (0..net.params().len())
+            .map(|i| net.param(i).t.grad(grads))
+            .collect();
+        let scale = if o.clip_norm > 0.0 {
+            let sq: f64 = gs
+                .iter()
+                .flatten()
+                .map(|g| (g.clone() * g.clone()).sum().into_scalar::<f32>() as f64)
+                .sum();
+            let norm = sq.sqrt();
+            if norm > o.clip_norm {
+                o.clip_norm / norm
+            } else {
+                1.0
+            }
+        } else {
+            1.0
+        };
+        for (i, g) in gs.into_iter().enumerate() {
+            let p = net.param(i);
+            let Some(g) = g else { continue };
+            let g = if scale < 1.0 { g * scale } else { g };
+            let w = p.t.inner();
+            let g = if o.weight_decay > 0.0 && p.rank >= 2 {
+                g + w.clone() * o.weight_decay
+            } else {
+                g
+            };
+            let st = &mut self.state[i];
+            let new = match o.optim {
+                Optim::Sgd { momentum, nesterov } => {
+                    let v = st[0].clone() * momentum + g.clone();
+                    st[0] = v.clone();
+                    let d = if nesterov { g + v * momentum } else { v };
+                    w - d * lr
+                }
+                Optim::Adam { beta1, beta2, eps } => {
+                    let m = st[0].clone() * beta1 + g.clone() * (1.0 - beta1);
+                    let v = st[1].clone() * beta2 + g.clone() * g * (1.0 - beta2);
+                    st[0] = m.clone();
+                    st[1] = v.clone();
+                    let k = (t + 1) as i32;
+                    let mh = m / (1.0 - beta1.powi(k));
+                    let vh = v / (1.0 - beta2.powi(k));
+                    w - mh / (vh.sqrt() + eps) * lr
+                }
+            };
+            net.set_param(i, new);
+        }
+    }
+
+    /// Writes the optimiser state and step (the weights go into the checkpoint model).
+    pub fn save_state(&self, path: &Path) -> Result<()> {
+        let mut b: Vec<u8> = Vec::new();
+        b.extend_from_slice(b"OPFT1\0");
+        b.extend_from_slice(&(self.step as u64).to_le_bytes());
+        b.push(self.o.optim.code());
+        b.extend_from_slice(&(self.state.len() as u64).to_le_bytes());
+        for s in &self.state {
+            for t in s {
+                let v: Vec<f32> = t
+                    .to_data()
+                    .convert::<f32>()
+                    .try_into_vec()
+                    .unwrap_or_default();
+                b.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                for x in v {
+                    b.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+        crate::onnx::write_atomic(path, &b)
+    }
+
+    /// Restores what [`Trainer::save_state`] wrote (for the same model and optimiser).
+    pub fn load_state(&mut self, path: &Path) -> Result<()> {
+        let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |m: &str| Error::bad_file(path, format!("not a matching checkpoint: {m}"));
+        let mut pos = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let s = b.get(pos..pos + n).ok_or_else(|| bad("truncated"))?;
+            pos += n;
+            Ok(s)
+        };
+        if take(6)? != b"OPFT1\0" {
+            return Err(bad("bad magic"));
+        }
+        let u64_at = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap()) as usize;
+        let step = u64_at(take(8)?);
+        if take(1)?[0] != self.o.optim.code() {
+            return Err(bad("another optimiser"));
+        }
+        if u64_at(take(8)?) != self.state.len() {
+            return Err(bad("another parameter count"));
+        }
+        let mut new_state = Vec::new();
+        for s in &self.state {
+            let mut ts = Vec::new();
+            for t in s {
+                let dims = t.dims();
+                let n = u64_at(take(8)?);
+                if n != dims.iter().product::<usize>() {
+                    return Err(bad("another parameter shape"));
+                }
+                let raw = take(4 * n)?;
+                let v: Vec<f32> = raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                ts.push(Tensor::<6>::from_data(
+                    TensorData::new(v, dims),
+                    &t.device(),
+                ));
+            }
+            new_state.push(ts);
+        }
+        self.state = new_state;
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// The first output as `[batch, classes]`.
+fn first_output_2d(out: Vec<Dt>) -> Result<Tensor<2>> {
+    let o = out
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Usage("the model has no output".into()))?;
+    let d = o.dims();
+    let b = *d.first().unwrap_or(&1);
+    let k: usize = d.iter().skip(1).product();
+    o.reshape(&[b, k])
+        .and_then(|o| o.to2())
+        .map_err(Error::Usage)
+}
+
+/// Where a run keeps its checkpoint: the model with the current weights (a valid ONNX file)
+/// and the optimiser state beside it.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub model: std::path::PathBuf,
+    pub state: std::path::PathBuf,
+}
+
+impl Checkpoint {
+    /// `OUT.ckpt.onnx` and `OUT.ckpt.state` beside `out`.
+    pub fn beside(out: &Path) -> Checkpoint {
+        let mut m = out.as_os_str().to_owned();
+        m.push(".ckpt.onnx");
+        let mut s = out.as_os_str().to_owned();
+        s.push(".ckpt.state");
+        Checkpoint {
+            model: m.into(),
+            state: s.into(),
+        }
+    }
+    pub fn exists(&self) -> bool {
+        self.model.exists() && self.state.exists()
+    }
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.model);
+        let _ = std::fs::remove_file(&self.state);
+    }
+    fn save(&self, net: &Net, tr: &Trainer) -> Result<()> {
+        // State first: a model without its state is never taken for a resumable checkpoint.
+        tr.save_state(&self.state)?;
+        crate::onnx::save(
+            &net.write_back(),
+            &self.model,
+            &crate::onnx::SaveOptions::default(),
+            &[],
+        )
+    }
+}
+
+/// The result of [`finetune`].
+pub struct Finetuned {
+    /// The model with the trained weights (the simplified model the network was built from).
+    pub model: crate::ir::Model,
+    pub report: TrainReport,
+    pub device_line: String,
+    pub params: usize,
+}
+
+/// Fine-tunes `model` on `data` (with `teacher` for distillation), on the learning device.
+/// With `ckpt`, saves checkpoints there every `o.checkpoint_every` steps and when stopped, and
+/// resumes from it when `resume` is set. Prints progress on stderr (a redrawn line on a
+/// terminal, else about 20 lines).
+pub fn finetune(
+    model: &crate::ir::Model,
+    teacher: Option<&crate::ir::Model>,
+    data: &Dataset,
+    o: &TrainOptions,
+    ckpt: Option<&Checkpoint>,
+    resume: bool,
+    stop: &AtomicBool,
+) -> Result<Finetuned> {
+    use std::io::{IsTerminal, Write};
+    let (device, line) = super::device();
+    let start_model;
+    let model = match ckpt {
+        Some(c) if resume => {
+            if !c.exists() {
+                return Err(Error::Usage(format!(
+                    "--resume: no checkpoint at {} (+ .state)",
+                    c.model.display()
+                )));
+            }
+            start_model = crate::onnx::load(&c.model)?;
+            &start_model
+        }
+        _ => model,
+    };
+    let mut net = Net::new(model, &device)?;
+    let teacher = match teacher {
+        Some(t) => Some(
+            Net::new(t, &device.clone().inner())
+                .map_err(|e| Error::Usage(format!("teacher: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut tr = Trainer::new(&net, o.clone());
+    if let (Some(c), true) = (ckpt, resume) {
+        tr.load_state(&c.state)?;
+        eprintln!(
+            "resuming from {} at step {}/{}",
+            c.model.display(),
+            tr.step,
+            o.steps
+        );
+    }
+    let tty = std::io::stderr().is_terminal();
+    let every = (o.steps / 20).max(1);
+    let mut on_step = |s: &StepInfo| {
+        let acc = s
+            .batch_acc
+            .map(|a| format!(" batch acc {:.3}", a))
+            .unwrap_or_default();
+        let msg = format!(
+            "finetune step {}/{} loss {:.4}{acc} lr {:.2e} {:.0} img/s ETA {:.0}s",
+            s.step, s.steps, s.loss, s.lr, s.images_per_s, s.eta_s
+        );
+        if tty {
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r{msg}   ");
+            if s.step == s.steps {
+                let _ = writeln!(e);
+            }
+            let _ = e.flush();
+        } else if s.step.is_multiple_of(every) || s.step == s.steps {
+            eprintln!("{msg}");
+        }
+    };
+    let mut on_ckpt = |n: &Net, t: &Trainer| -> Result<()> {
+        match ckpt {
+            Some(c) => c.save(n, t),
+            None => Ok(()),
+        }
+    };
+    let report = tr.run(
+        &mut net,
+        teacher.as_ref(),
+        data,
+        stop,
+        &mut on_step,
+        &mut on_ckpt,
+    )?;
+    if tty && report.interrupted {
+        eprintln!();
+    }
+    if report.interrupted {
+        if let Some(c) = ckpt {
+            c.save(&net, &tr)?;
+        }
+    }
+    Ok(Finetuned {
+        model: net.write_back(),
+        params: net.param_count(),
+        report,
+        device_line: line,
+    })
+}

@@ -1,0 +1,631 @@
+//! The IR as a burn network: its forward pass matches onnxruntime (tract where onnxruntime is
+//! missing) on every model in `../shared/models`, writing trained weights back is exact, and
+//! gradients of conv/BN/pool match finite differences.
+
+mod common;
+
+use onnx_prune::eval::{self, runtime, HostTensor};
+use std::path::Path;
+
+fn outputs(
+    kind: runtime::Kind,
+    path: &Path,
+    x: &[f32],
+    n: usize,
+    chw: (usize, usize, usize),
+    batch: usize,
+) -> Vec<HostTensor> {
+    let mut rt = runtime::open(kind, path, batch, chw, runtime::all_threads()).unwrap();
+    let mut all: Vec<HostTensor> = vec![];
+    rt.for_each_batch(x, n, &mut |_, outs| {
+        if all.is_empty() {
+            all = outs;
+        } else {
+            for (a, o) in all.iter_mut().zip(outs) {
+                a.shape[0] += o.shape[0];
+                a.data.extend(o.data);
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    all
+}
+
+#[test]
+fn burn_forward_matches_reference_runtime_on_shared_models() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let (kind, line) = runtime::choose("auto").unwrap();
+    println!("{line}");
+    let mut files: Vec<_> = ["cifar10", "zoo"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(shared.join("models").join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 9, "{files:?}");
+    let mut worst = 0f64;
+    for path in &files {
+        let model = onnx_prune::onnx::load(path).unwrap();
+        let shapes = eval::input_shapes(&model, &Default::default()).unwrap();
+        let s = &shapes[0];
+        let fixed = eval::fixed_batch(&model);
+        let (n, batch) = match fixed {
+            Some(b) => (2 * b, b),
+            None => (3, 3),
+        };
+        let chw = (s[1], s[2], s[3]);
+        let x = eval::random_inputs(&[vec![n, s[1], s[2], s[3]]], 7)[0]
+            .data
+            .clone();
+        let want = outputs(kind, path, &x, n, chw, batch);
+        let got = outputs(runtime::Kind::Burn, path, &x, n, chw, batch);
+        worst = worst.max(check(path, &want, &got, true));
+    }
+    println!("worst max rel over {} models: {worst:.2e}", files.len());
+}
+
+/// Asserts max rel ≤ 1e-4 in both senses: relative to max(|output|, 1) (`eval::compare`) and
+/// relative to the output's own scale (random-weight models can have tiny outputs).
+fn check(path: &Path, want: &[HostTensor], got: &[HostTensor], scaled_too: bool) -> f64 {
+    let d = eval::compare(want, got).unwrap();
+    let mut scaled = 0f64;
+    for (w, g) in want.iter().zip(got) {
+        let m = w.data.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+        let e = w
+            .data
+            .iter()
+            .zip(&g.data)
+            .fold(0f64, |a, (p, q)| a.max((*p as f64 - *q as f64).abs()));
+        if m > 0.0 {
+            scaled = scaled.max(e / m);
+        }
+    }
+    println!(
+        "{}: max abs {:.2e}, max rel {:.2e}, rel to output scale {:.2e}",
+        path.file_name().unwrap().to_string_lossy(),
+        d.max_abs,
+        d.max_rel,
+        scaled
+    );
+    assert!(d.max_rel <= 1e-4, "{}: {d:?}", path.display());
+    if scaled_too {
+        assert!(
+            scaled <= 1e-4,
+            "{}: {scaled:e} of the output scale",
+            path.display()
+        );
+        d.max_rel.max(scaled)
+    } else {
+        d.max_rel
+    }
+}
+
+/// PP-OCR models from a registry package: Resize, ConvTranspose, MatMul attention, Softmax,
+/// Pow/ReduceMean layer norms, HardSigmoid/Clip — ops the shared models do not have.
+#[test]
+fn burn_forward_matches_reference_runtime_on_registry_models() {
+    let Some(dir) = common::extra_models() else {
+        return;
+    };
+    let (kind, line) = runtime::choose("auto").unwrap();
+    println!("{line}");
+    for (file, chw) in [
+        ("ch_PP-OCRv4_det_infer.onnx", (3, 64, 96)),
+        ("ch_PP-OCRv4_rec_infer.onnx", (3, 48, 160)),
+        ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (3, 48, 192)),
+    ] {
+        let path = dir.join(file);
+        if !path.exists() {
+            println!("SKIP: {} is absent", path.display());
+            continue;
+        }
+        let n = 2;
+        let x = eval::random_inputs(&[vec![n, chw.0, chw.1, chw.2]], 5)[0]
+            .data
+            .clone();
+        let want = outputs(kind, &path, &x, n, chw, n);
+        let got = outputs(runtime::Kind::Burn, &path, &x, n, chw, n);
+        // Not relative to the output's own scale: the detector's sigmoid map is ~1e-6 on random
+        // input, where onnxruntime's fast logistic is off by ~1e-7 absolute (measured against
+        // f64: 0.3% of the output's max; ours 1e-7 relative).
+        check(&path, &want, &got, false);
+    }
+}
+
+use burn::prelude::*;
+use onnx_prune::eval::data::Dataset;
+use onnx_prune::ir::Model;
+use onnx_prune::learn::net::{Dt, Net};
+use onnx_prune::learn::train::{Optim, TrainOptions, Trainer};
+use onnx_prune::onnx::builder::{attr_i, attr_ints, ModelBuilder};
+use std::sync::atomic::AtomicBool;
+
+fn decode(m: onnx_prune::onnx::proto::ModelProto) -> Model {
+    use prost::Message;
+    onnx_prune::onnx::decode_model(m.encode_to_vec().into(), None).unwrap()
+}
+
+/// Conv(1→6) → BN → Relu → MaxPool 2 → Conv(6→6, depthwise) → GlobalAveragePool → Flatten →
+/// Gemm(6→2), input `[N,1,8,8]`.
+fn small_net(seed: u64) -> Model {
+    let mut b = ModelBuilder::new(17, seed);
+    let x = b.input("x", &[-1, 1, 8, 8]);
+    let c = b.conv(&x, 1, 6, 3, 1, 1);
+    let n = b.bn(&c, 6);
+    let r = b.op("Relu", &[&n], vec![]);
+    let p = b.op(
+        "MaxPool",
+        &[&r],
+        vec![
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("strides", &[2, 2]),
+        ],
+    );
+    let d = b.conv(&p, 6, 6, 3, 1, 6);
+    let g = b.op("GlobalAveragePool", &[&d], vec![]);
+    let f = b.op("Flatten", &[&g], vec![attr_i("axis", 1)]);
+    let w = b.weight("fc", &[2, 6], 0.4);
+    let bias = b.weight("fcb", &[2], 0.1);
+    b.op("Gemm", &[&f, &w, &bias], vec![attr_i("transB", 1)]);
+    b.rename_last_output("y");
+    b.output("y", &[-1, 2]);
+    decode(b.build())
+}
+
+/// Two classes: the bright blob is in the left (0) or right (1) half, plus noise.
+fn blobs(n: usize, seed: u64) -> Dataset {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut x = vec![0f32; n * 64];
+    let mut y = vec![0i64; n];
+    for i in 0..n {
+        let c = rng.random_range(0..2usize);
+        y[i] = c as i64;
+        let cx = if c == 0 {
+            rng.random_range(0..3)
+        } else {
+            rng.random_range(5..8)
+        };
+        let cy = rng.random_range(0..8);
+        for p in 0..64 {
+            let (py, px) = (p / 8, p % 8);
+            let d2 = (px as f32 - cx as f32).powi(2) + (py as f32 - cy as f32).powi(2);
+            x[i * 64 + p] = (-d2 / 2.0).exp() + rng.random_range(-0.3..0.3);
+        }
+    }
+    Dataset {
+        n,
+        c: 1,
+        h: 8,
+        w: 8,
+        x,
+        y: Some(y),
+        classes: None,
+    }
+}
+
+fn accuracy(net: &Net, d: &Dataset) -> f64 {
+    let out = net
+        .infer(Dt::from_vec(
+            d.x.clone(),
+            &[d.n, 1, 8, 8],
+            &net.device().clone(),
+        ))
+        .unwrap();
+    let v = out[0].to_vec();
+    let y = d.y.as_ref().unwrap();
+    (0..d.n)
+        .filter(|&i| (v[2 * i + 1] > v[2 * i]) as i64 == y[i])
+        .count() as f64
+        / d.n as f64
+}
+
+fn train_small(seed: u64, steps: usize) -> (Net, onnx_prune::learn::train::TrainReport, f64, f64) {
+    let device = Device::flex().autodiff();
+    let mut net = Net::new(&small_net(3), &device).unwrap();
+    let train = blobs(512, seed);
+    let test = blobs(256, seed + 100);
+    let before = accuracy(&net, &test);
+    let o = TrainOptions {
+        optim: Optim::parse("adam").unwrap(),
+        lr: 0.02,
+        warmup: 5,
+        weight_decay: 0.0,
+        batch: 32,
+        steps,
+        augment: false,
+        seed,
+        ..Default::default()
+    };
+    let mut tr = Trainer::new(&net, o);
+    let stop = AtomicBool::new(false);
+    let rep = tr
+        .run(&mut net, None, &train, &stop, &mut |_| {}, &mut |_, _| {
+            Ok(())
+        })
+        .unwrap();
+    let after = accuracy(&net, &test);
+    (net, rep, before, after)
+}
+
+/// A small conv net learns a synthetic task (loss falls, held-out accuracy rises).
+#[test]
+fn small_net_learns_synthetic_task() {
+    let (net, rep, before, after) = train_small(1, 120);
+    println!(
+        "params {}, loss {:.3} -> {:.3}, held-out accuracy {before:.3} -> {after:.3}",
+        net.param_count(),
+        rep.loss_first,
+        rep.loss_last
+    );
+    assert!(rep.loss_last < 0.5 * rep.loss_first, "{rep:?}");
+    assert!(after >= 0.9 && after > before + 0.2, "{before} -> {after}");
+}
+
+/// Same seed, same weights (CPU).
+#[test]
+fn training_is_deterministic() {
+    let (a, ..) = train_small(2, 15);
+    let (b, ..) = train_small(2, 15);
+    for i in 0..a.params().len() {
+        assert_eq!(
+            a.param(i).to_vec(),
+            b.param(i).to_vec(),
+            "{}",
+            a.params()[i].name
+        );
+    }
+}
+
+/// Trained weights written into the IR and saved as ONNX: burn on the reloaded model gives the
+/// same outputs bit for bit, and onnxruntime (tract without it) reproduces them.
+#[test]
+fn write_back_round_trip_is_exact() {
+    let (net, ..) = train_small(4, 30);
+    let model = net.write_back();
+    let tmp = eval::TempDir::new("wb").unwrap();
+    let path = tmp.save(&model, "trained.onnx").unwrap();
+    let reloaded = onnx_prune::onnx::load(&path).unwrap();
+    let inner = Device::flex();
+    let again = Net::new(&reloaded, &inner).unwrap();
+    for i in 0..net.params().len() {
+        assert_eq!(net.param(i).to_vec(), again.param(i).to_vec());
+    }
+    for i in 0..net.buffers().len() {
+        assert_eq!(net.buffer(i).to_vec(), again.buffer(i).to_vec());
+    }
+    let d = blobs(16, 9);
+    let a = net
+        .infer(Dt::from_vec(
+            d.x.clone(),
+            &[16, 1, 8, 8],
+            &net.device().clone(),
+        ))
+        .unwrap();
+    let b = again
+        .infer(Dt::from_vec(d.x.clone(), &[16, 1, 8, 8], &inner))
+        .unwrap();
+    assert_eq!(a[0].to_vec(), b[0].to_vec());
+    let (kind, line) = runtime::choose("auto").unwrap();
+    println!("{line}");
+    let want = outputs(kind, &path, &d.x, 16, (1, 8, 8), 16);
+    let got = vec![HostTensor {
+        shape: vec![16, 2],
+        data: a[0].to_vec(),
+    }];
+    let diff = eval::compare(&want, &got).unwrap();
+    println!("trained weights in ONNX vs burn: {diff:?}");
+    assert!(diff.max_rel <= 1e-5, "{diff:?}");
+    // The BN running statistics were trained too (training mode updates them).
+    let orig = Net::new(&small_net(3), &inner).unwrap();
+    assert_ne!(orig.buffer(0).to_vec(), again.buffer(0).to_vec());
+}
+
+/// Gradients of conv (strided, padded), BatchNorm (training mode), max and average pooling
+/// against central finite differences of the forward pass.
+#[test]
+fn gradients_match_finite_differences() {
+    use rand::{Rng, SeedableRng};
+    let mut b = ModelBuilder::new(17, 11);
+    let x = b.input("x", &[2, 2, 6, 6]);
+    let c = b.conv(&x, 2, 3, 3, 1, 1);
+    let n = b.bn(&c, 3);
+    let m = b.op(
+        "MaxPool",
+        &[&n],
+        vec![
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("strides", &[2, 2]),
+        ],
+    );
+    let c2 = b.conv(&m, 3, 2, 3, 2, 1);
+    b.op(
+        "AveragePool",
+        &[&c2],
+        vec![
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("pads", &[0, 0, 1, 1]),
+        ],
+    );
+    b.rename_last_output("y");
+    b.output("y", &[2, 2, 1, 1]);
+    let model = decode(b.build());
+    let device = Device::flex().autodiff();
+    let mut net = Net::new(&model, &device).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let xv: Vec<f32> = (0..2 * 2 * 36)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let r: Vec<f32> = (0..4).map(|_| rng.random_range(-1.0..1.0)).collect();
+    // L = Σ y·r in training mode (batch statistics), in f64 from f32 outputs.
+    let loss = |net: &mut Net| -> (Tensor<1>, f64) {
+        let y = net
+            .forward(Dt::from_vec(xv.clone(), &[2, 2, 6, 6], &device), true)
+            .unwrap();
+        let rt = Tensor::<6>::from_data(TensorData::new(r.clone(), [1, 1, 2, 2, 1, 1]), &device);
+        let l = (y[0].t.clone() * rt).sum();
+        let v = l.clone().into_scalar::<f32>() as f64;
+        (l, v)
+    };
+    let (l, _) = loss(&mut net);
+    let grads = l.backward();
+    let analytic: Vec<Vec<f32>> = (0..net.params().len())
+        .map(|i| {
+            net.param(i)
+                .t
+                .grad(&grads)
+                .unwrap()
+                .to_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap()
+        })
+        .collect();
+    let names: Vec<String> = net.params().iter().map(|s| s.name.clone()).collect();
+    println!("parameters: {names:?}");
+    let eps = 1e-2f32;
+    let mut checked = 0;
+    let mut worst = 0f64;
+    for i in 0..net.params().len() {
+        let base = net.param(i).to_vec();
+        let dims = net.params()[i].dims.clone();
+        for k in (0..base.len()).step_by((base.len() / 4).max(1)) {
+            let v = |delta: f32, net: &mut Net| {
+                let mut w = base.clone();
+                w[k] += delta;
+                net.set_param(i, Dt::from_vec(w, &dims, &device).t);
+                loss(net).1
+            };
+            let num = (v(eps, &mut net) - v(-eps, &mut net)) / (2.0 * eps as f64);
+            net.set_param(i, Dt::from_vec(base.clone(), &dims, &device).t);
+            let a = analytic[i][k] as f64;
+            let err = (a - num).abs() / (a.abs().max(num.abs()).max(1e-2));
+            worst = worst.max(err);
+            assert!(
+                err < 3e-2,
+                "{} [{k}]: analytic {a}, numeric {num}",
+                names[i]
+            );
+            checked += 1;
+        }
+    }
+    println!("{checked} partial derivatives checked, worst relative error {worst:.2e}");
+    assert!(checked >= 20);
+}
+
+/// Stopping after 3 steps, checkpointing (weights into ONNX, optimiser state beside) and
+/// resuming gives exactly the weights of an uninterrupted 6-step run.
+#[test]
+fn checkpoint_resume_is_exact() {
+    let device = Device::flex().autodiff();
+    let data = blobs(256, 21);
+    let o = TrainOptions {
+        optim: Optim::parse("sgd").unwrap(),
+        lr: 0.05,
+        batch: 32,
+        steps: 6,
+        augment: true,
+        seed: 8,
+        ..Default::default()
+    };
+    let stop = AtomicBool::new(false);
+    let mut full = Net::new(&small_net(3), &device).unwrap();
+    Trainer::new(&full, o.clone())
+        .run(&mut full, None, &data, &stop, &mut |_| {}, &mut |_, _| {
+            Ok(())
+        })
+        .unwrap();
+
+    let tmp = eval::TempDir::new("ckpt").unwrap();
+    let ck = onnx_prune::learn::train::Checkpoint::beside(&tmp.0.join("out.onnx"));
+    let mut a = Net::new(&small_net(3), &device).unwrap();
+    let mut ta = Trainer::new(
+        &a,
+        TrainOptions {
+            checkpoint_every: 3,
+            ..o.clone()
+        },
+    );
+    let stop_at_3 = AtomicBool::new(false);
+    let mut saved = false;
+    ta.run(
+        &mut a,
+        None,
+        &data,
+        &stop_at_3,
+        &mut |s| {
+            if s.step == 3 {
+                stop_at_3.store(true, std::sync::atomic::Ordering::SeqCst)
+            }
+        },
+        &mut |n, t| {
+            saved = true;
+            t.save_state(&ck.state)?;
+            onnx_prune::onnx::save(&n.write_back(), &ck.model, &Default::default(), &[])
+        },
+    )
+    .unwrap();
+    assert!(saved && ta.step == 3 && ck.exists());
+    let resumed = onnx_prune::onnx::load(&ck.model).unwrap();
+    let mut b = Net::new(&resumed, &device).unwrap();
+    let mut tb = Trainer::new(&b, o.clone());
+    tb.load_state(&ck.state).unwrap();
+    assert_eq!(tb.step, 3);
+    tb.run(&mut b, None, &data, &stop, &mut |_| {}, &mut |_, _| Ok(()))
+        .unwrap();
+    for i in 0..full.params().len() {
+        assert_eq!(
+            full.param(i).to_vec(),
+            b.param(i).to_vec(),
+            "{}",
+            full.params()[i].name
+        );
+    }
+    // A checkpoint of another optimiser is refused with a clear error.
+    let mut tc = Trainer::new(
+        &b,
+        TrainOptions {
+            optim: Optim::parse("adam").unwrap(),
+            ..o
+        },
+    );
+    let e = tc.load_state(&ck.state).unwrap_err().to_string();
+    assert!(e.contains("another optimiser"), "{e}");
+}
+
+/// An op burn cannot train is named before any work starts.
+#[test]
+fn untrainable_op_is_named() {
+    let mut b = ModelBuilder::new(17, 1);
+    let x = b.input("x", &[1, 1, 8, 8]);
+    let c = b.conv(&x, 1, 2, 3, 1, 1);
+    let k = b.init_i64("k", &[1], &[3]);
+    let outs = b.node("TopK", &[&c, &k], vec![attr_i("axis", 3)], 2);
+    b.output(&outs[0], &[1, 2, 8, 3]);
+    let m = decode(b.build());
+    let bad = onnx_prune::learn::net::unsupported(&m);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].contains("TopK"), "{bad:?}");
+    let e = Net::new(&m, &Device::flex()).err().unwrap().to_string();
+    assert!(e.contains("TopK") && e.contains("cannot be trained"), "{e}");
+}
+
+/// `onnx-prune finetune` as a user runs it: writes a loadable model and a report, leaves the
+/// input alone and removes its checkpoint; bad flags are clear errors.
+#[test]
+fn finetune_command() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let model = shared.join("models/cifar10/resnet20.onnx");
+    let data = shared.join("data/cifar10/test_10k_jpeg.tar");
+    let before = std::fs::read(&model).unwrap();
+    let tmp = eval::TempDir::new("ftcmd").unwrap();
+    let out = tmp.0.join("ft.onnx");
+    let rep = tmp.0.join("ft.json");
+    let o = common::bin()
+        .arg("finetune")
+        .arg(&model)
+        .arg("-o")
+        .arg(&out)
+        .arg("--data")
+        .arg(&data)
+        .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+        .args([
+            "--limit",
+            "400",
+            "--val-size",
+            "100",
+            "--steps",
+            "3",
+            "--batch-size",
+            "16",
+        ])
+        .arg("--teacher")
+        .arg(&model)
+        .arg("--report")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("burn backend") && err.contains("finetune step 3/3"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(j["steps"], 3);
+    assert!(
+        j["before"]["top1"].is_number() && j["after"]["top1"].is_number(),
+        "{j}"
+    );
+    assert!(j["after"]["agreement"].is_number(), "{j}");
+    assert_eq!(j["kd_weight"], 0.5);
+    assert!(!train_ckpt(&out).exists());
+    onnx_prune::onnx::load(&out).unwrap();
+    // Distillation without a teacher, and --label-free without one, are usage errors.
+    for extra in [vec!["--label-free"], vec!["--kd-weight", "0.5"]] {
+        let o = common::bin()
+            .arg("finetune")
+            .arg(&model)
+            .arg("-o")
+            .arg(tmp.0.join("x.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .args(["--limit", "50", "--steps", "1"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("teacher"), "{err}");
+        assert!(!tmp.0.join("x.onnx").exists());
+    }
+}
+
+fn train_ckpt(out: &Path) -> onnx_prune::learn::train::Checkpoint {
+    onnx_prune::learn::train::Checkpoint::beside(out)
+}
+
+/// The main command with `--finetune-epochs`: prunes, recovers, fine-tunes (labels + the
+/// original as teacher), measures again; the report has both.
+#[test]
+fn prune_then_finetune() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let model = shared.join("models/cifar10/resnet20.onnx");
+    let data = shared.join("data/cifar10/test_10k_jpeg.tar");
+    let tmp = eval::TempDir::new("pft").unwrap();
+    let out = tmp.0.join("p.onnx");
+    let rep = tmp.0.join("p.json");
+    let o = common::bin()
+        .arg(&model)
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-flops", "0.5", "--agent", "none", "--data"])
+        .arg(&data)
+        .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+        .args(["--limit", "600", "--calib-size", "200", "--val-size", "100"])
+        .args(["--finetune-epochs", "0.1", "--batch-size", "16", "--report"])
+        .arg(&rep)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    let ft = &j["finetune"];
+    // 500 samples not held out, 0.1 epoch of 16: 4 steps.
+    assert_eq!(ft["steps"], 4, "{ft}");
+    assert!(
+        ft["before"]["top1_after"].is_number() && j["top1_after"].is_number(),
+        "{j}"
+    );
+    assert!(j["macs_ratio"].as_f64().unwrap() <= 0.5, "{j}");
+    assert!(!train_ckpt(&out).exists());
+}
