@@ -1099,11 +1099,8 @@ impl DataCtx {
         let (ci, vi) = eval::data::split(ds.n, args.opts.seed, calib_n, val_n)?;
         let (kind, line) = runtime::choose(&args.runtime)?;
         eprintln!("{line}");
-        let train = (args.finetune_epochs > 0.0).then(|| {
-            let held: std::collections::HashSet<usize> = vi.iter().copied().collect();
-            let rest: Vec<usize> = (0..ds.n).filter(|i| !held.contains(i)).collect();
-            ds.subset(&rest)
-        });
+        let train =
+            (args.finetune_epochs > 0.0).then(|| ds.subset(&eval::data::complement(ds.n, &vi)));
         Ok(DataCtx {
             calib: ds.subset(&ci),
             val: ds.subset(&vi),
@@ -2107,9 +2104,7 @@ fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     let ds = data::load(&a.data, chw, &a.data_opts.options())?;
     let val_n = a.val_size.min(ds.n / 2);
     let (_, vi) = data::split(ds.n, a.seed, 0, val_n)?;
-    let held: std::collections::HashSet<usize> = vi.iter().copied().collect();
-    let rest: Vec<usize> = (0..ds.n).filter(|i| !held.contains(i)).collect();
-    let mut trainset = ds.subset(&rest);
+    let mut trainset = ds.subset(&data::complement(ds.n, &vi));
     let val = ds.subset(&vi);
     drop(ds);
     if a.label_free {

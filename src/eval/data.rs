@@ -582,6 +582,12 @@ pub fn split(n: usize, seed: u64, calib: usize, val: usize) -> Result<(Vec<usize
     Ok((c, v))
 }
 
+/// The indices of `0..n` not in `held` (e.g. the training samples around a validation subset).
+pub fn complement(n: usize, held: &[usize]) -> Vec<usize> {
+    let held: std::collections::HashSet<usize> = held.iter().copied().collect();
+    (0..n).filter(|i| !held.contains(i)).collect()
+}
+
 impl Dataset {
     /// The samples at `idx`, in that order.
     pub fn subset(&self, idx: &[usize]) -> Dataset {

@@ -444,23 +444,6 @@ impl Net {
     pub fn model(&self) -> &Model {
         &self.model
     }
-    /// Dims of the image input as declared (batch and other symbolic dims are `None`).
-    pub fn input_dims(&self) -> Vec<Option<usize>> {
-        self.model
-            .graph
-            .value(self.input)
-            .declared_shape()
-            .map(|s| {
-                s.iter()
-                    .map(|d| match d {
-                        crate::ir::Dim::Known(v) if *v > 0 => Some(*v as usize),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// The current value of parameter `i`.
     pub fn param(&self, i: usize) -> Dt {
         match &self.consts[self.params[i].value.0] {

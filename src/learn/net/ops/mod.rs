@@ -113,11 +113,6 @@ pub fn lookup(node: &Node) -> Option<&'static dyn BurnOp> {
         .map(|(_, op)| *op)
 }
 
-/// The op types that can be trained.
-pub fn trainable_ops() -> impl Iterator<Item = &'static str> {
-    OPS.iter().map(|(n, _)| *n)
-}
-
 /// Normalises a possibly negative axis against `rank`.
 pub fn axis(a: i64, rank: usize) -> OpResult<usize> {
     crate::ir::ops::axis(a, rank)
