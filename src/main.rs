@@ -2135,6 +2135,8 @@ fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     );
     // Before.
     let tmp = eval::TempDir::new("finetune")?;
+    // The teacher's outputs on the held-out samples, computed once for before and after.
+    let teacher_logits: std::cell::OnceCell<(Vec<f32>, usize)> = Default::default();
     let score = |m: &Model, name: &str| -> Result<serde_json::Value> {
         if val.n == 0 {
             return Ok(json!(null));
@@ -2145,9 +2147,12 @@ fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
             j["top1"] = json!(metrics::accuracy(&l, k, y).top1);
         }
         if let Some(t) = &teacher {
-            let (tl, tk) = runtime::logits(kind, t, &tmp, "teacher.onnx", &val)?;
-            if tk == k {
-                let f = metrics::fidelity(&tl, &l, k);
+            if teacher_logits.get().is_none() {
+                let _ = teacher_logits.set(runtime::logits(kind, t, &tmp, "teacher.onnx", &val)?);
+            }
+            let (tl, tk) = teacher_logits.get().expect("set above");
+            if *tk == k {
+                let f = metrics::fidelity(tl, &l, k);
                 j["agreement"] = json!(f.agreement);
                 j["rel_mse"] = json!(f.rel_mse);
             }

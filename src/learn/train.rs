@@ -257,7 +257,9 @@ impl Trainer {
             let t = self.step;
             let (x, y) = self.batch(t, data);
             let b = x.len() / data.sample_len();
-            let xd = Dt::from_vec(x.clone(), &[b, data.c, data.h, data.w], &device);
+            let xd = Dt::from_vec(x, &[b, data.c, data.h, data.w], &device);
+            // The teacher reads the same upload, outside autodiff.
+            let xt = Dt::new(xd.t.clone().inner(), xd.rank);
             let out = net.forward(xd, true)?;
             let logits = first_output_2d(out)?;
             let k = logits.dims()[1];
@@ -281,8 +283,6 @@ impl Trainer {
             }
             if o.kd_weight > 0.0 {
                 let teacher = teacher.expect("checked above");
-                let inner = teacher.device().clone();
-                let xt = Dt::from_vec(x, &[b, data.c, data.h, data.w], &inner);
                 let tl = first_output_2d(teacher.infer(xt)?)?;
                 if tl.dims() != logits.dims() {
                     return Err(Error::Usage(format!(
@@ -292,8 +292,8 @@ impl Trainer {
                     )));
                 }
                 let tt = o.temperature;
+                // Outside autodiff: a constant for the student's graph.
                 let pt = softmax(tl / tt, 1);
-                let pt = Tensor::<2>::from_data(pt.into_data(), &device);
                 let log_pt = pt.clone().clamp_min(1e-12).log();
                 let log_ps = log_softmax(logits.clone() / tt, 1);
                 let kl = (pt * (log_pt - log_ps)).sum_dim(1).mean() * (tt * tt);
@@ -369,12 +369,13 @@ impl Trainer {
             .map(|i| net.param(i).t.grad(grads))
             .collect();
         let scale = if o.clip_norm > 0.0 {
-            let sq: f64 = gs
+            // One device reduction and one read-back for the global norm.
+            let sq = gs
                 .iter()
                 .flatten()
-                .map(|g| (g.clone() * g.clone()).sum().into_scalar::<f32>() as f64)
-                .sum();
-            let norm = sq.sqrt();
+                .map(|g| (g.clone() * g.clone()).sum())
+                .reduce(|a, b| a + b);
+            let norm = sq.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
             if norm > o.clip_norm {
                 o.clip_norm / norm
             } else {

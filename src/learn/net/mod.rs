@@ -131,6 +131,31 @@ pub struct Fx<'a> {
     pub device: &'a Device,
     /// New running statistics: (input slot, value), applied after the pass in training mode.
     pub updates: RefCell<Vec<(usize, Dt)>>,
+    uploads: &'a Uploads,
+}
+
+/// The model's float constants on the device, uploaded on first use as a device operand and
+/// kept for later passes (keyed by the constant's `Arc`, which the network holds for its life;
+/// host values computed during a pass are never cached).
+#[derive(Default)]
+struct Uploads {
+    constants: std::collections::HashSet<usize>,
+    cache: RefCell<HashMap<usize, Dt>>,
+}
+
+impl Uploads {
+    fn get(&self, t: &Arc<IrTensor>, device: &Device) -> ops::OpResult<Dt> {
+        let key = Arc::as_ptr(t) as usize;
+        if !self.constants.contains(&key) {
+            return host_to_dt(t, device);
+        }
+        if let Some(d) = self.cache.borrow().get(&key) {
+            return Ok(d.clone());
+        }
+        let d = host_to_dt(t, device)?;
+        self.cache.borrow_mut().insert(key, d.clone());
+        Ok(d)
+    }
 }
 
 impl Fx<'_> {
@@ -150,7 +175,7 @@ impl Fx<'_> {
     pub fn f(&self, ins: &[Option<Val>], i: usize) -> ops::OpResult<Dt> {
         match ins.get(i).and_then(|v| v.as_ref()) {
             Some(Val::F(d)) => Ok(d.clone()),
-            Some(Val::H(t)) => host_to_dt(t, self.device),
+            Some(Val::H(t)) => self.uploads.get(t, self.device),
             None => Err(format!("missing input #{i}")),
         }
     }
@@ -238,6 +263,7 @@ pub struct Net {
     params: Vec<Slot>,
     buffers: Vec<Slot>,
     device: Device,
+    uploads: Uploads,
 }
 
 /// Which nodes a model cannot run on burn, by name: empty when it can.
@@ -412,9 +438,20 @@ impl Net {
             .zip(drops)
             .map(|((node, imp), drop)| Step { node, imp, drop })
             .collect();
+        let uploads = Uploads {
+            constants: consts
+                .iter()
+                .filter_map(|c| match c {
+                    Some(Val::H(t)) => Some(Arc::as_ptr(t) as usize),
+                    _ => None,
+                })
+                .collect(),
+            cache: Default::default(),
+        };
         Ok(Net {
             model,
             steps,
+            uploads,
             consts,
             input,
             outputs,
@@ -524,6 +561,7 @@ impl Net {
                         train,
                         device: &self.device,
                         updates: RefCell::new(Vec::new()),
+                        uploads: &self.uploads,
                     };
                     let outs = op.forward(&cx, &ins).map_err(fail)?;
                     for (slot, d) in cx.updates.into_inner() {

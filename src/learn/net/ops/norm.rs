@@ -33,14 +33,14 @@ impl BurnOp for BatchNorm {
         let bias = per_channel(cx.f(ins, 2)?, r)?;
         let eps = cx.attr_f("epsilon", 1e-5) as f64;
         let train = cx.train || cx.attr_i("training_mode", 0) == 1;
-        let (mean, var) = if train {
+        let (centred, var) = if train {
             let axes: Vec<usize> = std::iter::once(0).chain(2..r).map(|a| x.ax(a)).collect();
             let mut m = x.t.clone();
             for &a in &axes {
                 m = m.mean_dim(a);
             }
             let centred = x.t.clone() - m.clone();
-            let mut v = centred.clone() * centred;
+            let mut v = centred.clone() * centred.clone();
             for &a in &axes {
                 v = v.mean_dim(a);
             }
@@ -66,15 +66,15 @@ impl BurnOp for BatchNorm {
             cx.updates
                 .borrow_mut()
                 .push((4, Dt::new(new_v, 1).reshape(&rm_dims)?));
-            (Dt::new(m, r), Dt::new(v, r))
+            (centred, v)
         } else {
             (
-                per_channel(cx.f(ins, 3)?, r)?,
-                per_channel(cx.f(ins, 4)?, r)?,
+                x.t - per_channel(cx.f(ins, 3)?, r)?.t,
+                per_channel(cx.f(ins, 4)?, r)?.t,
             )
         };
-        let inv = (var.t + eps).sqrt().recip();
-        let y = (x.t - mean.t) * inv * scale.t + bias.t;
+        let inv = (var + eps).sqrt().recip();
+        let y = centred * inv * scale.t + bias.t;
         one(Dt::new(y, r))
     }
 }
