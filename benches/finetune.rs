@@ -7,10 +7,12 @@
 //! 2. Accuracy (skipped with `--throughput`): resnet56 pruned to `--target-flops 0.5` with
 //!    uniform L1 + least squares, then `onnx-prune finetune` for `--steps N` (default 200) on
 //!    `train_50k_jpeg.tar` (1,000 held out) with labels (+ distillation from the original), and
-//!    label-free (distillation only); top-1 of each on all of `test_10k_jpeg.tar`. The unpruned
-//!    model gets the same labelled fine-tune (the fair anchor).
+//!    label-free (distillation only); top-1 of each on all of `test_10k_jpeg.tar`. The plan of
+//!    the default search (`--agent ddpg`, least squares) gets the same labelled fine-tune, and
+//!    so does the unpruned model (the fair anchor).
 //!
-//! `cargo bench --bench finetune [--features wgpu,ndarray-backend] [-- --throughput] [-- --steps N]`
+//! `cargo bench --bench finetune [--features wgpu,ndarray-backend] [-- --throughput]
+//! [-- --steps N] [-- --rows labels,label-free,ddpg,original]` (`--rows`: only these rows)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +31,16 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
+    let rows: Vec<String> = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|| {
+            ["labels", "label-free", "ddpg", "original"]
+                .map(String::from)
+                .to_vec()
+        });
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shared = root.join("../shared");
     if !shared.is_dir() {
@@ -78,7 +90,7 @@ fn main() {
     if only_tp {
         return;
     }
-    accuracy(&shared, steps);
+    accuracy(&shared, steps, &rows);
 }
 
 /// One throughput measurement in this process: prints `RESULT backend img/s ms peakMiB`.
@@ -199,7 +211,7 @@ fn top1(bin: &str, model: &Path, test: &Path, norm: &[&str]) -> f64 {
     j["top1"].as_f64().unwrap()
 }
 
-fn accuracy(shared: &Path, steps: usize) {
+fn accuracy(shared: &Path, steps: usize, rows: &[String]) {
     let bin = env!("CARGO_BIN_EXE_onnx-prune");
     let train = shared.join("data/cifar10/train_50k_jpeg.tar");
     let test = shared.join("data/cifar10/test_10k_jpeg.tar");
@@ -209,25 +221,27 @@ fn accuracy(shared: &Path, steps: usize) {
         std::env::temp_dir().join(format!("onnx-prune-bench-ft-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let pruned = tmp.join("pruned.onnx");
-    let t = Instant::now();
-    run(Command::new(bin)
-        .arg(&orig)
-        .arg("-o")
-        .arg(&pruned)
-        .args(["--target-flops", "0.5", "--agent", "none", "--data"])
-        .arg(&train)
-        .args(norm));
-    println!(
-        "\n## resnet56, --target-flops 0.5, uniform L1 + least squares ({:.0}s)\n",
-        t.elapsed().as_secs_f64()
-    );
-    println!("Fine-tune: {steps} steps of 64 (SGD, lr 1e-3, cosine, 5% warm-up, crop+flip), train_50k_jpeg minus 1,000 held out.\n");
+    println!("\n## resnet56, --target-flops 0.5\n");
+    println!("Pruned: uniform L1 (`--agent none`) or the default search (`--agent ddpg`), both with least squares on 1,000 calibration images. Fine-tune: {steps} steps of 64 (SGD, lr 1e-3, cosine, 5% warm-up, crop+flip), train_50k_jpeg minus 1,000 held out.\n");
     println!("| model | fine-tune | top-1 test_10k | wall s | images/s |");
     println!("|---|---|---|---|---|");
     let base = top1(bin, &orig, &test, &norm);
     println!("| original | none | {base:.4} | | |");
-    let p0 = top1(bin, &pruned, &test, &norm);
-    println!("| pruned | none | {p0:.4} | | |");
+    if rows.iter().any(|r| r == "labels" || r == "label-free") {
+        let t = Instant::now();
+        run(Command::new(bin)
+            .arg(&orig)
+            .arg("-o")
+            .arg(&pruned)
+            .args(["--target-flops", "0.5", "--agent", "none", "--data"])
+            .arg(&train)
+            .args(norm));
+        let p0 = top1(bin, &pruned, &test, &norm);
+        println!(
+            "| pruned (uniform L1) | none | {p0:.4} | {:.0} (prune) | |",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let ft = |input: &Path, name: &str, extra: &[&str]| -> (f64, f64, f64) {
         let out = tmp.join(format!("{name}.onnx"));
         let rep = tmp.join(format!("{name}.json"));
@@ -258,26 +272,56 @@ fn accuracy(shared: &Path, steps: usize) {
         )
     };
     let o = orig.to_str().unwrap();
-    for (input, label, name, extra) in [
-        (&pruned, "pruned", "labels", vec!["--teacher", o]),
+    let searched = tmp.join("ddpg.onnx");
+    if rows.iter().any(|r| r == "ddpg") {
+        let t = Instant::now();
+        run(Command::new(bin)
+            .arg(&orig)
+            .arg("-o")
+            .arg(&searched)
+            .args(["--target-flops", "0.5", "--agent", "ddpg", "--data"])
+            .arg(&train)
+            .args(norm));
+        let a = top1(bin, &searched, &test, &norm);
+        println!(
+            "| pruned (ddpg search) | none | {a:.4} | {:.0} (search) | |",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    for (row, input, label, name, extra) in [
         (
+            "labels",
             &pruned,
-            "pruned",
+            "pruned (uniform L1)",
+            "labels",
+            vec!["--teacher", o],
+        ),
+        (
+            "label-free",
+            &pruned,
+            "pruned (uniform L1)",
             "label-free KD",
             vec!["--teacher", o, "--label-free"],
         ),
         (
+            "ddpg",
+            &searched,
+            "pruned (ddpg search)",
+            "labels",
+            vec!["--teacher", o],
+        ),
+        (
+            "original",
             &orig,
             "original",
             "labels (+KD from itself)",
             vec!["--teacher", o],
         ),
     ] {
-        let (a, wall, ips) = ft(
-            input,
-            &name.replace(' ', "_").replace(['(', ')', '+'], ""),
-            &extra,
-        );
+        if !rows.iter().any(|r| r == row) {
+            continue;
+        }
+        let (a, wall, ips) = ft(input, &format!("ft-{row}"), &extra);
         println!("| {label} | {name} | {a:.4} | {wall:.0} | {ips:.0} |");
     }
     let _ = std::fs::remove_dir_all(&tmp);

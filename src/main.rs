@@ -50,8 +50,11 @@ struct PruneArgs {
     data_opts: DataOpts,
     /// With --data: recovery after pruning: ls (least-squares reconstruction of the layers
     /// reading pruned channels), bn (BatchNorm re-calibration / per-channel moment matching
-    /// where BN is folded), none. Default: ls with --data, none without
-    #[arg(long, value_parser = ["ls", "bn", "none"])]
+    /// where BN is folded), ft:STEPS (ls, then STEPS steps of fine-tuning on the calibration
+    /// samples with labels plus distillation from the original, as PuRL's short retraining;
+    /// used for every candidate of the search too; training flags as for `finetune`), none.
+    /// Default: ls with --data, none without
+    #[arg(long, value_parser = parse_recover)]
     recover: Option<String>,
     /// With --data: calibration samples for recovery
     #[arg(long, default_value_t = 1000)]
@@ -87,6 +90,11 @@ struct PruneArgs {
     /// the search's best as it is)
     #[arg(long, default_value_t = 3)]
     rerank: usize,
+    /// With --agent dqn: random exploration draws α within this many actions of the α that
+    /// keeps the group's fair share of the budget, and the first episode plays that α
+    /// throughout; 12 explores all 12 α uniformly, as PuRL does
+    #[arg(long, default_value_t = 3)]
+    dqn_spread: usize,
     /// With --agent reinforce: masks sampled per policy update
     #[arg(long, default_value_t = 4)]
     samples: usize,
@@ -1099,8 +1107,10 @@ impl DataCtx {
         let (ci, vi) = eval::data::split(ds.n, args.opts.seed, calib_n, val_n)?;
         let (kind, line) = runtime::choose(&args.runtime)?;
         eprintln!("{line}");
-        let train =
-            (args.finetune_epochs > 0.0).then(|| ds.subset(&eval::data::complement(ds.n, &vi)));
+        // Training samples (all but the validation subset) for --finetune-epochs and
+        // --recover ft:STEPS.
+        let train = (args.finetune_epochs > 0.0 || recover_ft_steps(args) > 0)
+            .then(|| ds.subset(&eval::data::complement(ds.n, &vi)));
         Ok(DataCtx {
             calib: ds.subset(&ci),
             val: ds.subset(&vi),
@@ -1110,6 +1120,40 @@ impl DataCtx {
             original: Default::default(),
         })
     }
+}
+
+/// `--recover`: ls, bn, none or ft:STEPS (STEPS ≥ 1).
+fn parse_recover(s: &str) -> std::result::Result<String, String> {
+    match s {
+        "ls" | "bn" | "none" => Ok(s.to_string()),
+        _ => match s.strip_prefix("ft:").map(str::parse::<usize>) {
+            Some(Ok(n)) if n >= 1 => Ok(s.to_string()),
+            _ => Err(format!(
+                "'{s}': expected ls, bn, none or ft:STEPS (e.g. ft:20)"
+            )),
+        },
+    }
+}
+
+/// The fine-tune steps of `--recover ft:STEPS` (0 for the other modes).
+fn recover_ft_steps(args: &PruneArgs) -> usize {
+    args.recover
+        .as_deref()
+        .and_then(|r| r.strip_prefix("ft:"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Training options of `--recover ft:STEPS` (labels plus distillation from the original, or
+/// distillation only with --label-free).
+fn recover_ft_options(
+    args: &PruneArgs,
+    steps: usize,
+    labels: bool,
+) -> Result<onnx_prune::learn::train::TrainOptions> {
+    let mut o = train_options(&args.train, steps, args.opts.seed, true, labels)?;
+    o.checkpoint_every = 0;
+    Ok(o)
 }
 
 /// "10m", "90s", "1h", "1h30m" or plain seconds.
@@ -1170,10 +1214,15 @@ fn search(
     let sc = c.calib.subset(&(0..c.calib.n.min(512)).collect::<Vec<_>>());
     let sv = c.val.subset(&(0..c.val.n.min(500)).collect::<Vec<_>>());
     let mut oracle = env::Oracle::new(p, &sc, &sv, c.kind, args.label_free)?;
+    let ft_steps = recover_ft_steps(args);
+    if let (true, Some(train)) = (ft_steps > 0, c.train.as_ref()) {
+        let labels = train.y.is_some() && !args.label_free;
+        oracle.set_finetune(recover_ft_options(args, ft_steps, labels)?, train)?;
+    }
     let mut e = env::Env::new(p, ratio, args.opts.round_to, 0.05);
     let (_, line) = onnx_prune::learn::device();
     eprintln!(
-        "search: agent {}, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}); {line}",
+        "search: agent {}, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}) after least squares{} on {} calibration images; {line}",
         agent.name(),
         e.steps(),
         episodes,
@@ -1182,7 +1231,9 @@ fn search(
             .unwrap_or_default(),
         if args.label_free || sv.y.is_none() { "1/(1 + relative MSE) to the original's outputs" } else { "top-1" },
         sv.n,
-        oracle.original
+        oracle.original,
+        if ft_steps > 0 { format!(" + {ft_steps} fine-tune step(s) of {} on the training samples", args.train.batch_size) } else { String::new() },
+        sc.n
     );
     // What the search competes against: the data-free plan on the same proxy.
     let df_score = oracle.measure(data_free)?;
@@ -1196,6 +1247,7 @@ fn search(
         seed: args.opts.seed,
         drop_bound: args.drop_bound,
         samples: args.samples,
+        dqn_spread: args.dqn_spread,
         ..Default::default()
     };
     let total = match agent {
@@ -1285,6 +1337,7 @@ fn recover_model(
 ) -> Result<(Model, onnx_prune::search::recover::Report)> {
     use onnx_prune::search::recover::{self, Mode};
     let mut pruned = p.apply(keep)?;
+    let ft_steps = recover_ft_steps(args);
     let mode = Mode::parse(args.recover.as_deref().unwrap_or("ls")).unwrap_or(Mode::Ls);
     let ro = recover::Options {
         mode,
@@ -1294,8 +1347,42 @@ fn recover_model(
         runtime: c.kind,
         ..Default::default()
     };
-    let rep = recover::recover(p, keep, &mut pruned, &c.calib.x, c.calib.n, c.chw, &ro)?;
-    if mode != Mode::None {
+    let mut rep = recover::recover(p, keep, &mut pruned, &c.calib.x, c.calib.n, c.chw, &ro)?;
+    if ft_steps > 0 {
+        // ft:STEPS: least squares, then a short fine-tune on the training samples.
+        print_recover(mode, &rep);
+        let data = c.train.as_ref().expect("loaded with --recover ft");
+        let o = recover_ft_options(args, ft_steps, data.y.is_some() && !args.label_free)?;
+        let teacher = onnx_prune::learn::net::Net::new(
+            &p.model,
+            &onnx_prune::learn::infer_device().0,
+        )?;
+        let (m, r) = onnx_prune::learn::train::quick(&pruned, Some(&teacher), data, &o)?;
+        pruned = m;
+        eprintln!(
+            "recover ft: {} step(s) of {} from {} training sample(s), loss {:.4} -> {:.4} in {:.1}s",
+            r.steps_done, o.batch, data.n, r.loss_first, r.loss_last, r.seconds
+        );
+        rep.mode = format!("ft:{ft_steps}");
+        rep.seconds += r.seconds;
+        rep.finetune = Some(recover::FinetuneInfo {
+            steps: r.steps_done,
+            batch: o.batch,
+            samples: data.n,
+            seconds: r.seconds,
+            loss_first: r.loss_first,
+            loss_last: r.loss_last,
+        });
+    }
+    if ft_steps == 0 {
+        print_recover(mode, &rep);
+    }
+    Ok((pruned, rep))
+}
+
+/// The line (and skipped layers) of a recovery.
+fn print_recover(mode: onnx_prune::search::recover::Mode, rep: &onnx_prune::search::recover::Report) {
+    if mode != onnx_prune::search::recover::Mode::None {
         let fit = match (rep.fit_error_before, rep.fit_error_after) {
             (Some(b), Some(a)) => format!(", relative fit error {b:.4} -> {a:.4}"),
             _ => String::new(),
@@ -1308,7 +1395,6 @@ fn recover_model(
             eprintln!("  not recovered: {s}");
         }
     }
-    Ok((pruned, rep))
 }
 
 /// The re-ranking's winner: plan, recovered model, its recovery report and its outputs on the

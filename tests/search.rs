@@ -238,3 +238,62 @@ fn rerank_picks_the_best_validated_plan_and_writes_table_and_plots() {
         assert!(t.contains("<rect") || t.contains("<polyline"), "{svg}");
     }
 }
+
+/// `--recover ft:STEPS`: every candidate of the search is fine-tuned after least squares (the
+/// search's proxy scores change), and so is the written model.
+#[test]
+fn ft_recovery_fine_tunes_the_candidates_and_the_output() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |recover: &str| {
+        let out = dir.path().join("m.onnx");
+        let rep = dir.path().join("r.json");
+        let o = common::bin()
+            .arg(s.join("models/cifar10/resnet20.onnx"))
+            .arg("-o")
+            .arg(&out)
+            .args(["--target-flops", "0.5", "--agent", "ddpg", "--episodes", "2"])
+            .args(["--recover", recover, "--batch-size", "16", "--label-free"])
+            .args(["--seed", "3", "--runtime", "tract", "--data"])
+            .arg(s.join("data/cifar10/test_846_lossless.npz"))
+            .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+            .args(["--calib-size", "64", "--val-size", "128", "--rerank", "1"])
+            .arg("--report")
+            .arg(&rep)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+        assert!(r["macs_ratio"].as_f64().unwrap() <= 0.5, "{r}");
+        (err, r)
+    };
+    let (err, ft) = run("ft:3");
+    assert!(
+        err.contains("+ 3 fine-tune step(s) of 16 on the training samples"),
+        "{err}"
+    );
+    assert!(err.contains("recover ft: 3 step(s) of 16 from 718 training sample(s)"), "{err}");
+    assert_eq!(ft["recover"]["mode"], "ft:3", "{ft}");
+    assert_eq!(ft["recover"]["finetune"]["steps"], 3, "{ft}");
+    let (_, ls) = run("ls");
+    assert!(ls["recover"].get("finetune").is_none(), "{ls}");
+    // Label-free rewards are continuous: the fine-tuned proxy of the same plan differs.
+    let (a, b) = (
+        ft["search"]["data_free_reward"].as_f64().unwrap(),
+        ls["search"]["data_free_reward"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() > 1e-6, "ft {a} vs ls {b}");
+}
+
+#[test]
+fn recover_ft_needs_a_step_count() {
+    let o = common::bin()
+        .arg(common::repo().join("models/tiny_resnet.onnx"))
+        .args(["-o", "/tmp/x.onnx", "--target-flops", "0.5", "--recover", "ft:0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected ls, bn, none or ft:STEPS"));
+}

@@ -116,6 +116,18 @@ impl Dqn {
         self.act_with(s, eps)
     }
 
+    /// ε-greedy on the schedule, exploring only the actions within `spread` of `center` (a
+    /// prior: the pruning search explores around the action that keeps the fair share).
+    pub fn act_around(&mut self, s: &[f32], center: usize, spread: usize) -> usize {
+        if self.rng.random::<f64>() < self.epsilon() {
+            let lo = center.saturating_sub(spread);
+            let hi = (center + spread).min(self.actions - 1);
+            self.rng.random_range(lo..=hi)
+        } else {
+            self.greedy(s)
+        }
+    }
+
     /// Stores a transition, runs one update (once the buffer holds a minibatch) and syncs the
     /// target network on schedule.
     pub fn observe(&mut self, s: Vec<f32>, a: usize, r: f64, s2: Vec<f32>, done: bool) {

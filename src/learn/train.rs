@@ -648,3 +648,28 @@ pub fn finetune(
         device_line: line,
     })
 }
+
+/// A short fine-tune used as recovery (`--recover ft:STEPS`, in the search's oracle and for
+/// the written model): trains `model` for `o.steps` steps on `data` (with `teacher`, built on
+/// [`super::infer_device`], for distillation) on the learning device, quietly, without
+/// checkpoints. Returns the trained (simplified) model and the run's report.
+pub fn quick(
+    model: &crate::ir::Model,
+    teacher: Option<&Net>,
+    data: &Dataset,
+    o: &TrainOptions,
+) -> Result<(crate::ir::Model, TrainReport)> {
+    let (device, _) = super::device();
+    let mut net = Net::new(model, &device)?;
+    let mut tr = Trainer::new(&net, o.clone());
+    let stop = AtomicBool::new(false);
+    let report = tr.run(
+        &mut net,
+        teacher,
+        data,
+        &stop,
+        &mut |_| {},
+        &mut |_, _| Ok(()),
+    )?;
+    Ok((net.write_back(), report))
+}

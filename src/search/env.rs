@@ -7,7 +7,8 @@
 //! terms (accuracy so far, fraction pruned so far).
 //!
 //! Rewards come from an [`Oracle`]: the candidate is built by surgery, recovered by least
-//! squares on a calibration subset and evaluated on a validation subset (top-1 with labels, or
+//! squares on a calibration subset (and, with `--recover ft:STEPS`, a short fine-tune on the training samples)
+//! and evaluated on a validation subset (top-1 with labels, or
 //! label-free, 1/(1 + relative MSE) to the original model's outputs). Evaluations of identical plans are
 //! cached.
 
@@ -290,7 +291,17 @@ pub struct Oracle<'a> {
     pub evaluations: usize,
     /// Seconds spent in surgery, recovery and evaluation (summed over evaluations).
     pub seconds: [f64; 3],
+    /// `--recover ft:STEPS`: a short fine-tune after the least-squares recovery.
+    finetune: Option<FtRecovery<'a>>,
     tmp: TempDir,
+}
+
+/// The fine-tune part of `--recover ft:STEPS` in the oracle: options, the original model as
+/// the distillation teacher (built once) and the training samples.
+struct FtRecovery<'a> {
+    o: crate::learn::train::TrainOptions,
+    teacher: Option<crate::learn::net::Net>,
+    data: &'a Dataset,
 }
 
 impl<'a> Oracle<'a> {
@@ -331,8 +342,29 @@ impl<'a> Oracle<'a> {
             fast: recover::FastCache::new(),
             evaluations: 0,
             seconds: [0.0; 3],
+            finetune: None,
             tmp,
         })
+    }
+
+    /// Recovers every candidate by least squares and then `o.steps` steps of fine-tuning on
+    /// `data` (`--recover ft:STEPS`; samples disjoint from the validation subset): labels
+    /// plus distillation from the original when `o.kd_weight` is in (0, 1), distillation only
+    /// at 1 (label-free), labels only at 0. Evaluations cached so far are dropped.
+    pub fn set_finetune(
+        &mut self,
+        o: crate::learn::train::TrainOptions,
+        data: &'a Dataset,
+    ) -> Result<()> {
+        let teacher = if o.kd_weight > 0.0 {
+            let (dev, _) = crate::learn::infer_device();
+            Some(crate::learn::net::Net::new(&self.p.model, &dev)?)
+        } else {
+            None
+        };
+        self.finetune = Some(FtRecovery { o, teacher, data });
+        self.cache.clear();
+        Ok(())
     }
 
     /// Top-1 (or, label-free, 1/(1 + relative MSE) to the original) of the candidate `keep` after
@@ -387,6 +419,9 @@ impl<'a> Oracle<'a> {
             chw,
             &self.recover,
         )?;
+        if let Some(ft) = &self.finetune {
+            m = crate::learn::train::quick(&m, ft.teacher.as_ref(), ft.data, &ft.o)?.0;
+        }
         let t2 = std::time::Instant::now();
         let (l, k) = runtime::logits(self.kind, &m, &self.tmp, "candidate.onnx", val)?;
         self.seconds[0] += (t1 - t0).as_secs_f64();

@@ -60,6 +60,9 @@ pub struct Options {
     pub seed: u64,
     pub ddpg: ddpg::Config,
     pub dqn: dqn::Config,
+    /// dqn: random actions are drawn within this many actions of the fair-share α, and the
+    /// first episode plays the fair-share α throughout (≥ 12: PuRL's uniform exploration).
+    pub dqn_spread: usize,
     /// PuRL's reward scale β.
     pub beta: f64,
     /// dqn: validation samples for the per-step (not final) rewards.
@@ -78,6 +81,7 @@ impl Default for Options {
             seed: 0,
             ddpg: ddpg::Config::default(),
             dqn: dqn::Config::default(),
+            dqn_spread: 3,
             beta: 1.0,
             probe: 200,
             samples: 4,
@@ -331,9 +335,24 @@ pub fn ratio_for_alpha(env: &Env, alpha: f64) -> f64 {
     imp.iter().filter(|&&v| (v - mu) / sd > z).count() as f64 / n
 }
 
+/// The action whose α keeps the fraction of the current group closest to its fair share
+/// ([`Env::fair_ratio`]; about what the uniform plan keeps).
+fn fair_action(env: &Env) -> usize {
+    let fair = env.fair_ratio();
+    let mut best = (f64::INFINITY, 0);
+    for (i, &a) in ALPHAS.iter().enumerate() {
+        let d = (ratio_for_alpha(env, a) - fair).abs();
+        if d < best.0 {
+            best = (d, i);
+        }
+    }
+    best.1
+}
+
 /// Chooses a step's action from (agent, state, step): the action index to learn from, if any,
 /// and the α applied.
-type Pick<'a> = dyn FnMut(&mut Dqn, &[f32], usize) -> (Option<usize>, f64) + 'a;
+/// The last argument is the action whose α keeps closest to the step's fair share.
+type Pick<'a> = dyn FnMut(&mut Dqn, &[f32], usize, usize) -> (Option<usize>, f64) + 'a;
 
 /// PuRL's DQN search with dense rewards.
 fn dqn_search(
@@ -383,7 +402,7 @@ fn dqn_search(
         let mut acc = 0.0;
         while !env.done() {
             let s = env.state(rel);
-            let (a, alpha) = pick(agent, &s, env.step_index());
+            let (a, alpha) = pick(agent, &s, env.step_index(), fair_action(env));
             alphas.push(alpha);
             let r = ratio_for_alpha(env, alpha);
             env.step(r);
@@ -431,16 +450,27 @@ fn dqn_search(
         curve.push(e);
     };
     let mut trained = 0;
+    // Exploration prior (departure from PuRL, measured): the first episode
+    // plays, at every step, the α whose threshold keeps closest to the fair share (about the
+    // uniform plan); later random actions are drawn within `o.dqn_spread` actions of that α.
+    let spread = o.dqn_spread;
     for ep in 0..episodes {
         if over_budget(o, t0, ep) {
             break;
         }
+        let demo = ep == 0 && spread < ALPHAS.len();
         let (acc, _) = run(
             env,
             oracle,
             &mut agent,
-            &mut |ag, s, _| {
-                let a = ag.act(s);
+            &mut |ag, s, _, fair| {
+                let a = if spread >= ALPHAS.len() {
+                    ag.act(s)
+                } else if demo {
+                    fair
+                } else {
+                    ag.act_around(s, fair, spread)
+                };
                 (Some(a), ALPHAS[a])
             },
             true,
@@ -462,7 +492,7 @@ fn dqn_search(
                 env,
                 oracle,
                 &mut agent,
-                &mut |ag, s, _| {
+                &mut |ag, s, _, _| {
                     let a = ag.act_with(s, eps_end);
                     (Some(a), ALPHAS[a])
                 },
@@ -476,7 +506,7 @@ fn dqn_search(
             env,
             oracle,
             &mut agent,
-            &mut |_, _, t| (None, sums[t]),
+            &mut |_, _, t, _| (None, sums[t]),
             false,
         )?;
         let before = best.as_ref().map(|b| b.0).unwrap_or(0.0);

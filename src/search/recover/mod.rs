@@ -123,6 +123,21 @@ pub struct Report {
     pub fit_error_before: Option<f64>,
     pub fit_error_after: Option<f64>,
     pub seconds: f64,
+    /// `--recover ft:STEPS`: the short fine-tune after least squares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneInfo>,
+}
+
+/// The fine-tune part of `--recover ft:STEPS`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FinetuneInfo {
+    pub steps: usize,
+    pub batch: usize,
+    pub samples: usize,
+    pub seconds: f64,
+    /// Mean loss over the first and the last 10% of the steps.
+    pub loss_first: f32,
+    pub loss_last: f32,
 }
 
 /// How a target computes its output from its input rows.
