@@ -1353,10 +1353,8 @@ fn recover_model(
         print_recover(mode, &rep);
         let data = c.train.as_ref().expect("loaded with --recover ft");
         let o = recover_ft_options(args, ft_steps, data.y.is_some() && !args.label_free)?;
-        let teacher = onnx_prune::learn::net::Net::new(
-            &p.model,
-            &onnx_prune::learn::infer_device().0,
-        )?;
+        let teacher =
+            onnx_prune::learn::net::Net::new(&p.model, &onnx_prune::learn::infer_device().0)?;
         let (m, r) = onnx_prune::learn::train::quick(&pruned, Some(&teacher), data, &o)?;
         pruned = m;
         eprintln!(
@@ -1381,7 +1379,10 @@ fn recover_model(
 }
 
 /// The line (and skipped layers) of a recovery.
-fn print_recover(mode: onnx_prune::search::recover::Mode, rep: &onnx_prune::search::recover::Report) {
+fn print_recover(
+    mode: onnx_prune::search::recover::Mode,
+    rep: &onnx_prune::search::recover::Report,
+) {
     if mode != onnx_prune::search::recover::Mode::None {
         let fit = match (rep.fit_error_before, rep.fit_error_after) {
             (Some(b), Some(a)) => format!(", relative fit error {b:.4} -> {a:.4}"),

@@ -252,7 +252,14 @@ fn ft_recovery_fine_tunes_the_candidates_and_the_output() {
             .arg(s.join("models/cifar10/resnet20.onnx"))
             .arg("-o")
             .arg(&out)
-            .args(["--target-flops", "0.5", "--agent", "ddpg", "--episodes", "2"])
+            .args([
+                "--target-flops",
+                "0.5",
+                "--agent",
+                "ddpg",
+                "--episodes",
+                "2",
+            ])
             .args(["--recover", recover, "--batch-size", "16", "--label-free"])
             .args(["--seed", "3", "--runtime", "tract", "--data"])
             .arg(s.join("data/cifar10/test_846_lossless.npz"))
@@ -274,7 +281,10 @@ fn ft_recovery_fine_tunes_the_candidates_and_the_output() {
         err.contains("+ 3 fine-tune step(s) of 16 on the training samples"),
         "{err}"
     );
-    assert!(err.contains("recover ft: 3 step(s) of 16 from 718 training sample(s)"), "{err}");
+    assert!(
+        err.contains("recover ft: 3 step(s) of 16 from 718 training sample(s)"),
+        "{err}"
+    );
     assert_eq!(ft["recover"]["mode"], "ft:3", "{ft}");
     assert_eq!(ft["recover"]["finetune"]["steps"], 3, "{ft}");
     let (_, ls) = run("ls");
@@ -291,7 +301,14 @@ fn ft_recovery_fine_tunes_the_candidates_and_the_output() {
 fn recover_ft_needs_a_step_count() {
     let o = common::bin()
         .arg(common::repo().join("models/tiny_resnet.onnx"))
-        .args(["-o", "/tmp/x.onnx", "--target-flops", "0.5", "--recover", "ft:0"])
+        .args([
+            "-o",
+            "/tmp/x.onnx",
+            "--target-flops",
+            "0.5",
+            "--recover",
+            "ft:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -663,13 +663,8 @@ pub fn quick(
     let mut net = Net::new(model, &device)?;
     let mut tr = Trainer::new(&net, o.clone());
     let stop = AtomicBool::new(false);
-    let report = tr.run(
-        &mut net,
-        teacher,
-        data,
-        &stop,
-        &mut |_| {},
-        &mut |_, _| Ok(()),
-    )?;
+    let report = tr.run(&mut net, teacher, data, &stop, &mut |_| {}, &mut |_, _| {
+        Ok(())
+    })?;
     Ok((net.write_back(), report))
 }
