@@ -50,9 +50,10 @@ struct PruneArgs {
     data_opts: DataOpts,
     /// With --data: recovery after pruning: ls (least-squares reconstruction of the layers
     /// reading pruned channels), bn (BatchNorm re-calibration / per-channel moment matching
-    /// where BN is folded), ft:STEPS (ls, then STEPS steps of fine-tuning on the calibration
-    /// samples with labels plus distillation from the original, as PuRL's short retraining;
-    /// used for every candidate of the search too; training flags as for `finetune`), none.
+    /// where BN is folded), ft:STEPS (ls, then STEPS steps of fine-tuning on the samples not
+    /// held out for validation, with labels plus distillation from the original, as PuRL's
+    /// short retraining; used for every candidate of the search too; training flags as for
+    /// `finetune`), none.
     /// Default: ls with --data, none without
     #[arg(long, value_parser = parse_recover)]
     recover: Option<String>,
@@ -1348,9 +1349,9 @@ fn recover_model(
         ..Default::default()
     };
     let mut rep = recover::recover(p, keep, &mut pruned, &c.calib.x, c.calib.n, c.chw, &ro)?;
+    print_recover(mode, &rep);
     if ft_steps > 0 {
         // ft:STEPS: least squares, then a short fine-tune on the training samples.
-        print_recover(mode, &rep);
         let data = c.train.as_ref().expect("loaded with --recover ft");
         let o = recover_ft_options(args, ft_steps, data.y.is_some() && !args.label_free)?;
         let teacher =
@@ -1371,9 +1372,6 @@ fn recover_model(
             loss_first: r.loss_first,
             loss_last: r.loss_last,
         });
-    }
-    if ft_steps == 0 {
-        print_recover(mode, &rep);
     }
     Ok((pruned, rep))
 }

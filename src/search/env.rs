@@ -7,9 +7,9 @@
 //! terms (accuracy so far, fraction pruned so far).
 //!
 //! Rewards come from an [`Oracle`]: the candidate is built by surgery, recovered by least
-//! squares on a calibration subset (and, with `--recover ft:STEPS`, a short fine-tune on the training samples)
-//! and evaluated on a validation subset (top-1 with labels, or
-//! label-free, 1/(1 + relative MSE) to the original model's outputs). Evaluations of identical plans are
+//! squares on a calibration subset (and, with `--recover ft:STEPS`, a short fine-tune on the
+//! training samples) and evaluated on a validation subset (top-1 with labels, or label-free,
+//! 1/(1 + relative MSE) to the original model's outputs). Evaluations of identical plans are
 //! cached.
 
 use crate::error::Result;
