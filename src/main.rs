@@ -1059,6 +1059,9 @@ struct DataCtx {
     train: Option<onnx_prune::eval::data::Dataset>,
     /// The original model's outputs on `val` (computed once, for re-ranking and the report).
     original: std::cell::OnceCell<(Vec<f32>, usize)>,
+    /// The original model as a burn network: the distillation teacher of `--recover ft:STEPS`
+    /// (search candidates and recovered plans share it).
+    teacher: std::cell::OnceCell<onnx_prune::learn::net::Net>,
 }
 
 impl DataCtx {
@@ -1080,6 +1083,20 @@ impl DataCtx {
             let _ = self.original.set(l);
         }
         Ok(self.original.get().unwrap())
+    }
+
+    /// The original model as a burn network on the inference device, built once.
+    fn teacher(
+        &self,
+        p: &onnx_prune::search::datafree::Pruner,
+    ) -> Result<&onnx_prune::learn::net::Net> {
+        if self.teacher.get().is_none() {
+            let dev = onnx_prune::learn::infer_device().0;
+            let _ = self
+                .teacher
+                .set(onnx_prune::learn::net::Net::new(&p.model, &dev)?);
+        }
+        Ok(self.teacher.get().unwrap())
     }
 
     fn load(
@@ -1119,6 +1136,7 @@ impl DataCtx {
             chw,
             train,
             original: Default::default(),
+            teacher: Default::default(),
         })
     }
 }
@@ -1143,18 +1161,6 @@ fn recover_ft_steps(args: &PruneArgs) -> usize {
         .and_then(|r| r.strip_prefix("ft:"))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-/// Training options of `--recover ft:STEPS` (labels plus distillation from the original, or
-/// distillation only with --label-free).
-fn recover_ft_options(
-    args: &PruneArgs,
-    steps: usize,
-    labels: bool,
-) -> Result<onnx_prune::learn::train::TrainOptions> {
-    let mut o = train_options(&args.train, steps, args.opts.seed, true, labels)?;
-    o.checkpoint_every = 0;
-    Ok(o)
 }
 
 /// "10m", "90s", "1h", "1h30m" or plain seconds.
@@ -1218,7 +1224,8 @@ fn search(
     let ft_steps = recover_ft_steps(args);
     if let (true, Some(train)) = (ft_steps > 0, c.train.as_ref()) {
         let labels = train.y.is_some() && !args.label_free;
-        oracle.set_finetune(recover_ft_options(args, ft_steps, labels)?, train)?;
+        let o = train_options(&args.train, ft_steps, args.opts.seed, true, labels)?;
+        oracle.set_finetune(o, train, Some(c.teacher(p)?));
     }
     let mut e = env::Env::new(p, ratio, args.opts.round_to, 0.05);
     let (_, line) = onnx_prune::learn::device();
@@ -1353,10 +1360,9 @@ fn recover_model(
     if ft_steps > 0 {
         // ft:STEPS: least squares, then a short fine-tune on the training samples.
         let data = c.train.as_ref().expect("loaded with --recover ft");
-        let o = recover_ft_options(args, ft_steps, data.y.is_some() && !args.label_free)?;
-        let teacher =
-            onnx_prune::learn::net::Net::new(&p.model, &onnx_prune::learn::infer_device().0)?;
-        let (m, r) = onnx_prune::learn::train::quick(&pruned, Some(&teacher), data, &o)?;
+        let labels = data.y.is_some() && !args.label_free;
+        let o = train_options(&args.train, ft_steps, args.opts.seed, true, labels)?;
+        let (m, r) = onnx_prune::learn::train::quick(&pruned, Some(c.teacher(p)?), data, &o)?;
         pruned = m;
         eprintln!(
             "recover ft: {} step(s) of {} from {} training sample(s), loss {:.4} -> {:.4} in {:.1}s",

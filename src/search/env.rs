@@ -297,10 +297,10 @@ pub struct Oracle<'a> {
 }
 
 /// The fine-tune part of `--recover ft:STEPS` in the oracle: options, the original model as
-/// the distillation teacher (built once) and the training samples.
+/// the distillation teacher and the training samples.
 struct FtRecovery<'a> {
     o: crate::learn::train::TrainOptions,
-    teacher: Option<crate::learn::net::Net>,
+    teacher: Option<&'a crate::learn::net::Net>,
     data: &'a Dataset,
 }
 
@@ -349,22 +349,17 @@ impl<'a> Oracle<'a> {
 
     /// Recovers every candidate by least squares and then `o.steps` steps of fine-tuning on
     /// `data` (`--recover ft:STEPS`; samples disjoint from the validation subset): labels
-    /// plus distillation from the original when `o.kd_weight` is in (0, 1), distillation only
-    /// at 1 (label-free), labels only at 0. Evaluations cached so far are dropped.
+    /// plus distillation from `teacher` (the original model as a burn network on
+    /// [`crate::learn::infer_device`]) when `o.kd_weight` is in (0, 1), distillation only at 1
+    /// (label-free), labels only at 0. Evaluations cached so far are dropped.
     pub fn set_finetune(
         &mut self,
         o: crate::learn::train::TrainOptions,
         data: &'a Dataset,
-    ) -> Result<()> {
-        let teacher = if o.kd_weight > 0.0 {
-            let (dev, _) = crate::learn::infer_device();
-            Some(crate::learn::net::Net::new(&self.p.model, &dev)?)
-        } else {
-            None
-        };
+        teacher: Option<&'a crate::learn::net::Net>,
+    ) {
         self.finetune = Some(FtRecovery { o, teacher, data });
         self.cache.clear();
-        Ok(())
     }
 
     /// Top-1 (or, label-free, 1/(1 + relative MSE) to the original) of the candidate `keep` after
@@ -420,7 +415,7 @@ impl<'a> Oracle<'a> {
             &self.recover,
         )?;
         if let Some(ft) = &self.finetune {
-            m = crate::learn::train::quick(&m, ft.teacher.as_ref(), ft.data, &ft.o)?.0;
+            m = crate::learn::train::quick(&m, ft.teacher, ft.data, &ft.o)?.0;
         }
         let t2 = std::time::Instant::now();
         let (l, k) = runtime::logits(self.kind, &m, &self.tmp, "candidate.onnx", val)?;
