@@ -75,7 +75,7 @@ struct PruneArgs {
     #[arg(long, default_value = "ddpg", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
     agent: String,
     /// With --data: search episodes (default: 100 for ddpg, 55 for dqn; for reinforce the
-    /// number of policy updates, spread over the groups, default 100)
+    /// number of policy updates, spread over the groups, default 10 per group)
     #[arg(long)]
     episodes: Option<usize>,
     /// With --agent reinforce: accuracy-drop bound b of the reward (b − drop)/b·log(C/C_kept)
@@ -96,6 +96,13 @@ struct PruneArgs {
     /// throughout; 12 explores all 12 α uniformly, as PuRL does
     #[arg(long, default_value_t = 3)]
     dqn_spread: usize,
+    /// With --agent ddpg|dqn|reinforce: how each candidate is recovered before it is scored.
+    /// fast: least squares in one round on the original's activations, from statistics of up
+    /// to 512 calibration images gathered once (a solve per candidate); seq:N: level by level
+    /// on the candidate's own activations from N calibration images, as the final recovery
+    /// does (one forward run per level; ranks plans as the final recovery does)
+    #[arg(long, default_value = "fast", value_parser = parse_search_recover)]
+    search_recover: usize,
     /// With --agent reinforce: masks sampled per policy update
     #[arg(long, default_value_t = 4)]
     samples: usize,
@@ -1154,6 +1161,19 @@ fn parse_recover(s: &str) -> std::result::Result<String, String> {
     }
 }
 
+/// `--search-recover`: 0 for `fast`, N for `seq:N`.
+fn parse_search_recover(s: &str) -> std::result::Result<usize, String> {
+    match s {
+        "fast" => Ok(0),
+        _ => match s.strip_prefix("seq:").map(str::parse::<usize>) {
+            Some(Ok(n)) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "'{s}': expected fast or seq:N with N > 0 calibration images (e.g. seq:128)"
+            )),
+        },
+    }
+}
+
 /// The fine-tune steps of `--recover ft:STEPS` (0 for the other modes).
 fn recover_ft_steps(args: &PruneArgs) -> usize {
     args.recover
@@ -1214,7 +1234,8 @@ fn search(
             agent.name()
         );
     }
-    let episodes = args.episodes.unwrap_or(agent.default_episodes());
+    let mut e = env::Env::new(p, ratio, args.opts.round_to, 0.05);
+    let episodes = args.episodes.unwrap_or(agent.default_episodes(e.steps()));
     // The search measures candidates on subsets (least-squares recovery from statistics of up
     // to 512 calibration images, gathered once; reward on up to 500 validation images); the
     // winner is recovered and measured on the full subsets afterwards.
@@ -1227,10 +1248,12 @@ fn search(
         let o = train_options(&args.train, ft_steps, args.opts.seed, true, labels)?;
         oracle.set_finetune(o, train, Some(c.teacher(p)?));
     }
-    let mut e = env::Env::new(p, ratio, args.opts.round_to, 0.05);
+    if args.search_recover > 0 {
+        oracle.set_sequential(args.search_recover, args.ridge, args.opts.seed);
+    }
     let (_, line) = onnx_prune::learn::device();
     eprintln!(
-        "search: agent {}, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}) after least squares{} on {} calibration images; {line}",
+        "search: agent {}, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}) after least squares ({}){} on {} calibration images; {line}",
         agent.name(),
         e.steps(),
         episodes,
@@ -1240,8 +1263,9 @@ fn search(
         if args.label_free || sv.y.is_none() { "1/(1 + relative MSE) to the original's outputs" } else { "top-1" },
         sv.n,
         oracle.original,
+        if args.search_recover > 0 { "level by level" } else { "one round, cached" },
         if ft_steps > 0 { format!(" + {ft_steps} fine-tune step(s) of {} on the training samples", args.train.batch_size) } else { String::new() },
-        sc.n
+        if args.search_recover > 0 { args.search_recover.min(sc.n) } else { sc.n }
     );
     // What the search competes against: the data-free plan on the same proxy.
     let df_score = oracle.measure(data_free)?;

@@ -314,3 +314,71 @@ fn recover_ft_needs_a_step_count() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected ls, bn, none or ft:STEPS"));
 }
+
+/// `--search-recover seq:N`: candidates are recovered level by level, as the written model is:
+/// on the same calibration (512, so 16 positions per image) and validation images, the
+/// search's score of the data-free plan is exactly that plan's score after the final recovery;
+/// the cached one-round fit scores it differently.
+#[test]
+fn sequential_search_recovery_scores_like_the_final_recovery() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |proxy: &str| {
+        let out = dir.path().join("m.onnx");
+        let rep = dir.path().join("r.json");
+        let o = common::bin()
+            .arg(s.join("models/cifar10/resnet20.onnx"))
+            .arg("-o")
+            .arg(&out)
+            .args(["--target-flops", "0.5", "--agent", "ddpg"])
+            .args(["--episodes", "1", "--label-free", "--search-recover", proxy])
+            .args(["--seed", "3", "--runtime", "tract", "--data"])
+            .arg(s.join("data/cifar10/test_846_lossless.npz"))
+            .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+            .args(["--calib-size", "512", "--val-size", "128", "--rerank", "1"])
+            .arg("--report")
+            .arg(&rep)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+        assert!(r["macs_ratio"].as_f64().unwrap() <= 0.5, "{r}");
+        let proxy = r["search"]["data_free_reward"].as_f64().unwrap();
+        let fin = r["search"]["rerank"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["source"].as_str().unwrap().contains("data-free"))
+            .unwrap()["val_score"]
+            .as_f64()
+            .unwrap();
+        (err, proxy, fin)
+    };
+    let (err, seq, fin) = run("seq:512");
+    assert!(
+        err.contains("least squares (level by level) on 512 calibration images"),
+        "{err}"
+    );
+    assert!((seq - fin).abs() < 1e-9, "proxy {seq} vs final {fin}");
+    let (err, fast, fin2) = run("fast");
+    assert!(err.contains("least squares (one round, cached)"), "{err}");
+    assert_eq!(fin, fin2, "the final recovery does not depend on the proxy");
+    assert!(
+        (fast - fin).abs() > 1e-6,
+        "fast proxy {fast} vs final {fin}"
+    );
+}
+
+#[test]
+fn search_recover_needs_fast_or_a_sample_count() {
+    let o = common::bin()
+        .arg(common::repo().join("models/tiny_resnet.onnx"))
+        .args(["-o", "/tmp/x.onnx", "--target-flops", "0.5"])
+        .args(["--search-recover", "seq:0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected fast or seq:N"));
+}

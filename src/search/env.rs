@@ -293,6 +293,12 @@ pub struct Oracle<'a> {
     pub seconds: [f64; 3],
     /// `--recover ft:STEPS`: a short fine-tune after the least-squares recovery.
     finetune: Option<FtRecovery<'a>>,
+    /// Some(n): least squares level by level on the pruned model's own activations from the
+    /// first n calibration images (as the final recovery does) instead of the cached one-round
+    /// fit on the original's ([`Oracle::set_sequential`]).
+    sequential: Option<usize>,
+    /// Ridge and seed of the sequential recovery.
+    seq_options: (f64, u64),
     tmp: TempDir,
 }
 
@@ -343,8 +349,23 @@ impl<'a> Oracle<'a> {
             evaluations: 0,
             seconds: [0.0; 3],
             finetune: None,
+            sequential: None,
+            seq_options: (1e-3, 0),
             tmp,
         })
+    }
+
+    /// Recovers every candidate as the final `ls` recovery does, level by level on the pruned
+    /// model's own activations, from the first `n` calibration images (one forward run of the
+    /// candidate per dependency level; slower than the cached one-round fit, but it ranks plans
+    /// as the final recovery does). Evaluations cached so far are dropped.
+    /// `ridge` and `seed` (the sampled positions) as for the final recovery: with
+    /// n ≥ 512 (16 positions per image) a candidate scores exactly what the final recovery on
+    /// the same images gives it.
+    pub fn set_sequential(&mut self, n: usize, ridge: f64, seed: u64) {
+        self.sequential = Some(n.clamp(1, self.calib.n.max(1)));
+        self.seq_options = (ridge, seed);
+        self.cache.clear();
     }
 
     /// Recovers every candidate by least squares and then `o.steps` steps of fine-tuning on
@@ -405,15 +426,34 @@ impl<'a> Oracle<'a> {
         let mut m = self.p.apply(keep)?;
         let chw = (val.c, val.h, val.w);
         let t1 = std::time::Instant::now();
-        self.fast.recover(
-            self.p,
-            keep,
-            &mut m,
-            &self.calib.x,
-            self.calib.n,
-            chw,
-            &self.recover,
-        )?;
+        match self.sequential {
+            Some(n) => {
+                // As many rows per target as the cached fit's 512 images × 16 positions,
+                // up to 64 positions per image.
+                let o = recover::Options {
+                    sequential: true,
+                    ridge: self.seq_options.0,
+                    seed: self.seq_options.1,
+                    positions: (self.recover.positions * 512)
+                        .div_ceil(n)
+                        .clamp(self.recover.positions, 64),
+                    ..self.recover.clone()
+                };
+                let len = n * chw.0 * chw.1 * chw.2;
+                recover::recover(self.p, keep, &mut m, &self.calib.x[..len], n, chw, &o)?;
+            }
+            None => {
+                self.fast.recover(
+                    self.p,
+                    keep,
+                    &mut m,
+                    &self.calib.x,
+                    self.calib.n,
+                    chw,
+                    &self.recover,
+                )?;
+            }
+        }
         if let Some(ft) = &self.finetune {
             m = crate::learn::train::quick(&m, ft.teacher, ft.data, &ft.o)?.0;
         }
