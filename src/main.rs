@@ -100,7 +100,8 @@ struct PruneArgs {
     /// fast: least squares in one round on the original's activations, from statistics of up
     /// to 512 calibration images gathered once (a solve per candidate); seq:N: level by level
     /// on the candidate's own activations from N calibration images, as the final recovery
-    /// does (one forward run per level; ranks plans as the final recovery does)
+    /// does (one forward run per level; up to 64 positions per image below 512 images; from
+    /// 512 images on the same images, a plan scores exactly what the final recovery gives it)
     #[arg(long, default_value = "fast", value_parser = parse_search_recover)]
     search_recover: usize,
     /// With --agent reinforce: masks sampled per policy update

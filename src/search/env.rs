@@ -359,6 +359,7 @@ impl<'a> Oracle<'a> {
     /// model's own activations, from the first `n` calibration images (one forward run of the
     /// candidate per dependency level; slower than the cached one-round fit, but it ranks plans
     /// as the final recovery does). Evaluations cached so far are dropped.
+    ///
     /// `ridge` and `seed` (the sampled positions) as for the final recovery: with
     /// n ≥ 512 (16 positions per image) a candidate scores exactly what the final recovery on
     /// the same images gives it.
