@@ -2134,7 +2134,7 @@ fn finetune_pruned(
     let ckpt = args.output.as_deref().map(train::Checkpoint::beside);
     let f = train::finetune(
         &pruned,
-        Some(&p.model),
+        Some(c.teacher(p)?),
         &data,
         &o,
         ckpt.as_ref(),
@@ -2280,9 +2280,16 @@ fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         eprintln!("before: {before}");
     }
     let ckpt = train::Checkpoint::beside(&a.output);
+    let teacher_net = match &teacher {
+        Some(t) => Some(
+            onnx_prune::learn::net::Net::new(t, &onnx_prune::learn::infer_device().0)
+                .map_err(|e| anyhow::anyhow!("teacher: {e}"))?,
+        ),
+        None => None,
+    };
     let f = train::finetune(
         &model,
-        teacher.as_ref(),
+        teacher_net.as_ref(),
         &trainset,
         &o,
         Some(&ckpt),

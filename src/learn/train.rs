@@ -550,13 +550,14 @@ pub struct Finetuned {
     pub params: usize,
 }
 
-/// Fine-tunes `model` on `data` (with `teacher` for distillation), on the learning device.
+/// Fine-tunes `model` on `data` (with `teacher` for distillation: the teacher model as a burn
+/// network on [`super::infer_device`], built once by the caller), on the learning device.
 /// With `ckpt`, saves checkpoints there every `o.checkpoint_every` steps and when stopped, and
 /// resumes from it when `resume` is set. Prints progress on stderr (a redrawn line on a
 /// terminal, else about 20 lines).
 pub fn finetune(
     model: &crate::ir::Model,
-    teacher: Option<&crate::ir::Model>,
+    teacher: Option<&Net>,
     data: &Dataset,
     o: &TrainOptions,
     ckpt: Option<&Checkpoint>,
@@ -580,13 +581,6 @@ pub fn finetune(
         _ => model,
     };
     let mut net = Net::new(model, &device)?;
-    let teacher = match teacher {
-        Some(t) => Some(
-            Net::new(t, &device.clone().inner())
-                .map_err(|e| Error::Usage(format!("teacher: {e}")))?,
-        ),
-        None => None,
-    };
     let mut tr = Trainer::new(&net, o.clone());
     if let (Some(c), true) = (ckpt, resume) {
         tr.load_state(&c.state)?;
@@ -625,14 +619,7 @@ pub fn finetune(
             None => Ok(()),
         }
     };
-    let report = tr.run(
-        &mut net,
-        teacher.as_ref(),
-        data,
-        stop,
-        &mut on_step,
-        &mut on_ckpt,
-    )?;
+    let report = tr.run(&mut net, teacher, data, stop, &mut on_step, &mut on_ckpt)?;
     if tty && report.interrupted {
         eprintln!();
     }
