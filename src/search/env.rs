@@ -296,9 +296,7 @@ pub struct Oracle<'a> {
     /// Some(n): least squares level by level on the pruned model's own activations from the
     /// first n calibration images (as the final recovery does) instead of the cached one-round
     /// fit on the original's ([`Oracle::set_sequential`]).
-    sequential: Option<usize>,
-    /// Ridge and seed of the sequential recovery.
-    seq_options: (f64, u64),
+    sequential: Option<(usize, recover::Options)>,
     tmp: TempDir,
 }
 
@@ -350,7 +348,6 @@ impl<'a> Oracle<'a> {
             seconds: [0.0; 3],
             finetune: None,
             sequential: None,
-            seq_options: (1e-3, 0),
             tmp,
         })
     }
@@ -364,8 +361,19 @@ impl<'a> Oracle<'a> {
     /// n ≥ 512 (16 positions per image) a candidate scores exactly what the final recovery on
     /// the same images gives it.
     pub fn set_sequential(&mut self, n: usize, ridge: f64, seed: u64) {
-        self.sequential = Some(n.clamp(1, self.calib.n.max(1)));
-        self.seq_options = (ridge, seed);
+        let n = n.clamp(1, self.calib.n.max(1));
+        // As many rows per target as the cached fit's 512 images × 16 positions, up to 64
+        // positions per image.
+        let o = recover::Options {
+            sequential: true,
+            ridge,
+            seed,
+            positions: (self.recover.positions * 512)
+                .div_ceil(n)
+                .clamp(self.recover.positions, 64),
+            ..self.recover.clone()
+        };
+        self.sequential = Some((n, o));
         self.cache.clear();
     }
 
@@ -427,21 +435,10 @@ impl<'a> Oracle<'a> {
         let mut m = self.p.apply(keep)?;
         let chw = (val.c, val.h, val.w);
         let t1 = std::time::Instant::now();
-        match self.sequential {
-            Some(n) => {
-                // As many rows per target as the cached fit's 512 images × 16 positions,
-                // up to 64 positions per image.
-                let o = recover::Options {
-                    sequential: true,
-                    ridge: self.seq_options.0,
-                    seed: self.seq_options.1,
-                    positions: (self.recover.positions * 512)
-                        .div_ceil(n)
-                        .clamp(self.recover.positions, 64),
-                    ..self.recover.clone()
-                };
+        match &self.sequential {
+            Some((n, o)) => {
                 let len = n * chw.0 * chw.1 * chw.2;
-                recover::recover(self.p, keep, &mut m, &self.calib.x[..len], n, chw, &o)?;
+                recover::recover(self.p, keep, &mut m, &self.calib.x[..len], *n, chw, o)?;
             }
             None => {
                 self.fast.recover(
