@@ -1,7 +1,10 @@
 //! Benchmark of the search (a program, not a timed test): every agent against the L1
-//! baselines, each row with the same recovery (sequential least squares from 1,000 training
+//! baselines and the unsearched least-squares criterion (uniform-LS, what `--agent none` does
+//! with data), each row with the same recovery (sequential least squares from 1,000 training
 //! images), exactly as a user runs it — the `onnx-prune` binary, then `onnx-prune eval` on the
-//! held-out test set.
+//! held-out test set. The agents use the default channel criterion (`--method auto`: ls); the
+//! "shipped" column says which re-ranked plan was written (the agent's own or the unsearched
+//! one) and the validation scores of the agent's best plan and of the unsearched plan.
 //!
 //! Cases: CIFAR-10 resnet56 and resnet20 (`--data train_50k_jpeg.tar`, top-1 on all of
 //! `test_10k_jpeg.tar`), and seresnet20 from the zoo (random weights) label-free: the search
@@ -58,12 +61,30 @@ fn main() {
     ];
     let tmp = std::env::temp_dir().join(format!("onnx-prune-bench-search-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let rows: [(&str, &[&str]); 5] = [
+    let rows: [(&str, &[&str]); 6] = [
         (
             "uniform-L1",
-            &["--agent", "none", "--allocation", "uniform"],
+            &[
+                "--agent",
+                "none",
+                "--allocation",
+                "uniform",
+                "--method",
+                "l1",
+            ],
         ),
-        ("global-L1", &["--agent", "none", "--allocation", "global"]),
+        (
+            "global-L1",
+            &[
+                "--agent",
+                "none",
+                "--allocation",
+                "global",
+                "--method",
+                "l1",
+            ],
+        ),
+        ("uniform-LS", &["--agent", "none", "--method", "ls"]),
         ("ddpg", &["--agent", "ddpg"]),
         ("dqn", &["--agent", "dqn"]),
         ("reinforce", &["--agent", "reinforce"]),
@@ -86,8 +107,8 @@ fn main() {
             case.model.file_name().unwrap().to_string_lossy(),
             test.file_name().unwrap().to_string_lossy()
         );
-        println!("| method | {metric} | MACs kept | episodes | best at episode | evaluations | search s | wall s |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| method | {metric} | MACs kept | episodes | best at episode | evaluations | search s | wall s | shipped (validation: agent's best / unsearched) |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         let eval = |m: &Path| -> f64 {
             let mut c = Command::new(bin);
             c.arg("eval").arg(m).arg("--data").arg(&test).args(norm);
@@ -108,7 +129,7 @@ fn main() {
         };
         if !case.label_free {
             println!(
-                "| (original) | {:.4} | 100% | - | - | - | - | - |",
+                "| (original) | {:.4} | 100% | - | - | - | - | - | - |",
                 eval(&case.model)
             );
         }
@@ -125,7 +146,7 @@ fn main() {
             if case.label_free {
                 c.arg("--label-free");
             }
-            if quick && name != "uniform-L1" && name != "global-L1" {
+            if quick && !name.starts_with("uniform") && name != "global-L1" {
                 let e = match name {
                     "dqn" => "20",
                     _ => "34",
@@ -153,8 +174,37 @@ fn main() {
                     .map(|x| x.to_string())
                     .unwrap_or_else(|| "-".into())
             };
+            // Which re-ranked plan was written: the best validation score wins.
+            let shipped = s["rerank"]
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .map(|rows| {
+                    let val = |x: &serde_json::Value| x["val_score"].as_f64().unwrap_or(0.0);
+                    let best = rows
+                        .iter()
+                        .max_by(|a, b| val(a).total_cmp(&val(b)))
+                        .unwrap();
+                    let agent = rows
+                        .iter()
+                        .filter(|x| x["search_score"].is_number())
+                        .map(val)
+                        .fold(f64::NAN, f64::max);
+                    let base = rows
+                        .iter()
+                        .find(|x| x["search_score"].is_null())
+                        .map(val)
+                        .unwrap_or(f64::NAN);
+                    let src = best["source"].as_str().unwrap_or("?");
+                    let who = if best["search_score"].is_number() {
+                        "agent"
+                    } else {
+                        "unsearched"
+                    };
+                    format!("{who}: {src} ({agent:.4} / {base:.4})")
+                })
+                .unwrap_or_else(|| "-".into());
             println!(
-                "| {name} | {:.4} | {:.1}% | {} | {} | {} | {} | {wall:.0} |",
+                "| {name} | {:.4} | {:.1}% | {} | {} | {} | {} | {wall:.0} | {shipped} |",
                 eval(&out),
                 100.0 * r["macs_ratio"].as_f64().unwrap(),
                 v("episodes"),
@@ -166,7 +216,7 @@ fn main() {
                     .unwrap_or_else(|| "-".into()),
             );
             for n in s["notes"].as_array().into_iter().flatten() {
-                println!("|   ↳ {} | | | | | | | |", n.as_str().unwrap_or(""));
+                println!("|   ↳ {} | | | | | | | | |", n.as_str().unwrap_or(""));
             }
         }
     }

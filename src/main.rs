@@ -68,11 +68,11 @@ struct PruneArgs {
     /// 1/(1 + relative MSE), and the report gives fidelity only
     #[arg(long)]
     label_free: bool,
-    /// With --data: the search agent. ddpg: AMC's actor-critic (a keep ratio per group);
-    /// dqn: PuRL (magnitude thresholds α·σ, dense rewards); reinforce: Huang et al. 2018 (a
-    /// policy per group samples which filters to keep); none: the data-free --allocation,
-    /// then recovery
-    #[arg(long, default_value = "ddpg", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
+    /// With --data: the search agent. dqn (default; measured best): PuRL (magnitude
+    /// thresholds α·σ, dense rewards); ddpg: AMC's actor-critic (a keep ratio per group);
+    /// reinforce: Huang et al. 2018 (a policy per group samples which filters to keep); none:
+    /// no search, the uniform/global --allocation by the channel criterion, then recovery
+    #[arg(long, default_value = "dqn", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
     agent: String,
     /// With --data: search episodes (default: 100 for ddpg, 55 for dqn; for reinforce the
     /// number of policy updates, spread over the groups, default 10 per group)
@@ -133,8 +133,12 @@ struct PruneArgs {
 
 #[derive(Args)]
 struct PruneOpts {
-    /// Channel importance: l1 / l2 filter magnitude, or random
-    #[arg(long, default_value = "l1", value_parser = ["l1", "l2", "random"])]
+    /// Which channels a group keeps: l1 / l2 filter magnitude, random, or ls (needs --data):
+    /// the least-squares removal cost on calibration images — channels are dropped greedily,
+    /// each time the one whose loss the refit of the next layers absorbs best (ThiNet / He et
+    /// al. 2017). The agents keep channels by it too (reinforce's policy starts from it).
+    /// auto: ls with --data and --allocation uniform, l1 otherwise
+    #[arg(long, default_value = "auto", value_parser = ["auto", "l1", "l2", "random", "ls"])]
     method: String,
     /// uniform: same keep ratio in every group; global: one threshold over normalised importance
     #[arg(long, default_value = "uniform", value_parser = ["uniform", "global"])]
@@ -582,6 +586,12 @@ fn run(cli: Cli) -> Result<()> {
             if p.finetune_epochs < 0.0 || !p.finetune_epochs.is_finite() {
                 bail!("--finetune-epochs must be a non-negative number");
             }
+            if p.opts.method == "ls" && p.data.is_none() {
+                bail!("--method ls ranks channels on calibration images: add --data PATH");
+            }
+            if p.opts.method == "ls" && p.opts.allocation == "global" {
+                bail!("--method ls orders channels within each group only: use --allocation uniform (or --method l1|l2 for a global threshold)");
+            }
             if p.recover.as_deref().is_some_and(|r| r != "none") && p.data.is_none() {
                 bail!("--recover needs calibration data: add --data PATH");
             }
@@ -965,6 +975,13 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
         "random" => Method::Random,
         _ => Method::L1,
     };
+    let ls = o.method == "ls"
+        || (o.method == "auto" && args.data.is_some() && o.allocation == "uniform");
+    let method_name = match o.method.as_str() {
+        "auto" if ls => "ls",
+        "auto" => "l1",
+        m => m,
+    };
     let alloc = if o.allocation == "global" {
         Allocation::Global
     } else {
@@ -977,14 +994,15 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
         None => None,
     };
     let mut curve = None;
-    let data_free = || {
-        let imp = p.importance(method, o.seed);
-        p.allocate(target, &imp, alloc, o.round_to)
+    let imp = match &ctx {
+        Some(c) if ls => ls_importance(&p, c)?,
+        _ => p.importance(method, o.seed),
     };
+    let data_free = || p.allocate(target, &imp, alloc, o.round_to);
     let (keep, pruned) = match &ctx {
         Some(c) if args.agent != "none" => {
             let df = data_free();
-            let out = search(&p, c, ratio, args, &df, &mut extra)?;
+            let out = search(&p, c, ratio, args, &df, ls.then_some(&imp[..]), &mut extra)?;
             curve = Some(out.curve.clone());
             // The search's best plans (by its fast proxy) and the data-free plan, re-ranked
             // by full recovery on the whole validation subset.
@@ -1004,7 +1022,12 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
             if args.rerank > 0 && c.val.n > 0 {
                 if !cands.iter().any(|x| x.2 == df) {
                     cands.push((
-                        format!("{}-{} (data-free)", o.allocation, o.method),
+                        format!(
+                            "{}-{} ({})",
+                            o.allocation,
+                            method_name,
+                            if ls { "no search" } else { "data-free" }
+                        ),
                         None,
                         df,
                     ));
@@ -1053,6 +1076,34 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
         extra,
         curve.as_deref(),
     )
+}
+
+/// `--method ls`: channels ranked by their least-squares removal cost on the calibration
+/// images the search's recovery uses (the first 512), with the search's fit options.
+fn ls_importance(p: &onnx_prune::search::datafree::Pruner, c: &DataCtx) -> Result<Vec<f64>> {
+    use onnx_prune::search::{datafree::Method, env, recover};
+    let t0 = std::time::Instant::now();
+    let sc = c.calib.subset(&(0..c.calib.n.min(512)).collect::<Vec<_>>());
+    let mut fast = recover::FastCache::new();
+    let (imp, fell_back) = fast.ls_importance(
+        p,
+        &sc.x,
+        sc.n,
+        c.chw,
+        &env::cached_fit_options(c.kind),
+        &p.importance(Method::L1, 0),
+    )?;
+    eprintln!(
+        "channels ranked by least-squares removal cost on {} calibration images in {:.1}s{}",
+        sc.n,
+        t0.elapsed().as_secs_f64(),
+        if fell_back > 0 {
+            format!(" ({fell_back} group(s) without a usable consumer ranked by L1)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(imp)
 }
 
 /// The data of the main command: seeded disjoint calibration and validation subsets, and the
@@ -1221,6 +1272,7 @@ fn search(
     ratio: f64,
     args: &PruneArgs,
     data_free: &[bool],
+    select: Option<&[f64]>,
     extra: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     use onnx_prune::search::{env, rl};
@@ -1236,6 +1288,9 @@ fn search(
         );
     }
     let mut e = env::Env::new(p, ratio, args.opts.round_to, 0.05);
+    if let Some(sel) = select {
+        e.set_select(sel.to_vec());
+    }
     let episodes = args.episodes.unwrap_or(agent.default_episodes(e.steps()));
     // The search measures candidates on subsets (least-squares recovery from statistics of up
     // to 512 calibration images, gathered once; reward on up to 500 validation images); the
@@ -1271,8 +1326,18 @@ fn search(
     // What the search competes against: the data-free plan on the same proxy.
     let df_score = oracle.measure(data_free)?;
     eprintln!(
-        "search: the data-free plan ({}-{}) scores {df_score:.4} on the search's proxy",
-        args.opts.allocation, args.opts.method
+        "search: the {} plan ({}-{}) scores {df_score:.4} on the search's proxy",
+        if select.is_some() {
+            "unsearched"
+        } else {
+            "data-free"
+        },
+        args.opts.allocation,
+        if select.is_some() {
+            "ls"
+        } else {
+            args.opts.method.as_str()
+        }
     );
     let o = rl::Options {
         episodes,
@@ -1356,6 +1421,7 @@ fn search(
     _: f64,
     _: &PruneArgs,
     _: &[bool],
+    _: Option<&[f64]>,
     _: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")

@@ -268,6 +268,8 @@ fn recovery_beats_naive_pruning_on_resnet20() {
                 "none",
                 "--recover",
                 mode,
+                "--method",
+                "l1",
                 "--data",
             ])
             .arg(shared.join("data/cifar10/test_846_lossless.npz"))
@@ -392,4 +394,104 @@ fn cached_recovery_equals_one_round_least_squares() {
     // The statistics of a target are gathered once (both spaces are consumed by different
     // nodes; the third plan needs no new run).
     assert!(cache.runs <= 2, "{} original-model runs", cache.runs);
+}
+
+/// `--method ls`: the greedy least-squares criterion drops first what the next layer's refit
+/// does not miss — a dead channel (largest filter, so L1 keeps it) and one of two identical
+/// channels — and its first choice is the channel whose real refit (the search's cached
+/// recovery of the plan without it) loses least.
+#[test]
+fn least_squares_criterion_drops_dead_and_duplicate_channels_first() {
+    let mut b = ModelBuilder::new(17, 7);
+    let x = b.input("input", &[-1, 3, 8, 8]);
+    let mut w1: Vec<f32> = (0..6 * 27)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) / 20.0)
+        .collect();
+    let f0: Vec<f32> = w1[..27].to_vec();
+    w1[5 * 27..].copy_from_slice(&f0);
+    // Channel 3: the largest filter, never positive after its bias (dead after ReLU).
+    for v in &mut w1[3 * 27..4 * 27] {
+        *v = v.abs() * 3.0;
+    }
+    let w1 = b.init_f32("w1", &[6, 3, 3, 3], &w1);
+    let b1 = b.init_f32("b1", &[6], &[0.1, -0.2, 0.05, -1e4, -0.1, 0.1]);
+    let c1 = conv_w(&mut b, &x, &w1, &b1);
+    let r1 = b.op("Relu", &[&c1], vec![]);
+    let w2 = b.weight("w2", &[4, 6, 3, 3], 0.3);
+    let b2 = b.weight("b2", &[4], 0.1);
+    conv_w(&mut b, &r1, &w2, &b2);
+    b.rename_last_output("out");
+    b.output("out", &[-1, 4, 8, 8]);
+    let model = load(b.build());
+    let p = Pruner::new(&model, &HashMap::new()).unwrap();
+    let n = 48;
+    let x = eval::random_inputs(&[vec![n, 3, 8, 8]], 3).remove(0).data;
+    let o = Options {
+        sequential: false,
+        ..opts(Mode::Ls)
+    };
+    let l1 = p.importance(onnx_prune::search::datafree::Method::L1, 0);
+    let mut cache = recover::FastCache::new();
+    let (ls, fell_back) = cache.ls_importance(&p, &x, n, (3, 8, 8), &o, &l1).unwrap();
+    assert_eq!(fell_back, 0);
+    let s = (0..p.ch.spaces.len())
+        .find(|&s| p.ch.spaces[s].len == 6)
+        .unwrap();
+    let atom = |c: usize| p.ch.atom(s, c);
+    let rank = |imp: &[f64], c: usize| (0..6).filter(|&d| imp[atom(d)] > imp[atom(c)]).count();
+    assert_eq!(rank(&l1, 3), 0, "L1 ranks the dead channel first: {l1:?}");
+    // Removed first and second (importance 1 and 2): the dead channel and a duplicate.
+    let first_two: Vec<usize> = (0..6).filter(|&c| rank(&ls, c) >= 4).collect();
+    assert!(first_two.contains(&3), "{ls:?}");
+    assert!(first_two.contains(&0) || first_two.contains(&5), "{ls:?}");
+    // Without the special channels the greedy step is the exact refit cost: the first
+    // removal among the ordinary channels 1, 2, 4 is the one the cached recovery loses
+    // least on.
+    let errs: Vec<(f64, usize)> = [1, 2, 4]
+        .iter()
+        .map(|&c| {
+            let keep = keep_all_but(&p, 6, &[c]);
+            let mut m = p.apply(&keep).unwrap();
+            let r = cache
+                .recover(&p, &keep, &mut m, &x, n, (3, 8, 8), &o)
+                .unwrap();
+            (r.fit_error_after.unwrap(), c)
+        })
+        .collect();
+    let best = errs
+        .iter()
+        .min_by(|a, b| a.0.partial_cmp(&b.0).unwrap())
+        .unwrap()
+        .1;
+    let ls_first = *[1, 2, 4]
+        .iter()
+        .min_by(|&&a, &&b| ls[atom(a)].partial_cmp(&ls[atom(b)]).unwrap())
+        .unwrap();
+    assert_eq!(ls_first, best, "refit errors {errs:?}, ls {ls:?}");
+}
+
+#[test]
+fn least_squares_criterion_needs_data_and_uniform_allocation() {
+    let model = common::repo().join("models/tiny_resnet.onnx");
+    for (extra, msg) in [
+        (&[][..], "--method ls ranks channels on calibration images"),
+        (
+            &["--data", "/nonexistent", "--allocation", "global"][..],
+            "use --allocation uniform",
+        ),
+    ] {
+        let o = common::bin()
+            .arg(&model)
+            .args(["-o", "/tmp/never-written.onnx", "--target-flops", "0.5"])
+            .args(["--method", "ls"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(msg),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }

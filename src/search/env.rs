@@ -42,7 +42,11 @@ pub struct GroupInfo {
 pub struct Env<'a> {
     pub p: &'a Pruner,
     pub groups: Vec<GroupInfo>,
+    /// Filter magnitude (L1) per atom: the agents' features and PuRL's thresholds.
     pub imp: Vec<f64>,
+    /// What decides which channels a group keeps for a given ratio (the highest first): L1
+    /// unless [`Env::set_select`] gave another criterion (`--method ls`).
+    pub select: Vec<f64>,
     pub target: u64,
     pub min_keep: f64,
     pub round_to: usize,
@@ -109,6 +113,7 @@ impl<'a> Env<'a> {
         Env {
             p,
             groups,
+            select: imp.clone(),
             imp,
             target: (p.base_macs as f64 * target_ratio).floor() as u64,
             min_keep,
@@ -116,6 +121,14 @@ impl<'a> Env<'a> {
             ratios: vec![1.0; n],
             t: 0,
             prev: 1.0,
+        }
+    }
+
+    /// Chooses channels within a group by `select` (one value per atom, higher kept first)
+    /// instead of L1.
+    pub fn set_select(&mut self, select: Vec<f64>) {
+        if select.len() == self.select.len() {
+            self.select = select;
         }
     }
 
@@ -140,12 +153,12 @@ impl<'a> Env<'a> {
     /// Keep decision for the current ratios (undecided groups keep everything).
     pub fn keep(&self) -> Vec<bool> {
         self.p
-            .keep_from_ratios(&self.ratios, &self.imp, self.round_to)
+            .keep_from_ratios(&self.ratios, &self.select, self.round_to)
     }
 
     fn macs_with(&self, ratios: &[f64]) -> u64 {
         self.p
-            .macs(&self.p.keep_from_ratios(ratios, &self.imp, self.round_to))
+            .macs(&self.p.keep_from_ratios(ratios, &self.select, self.round_to))
     }
 
     /// Largest keep ratio for the current group that still lets the remaining groups (at the
@@ -271,6 +284,18 @@ impl<'a> Env<'a> {
     }
 }
 
+/// Options of the search's cached one-round least-squares fit (and of the `--method ls`
+/// channel criterion computed from the same statistics).
+pub fn cached_fit_options(kind: runtime::Kind) -> recover::Options {
+    recover::Options {
+        mode: recover::Mode::Ls,
+        sequential: false,
+        positions: 16,
+        runtime: kind,
+        ..Default::default()
+    }
+}
+
 /// Measures candidates: surgery, fast recovery, evaluation; cached by plan.
 pub struct Oracle<'a> {
     p: &'a Pruner,
@@ -324,13 +349,7 @@ impl<'a> Oracle<'a> {
         } else {
             metrics::accuracy(&reference, k, val.y.as_ref().unwrap()).top1
         };
-        let recover = recover::Options {
-            mode: recover::Mode::Ls,
-            sequential: false,
-            positions: 16,
-            runtime: kind,
-            ..Default::default()
-        };
+        let recover = cached_fit_options(kind);
         Ok(Oracle {
             p,
             calib,

@@ -529,8 +529,21 @@ pub const REINFORCE_UPDATES: usize = 10;
 /// reinforce: logit offset per unit of standardised L1 for the untrained policy.
 const L1_GAIN: f32 = 2.0;
 
+/// Standardised values of `v` over the current group's free atoms.
+fn standardised(env: &Env, v: &[f64]) -> Vec<f64> {
+    let free = &env.current().free;
+    let x: Vec<f64> = free.iter().map(|&a| v[a]).collect();
+    let n = x.len().max(1) as f64;
+    let m = x.iter().sum::<f64>() / n;
+    let sd = (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n)
+        .sqrt()
+        .max(1e-12);
+    x.iter().map(|v| (v - m) / sd).collect()
+}
+
 /// Per-filter features of the current group for the reinforce policy: L1 and L2 norm relative
-/// to the group mean, standardised L1, and rank (0 = largest).
+/// to the group mean, standardised L1, and rank (0 = largest); with a channel criterion other
+/// than L1 (`--method ls`), its standardised value as a fifth.
 fn filter_features(env: &Env, l2: &[f64]) -> Vec<Vec<f32>> {
     let free = &env.current().free;
     let l1: Vec<f64> = free.iter().map(|&a| env.imp[a]).collect();
@@ -550,14 +563,19 @@ fn filter_features(env: &Env, l2: &[f64]) -> Vec<Vec<f32>> {
     for (r, &i) in order.iter().enumerate() {
         rank[i] = r as f64 / n;
     }
+    let sel = (env.select != env.imp).then(|| standardised(env, &env.select));
     (0..l1.len())
         .map(|i| {
-            vec![
+            let mut f = vec![
                 (l1[i] / m1.max(1e-30)) as f32,
                 (l2[i] / m2.max(1e-30)) as f32,
                 ((l1[i] - m1) / sd) as f32,
                 rank[i] as f32,
-            ]
+            ];
+            if let Some(s) = &sel {
+                f.push(s[i] as f32);
+            }
+            f
         })
         .collect()
 }
@@ -589,7 +607,7 @@ fn reinforce_search(
         let t = env.step_index();
         let fair = env.fair_ratio();
         if over_budget(o, t0, ep) {
-            // Out of time: the rest keep their fair share by L1.
+            // Out of time: the rest keep their fair share by the channel criterion (L1, or ls).
             env.step(fair);
             skipped += 1;
             continue;
@@ -602,9 +620,13 @@ fn reinforce_search(
             prior: (prior / (1.0 - prior)).ln() as f32,
             ..Default::default()
         };
-        // The untrained policy leans on L1 magnitude (logit offset ∝ standardised L1): with a
-        // few updates per group a policy starting from coin flips keeps random filters.
-        let offsets: Vec<f32> = x.iter().map(|r| L1_GAIN * r[2]).collect();
+        // The untrained policy leans on the channel criterion (logit offset ∝ its standardised
+        // value: L1, or the fifth feature with --method ls): with a few updates per group a
+        // policy starting from coin flips keeps random filters.
+        let offsets: Vec<f32> = x
+            .iter()
+            .map(|r| L1_GAIN * r.get(4).copied().unwrap_or(r[2]))
+            .collect();
         let mut pol = Policy::new(x[0].len(), cfg, o.seed ^ ((t as u64 + 1) * 0x9e37), &device)
             .with_offsets(offsets);
         // Score of the model pruned so far (the paper fine-tunes between layers, so its drops
@@ -622,7 +644,7 @@ fn reinforce_search(
                 let mut e2 = env.clone();
                 // The sampled filters first, then by probability (rounding adds the next).
                 for (j, &a) in free.iter().enumerate() {
-                    e2.imp[a] = f64::from(u8::from(m[j])) + probs[j] as f64;
+                    e2.select[a] = f64::from(u8::from(m[j])) + probs[j] as f64;
                 }
                 e2.step(ratio);
                 let keep = e2.keep();
@@ -659,7 +681,7 @@ fn reinforce_search(
     }
     if skipped > 0 {
         notes.push(format!(
-            "reinforce: time budget reached; the last {skipped} group(s) kept their fair share by L1"
+            "reinforce: time budget reached; the last {skipped} group(s) kept their fair share by the channel criterion"
         ));
     }
     notes.push(format!(

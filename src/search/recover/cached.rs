@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::eval::runtime;
 use crate::ir::{Model, NodeId};
 use crate::search::datafree::Pruner;
+use faer::linalg::solvers::Solve;
 use faer::Mat;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -84,7 +85,7 @@ impl FastCache {
                 "cached recovery is least squares with calibration data".into(),
             ));
         }
-        let targets = find_targets(p, keep, pruned, Mode::Ls, &mut report.skipped);
+        let targets = find_targets(p, keep, pruned, Mode::Ls, &mut report.skipped, false);
         report.targets = targets.len() + report.skipped.len();
         let missing: Vec<&Target> = targets
             .iter()
@@ -149,6 +150,81 @@ impl FastCache {
             .map_err(|e| Error::Invalid(format!("internal error after recovery: {e}")))?;
         report.seconds = t0.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Data-aware channel importance (`--method ls`), from the same cached statistics.
+    ///
+    /// Per group, channels are removed greedily (backward elimination, as ThiNet and He et
+    /// al.'s channel pruning select channels): each time, the channel whose removal the least-
+    /// squares refit of the group's consumers absorbs best — the smallest increase of
+    /// Σ_consumers ‖A·W − Y‖² / ‖Y‖² when its im2col columns B are dropped and the rest refit,
+    /// which is tr(β_Bᵀ H_BB⁻¹ β_B) with H = (AᵀA + λI)⁻¹ and β = H·AᵀY (the classical result
+    /// for dropping regressors; H and β are downdated after each removal, so correlated
+    /// channels are not both kept for the same work). Large groups drop 1/32 of what is left
+    /// per round. The result per atom is its place in that order (later removed = more
+    /// important, compare only within a group); groups with no usable consumer (wider than
+    /// the cache, not Conv/Gemm/MatMul) keep `fallback`'s values. Also returns how many groups
+    /// fell back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ls_importance(
+        &mut self,
+        p: &Pruner,
+        x: &[f32],
+        n: usize,
+        chw: (usize, usize, usize),
+        o: &Options,
+        fallback: &[f64],
+    ) -> Result<(Vec<f64>, usize)> {
+        if n == 0 {
+            return Err(Error::Usage(
+                "the least-squares channel criterion needs calibration data".into(),
+            ));
+        }
+        let all = vec![true; p.ch.atoms.len()];
+        let mut skipped = vec![];
+        let targets = find_targets(p, &all, &p.model, Mode::Ls, &mut skipped, true);
+        let missing: Vec<&Target> = targets
+            .iter()
+            .filter(|t| !self.stats.contains_key(&t.node))
+            .collect();
+        if !missing.is_empty() {
+            self.fill(p, &missing, x, n, chw, o)?;
+        }
+        let free = p.free_atoms();
+        let jobs: Vec<(&[usize], Vec<Lsq>)> =
+            p.ch.groups
+                .iter()
+                .zip(&free)
+                .filter(|(_, f)| f.len() > 1)
+                .map(|(g, f)| {
+                    let ts = targets
+                        .iter()
+                        .filter(|t| g.spaces.contains(&t.space))
+                        .filter_map(|t| match &self.stats[&t.node] {
+                            Ok(st) if st.mismatch <= 1e-3 => Lsq::new(p, t, st, f, o.ridge),
+                            _ => None,
+                        })
+                        .collect();
+                    (f.as_slice(), ts)
+                })
+                .collect();
+        let orders: Vec<Option<Vec<usize>>> = jobs
+            .into_par_iter()
+            .map(|(f, mut ts)| (!ts.is_empty()).then(|| removal_order(f, &mut ts)))
+            .collect();
+        let mut imp = fallback.to_vec();
+        let mut fell_back = 0;
+        for order in orders {
+            match order {
+                Some(order) => {
+                    for (i, a) in order.into_iter().enumerate() {
+                        imp[a] = (i + 1) as f64;
+                    }
+                }
+                None => fell_back += 1,
+            }
+        }
+        Ok((imp, fell_back))
     }
 
     /// One run of the original model: the full normal equations of `targets`.
@@ -250,4 +326,157 @@ impl FastCache {
         }
         Ok(())
     }
+}
+
+/// One consumer's least-squares problem during the greedy channel elimination: the inverse
+/// regularised Gram matrix and the solution on the columns still active.
+struct Lsq {
+    /// Columns (original im2col indices) per removable atom.
+    cols: HashMap<usize, Vec<usize>>,
+    /// Original column index of every active row of `h`.
+    active: Vec<usize>,
+    /// (AᵀA + λI)⁻¹ on the active columns.
+    h: Mat<f64>,
+    /// h · AᵀY on the active columns.
+    beta: Mat<f64>,
+    /// ‖Y‖².
+    yy: f64,
+}
+
+impl Lsq {
+    fn new(p: &Pruner, t: &Target, st: &Stats, free: &[usize], ridge: f64) -> Option<Lsq> {
+        let d = st.g.nrows();
+        let len = p.ch.spaces[t.space].len;
+        let per = match t.kernel {
+            Kernel::Conv { k, .. } => k[0] * k[1],
+            _ => t.kin.len() / len.max(1),
+        };
+        let main = len * per;
+        if per == 0 || main > d || d - main > 1 {
+            return None;
+        }
+        let free: std::collections::HashSet<usize> = free.iter().copied().collect();
+        let mut cols: HashMap<usize, Vec<usize>> = HashMap::new();
+        for c in 0..len {
+            let a = p.ch.atom(t.space, c);
+            if free.contains(&a) {
+                cols.entry(a).or_default().extend(c * per..(c + 1) * per);
+            }
+        }
+        let mean_diag = (0..d).map(|i| st.g[(i, i)]).sum::<f64>() / d.max(1) as f64;
+        let lambda = ridge.max(1e-9) * mean_diag.max(1e-12);
+        let mut a = st.g.clone();
+        for i in 0..d {
+            a[(i, i)] += lambda;
+        }
+        let llt = a.llt(faer::Side::Lower).ok()?;
+        let h = llt.solve(Mat::<f64>::identity(d, d));
+        let beta = &h * &st.cy;
+        let yy: f64 = st.yy.iter().sum();
+        if yy.is_nan() || yy <= 0.0 || !h.col_iter().all(|c| c.iter().all(|v| v.is_finite())) {
+            return None;
+        }
+        Some(Lsq {
+            cols,
+            active: (0..d).collect(),
+            h,
+            beta,
+            yy,
+        })
+    }
+
+    /// Positions in `active` of atom `a`'s columns.
+    fn block(&self, a: usize) -> Vec<usize> {
+        let Some(c) = self.cols.get(&a) else {
+            return vec![];
+        };
+        self.active
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| c.binary_search(x).is_ok())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Relative increase of the fit error when atom `a`'s columns are dropped.
+    fn cost(&self, a: usize) -> f64 {
+        let b = self.block(a);
+        if b.is_empty() {
+            return 0.0;
+        }
+        let hbb = Mat::<f64>::from_fn(b.len(), b.len(), |i, j| self.h[(b[i], b[j])]);
+        let bb = Mat::<f64>::from_fn(b.len(), self.beta.ncols(), |i, j| self.beta[(b[i], j)]);
+        let Ok(llt) = hbb.llt(faer::Side::Lower) else {
+            return f64::INFINITY;
+        };
+        let z = llt.solve(&bb);
+        let mut e = 0.0;
+        for j in 0..bb.ncols() {
+            for i in 0..bb.nrows() {
+                e += bb[(i, j)] * z[(i, j)];
+            }
+        }
+        e.max(0.0) / self.yy
+    }
+
+    /// Drops the columns of `atoms` and downdates `h` and `beta` (the refit on the rest).
+    fn remove(&mut self, atoms: &[usize]) {
+        let mut b: Vec<usize> = atoms.iter().flat_map(|&a| self.block(a)).collect();
+        b.sort_unstable();
+        if b.is_empty() {
+            return;
+        }
+        let d = self.active.len();
+        let m = self.beta.ncols();
+        let hbb = Mat::<f64>::from_fn(b.len(), b.len(), |i, j| self.h[(b[i], b[j])]);
+        // [H_B: | β_B] solved against H_BB.
+        let rhs = Mat::<f64>::from_fn(b.len(), d + m, |i, j| {
+            if j < d {
+                self.h[(b[i], j)]
+            } else {
+                self.beta[(b[i], j - d)]
+            }
+        });
+        let Ok(llt) = hbb.llt(faer::Side::Lower) else {
+            return;
+        };
+        let x = llt.solve(&rhs);
+        let hcol = Mat::<f64>::from_fn(d, b.len(), |i, j| self.h[(i, b[j])]);
+        let upd = &hcol * &x;
+        let rest: Vec<usize> = (0..d).filter(|i| b.binary_search(i).is_err()).collect();
+        self.h = Mat::from_fn(rest.len(), rest.len(), |i, j| {
+            self.h[(rest[i], rest[j])] - upd[(rest[i], rest[j])]
+        });
+        self.beta = Mat::from_fn(rest.len(), m, |i, j| {
+            self.beta[(rest[i], j)] - upd[(rest[i], d + j)]
+        });
+        self.active = rest.iter().map(|&i| self.active[i]).collect();
+        for a in atoms {
+            self.cols.remove(a);
+        }
+    }
+}
+
+/// The greedy elimination order of a group's removable atoms `free` (first removed first).
+fn removal_order(free: &[usize], ts: &mut [Lsq]) -> Vec<usize> {
+    let mut remaining = free.to_vec();
+    let mut order = Vec::with_capacity(free.len());
+    while remaining.len() > 1 {
+        let mut scored: Vec<(f64, usize)> = remaining
+            .iter()
+            .map(|&a| (ts.iter().map(|t| t.cost(a)).sum::<f64>(), a))
+            .collect();
+        scored.sort_by(|x, y| {
+            x.0.partial_cmp(&y.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(x.1.cmp(&y.1))
+        });
+        let k = (remaining.len() / 32).clamp(1, remaining.len() - 1);
+        let drop: Vec<usize> = scored[..k].iter().map(|&(_, a)| a).collect();
+        ts.iter_mut().for_each(|t| t.remove(&drop));
+        remaining.retain(|a| !drop.contains(a));
+        order.extend(drop);
+    }
+    order.extend(remaining);
+    order
 }

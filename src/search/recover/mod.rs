@@ -161,6 +161,8 @@ enum Kernel {
 
 struct Target {
     node: NodeId,
+    /// The channel space the target reads.
+    space: crate::analysis::channels::SpaceId,
     label: String,
     kernel: Kernel,
     /// Kept output channel indices of the original output (all when the output is unpruned).
@@ -199,7 +201,7 @@ pub fn recover(
         return Ok(report);
     }
     let ls = o.mode == Mode::Ls;
-    let targets = find_targets(p, keep, pruned, o.mode, &mut report.skipped);
+    let targets = find_targets(p, keep, pruned, o.mode, &mut report.skipped, false);
     report.targets = targets.len() + report.skipped.len();
     if targets.is_empty() {
         report.seconds = t0.elapsed().as_secs_f64();
@@ -656,12 +658,16 @@ impl Acc {
 }
 
 /// The consumers of pruned channels, matched between the original and the pruned model.
+/// The consumers of pruned channels in `pruned` (made by `p.apply(keep)`); with `all`, every
+/// consumer of a channel space (with `keep` all true and `pruned` the original model: the
+/// targets whose statistics rank channels in [`FastCache::ls_importance`]).
 fn find_targets(
     p: &Pruner,
     keep: &[bool],
     pruned: &Model,
     mode: Mode,
     skipped: &mut Vec<String>,
+    all: bool,
 ) -> Vec<Target> {
     let mut seen = std::collections::HashSet::new();
     let mut out = vec![];
@@ -669,7 +675,7 @@ fn find_targets(
         let Role::Consumer { node, space } = *r else {
             continue;
         };
-        if p.ch.kept(space, keep).len() == p.ch.spaces[space].len || !seen.insert(node) {
+        if (!all && p.ch.kept(space, keep).len() == p.ch.spaces[space].len) || !seen.insert(node) {
             continue;
         }
         let og = &p.model.graph;
@@ -773,6 +779,7 @@ fn find_targets(
         }
         out.push(Target {
             node,
+            space,
             label,
             kernel,
             kout,
