@@ -86,9 +86,9 @@ struct PruneArgs {
     /// CPU Vulkan drivers included)
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
     agent_device: String,
-    /// With --agent ddpg|dqn|reinforce: the N best plans of the search and the data-free plan
-    /// are recovered in full and scored on the validation subset; the best is written (0: take
-    /// the search's best as it is)
+    /// With --agent ddpg|dqn|reinforce: the N best plans of the search and the unsearched plan
+    /// (--allocation by --method) are recovered in full and scored on the validation subset;
+    /// the best is written (0: take the search's best as it is)
     #[arg(long, default_value_t = 3)]
     rerank: usize,
     /// With --agent dqn: random exploration draws α within this many actions of the α that
@@ -999,12 +999,18 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
         _ => p.importance(method, o.seed),
     };
     let data_free = || p.allocate(target, &imp, alloc, o.round_to);
+    // The plan the search competes against (and its label in the re-ranking).
+    let baseline = format!(
+        "{}-{method_name} ({})",
+        o.allocation,
+        if ls { "no search" } else { "data-free" }
+    );
     let (keep, pruned) = match &ctx {
         Some(c) if args.agent != "none" => {
             let df = data_free();
-            let out = search(&p, c, ratio, args, &df, ls.then_some(&imp[..]), &mut extra)?;
+            let out = search(&p, c, ratio, args, (&df, &baseline), &imp, &mut extra)?;
             curve = Some(out.curve.clone());
-            // The search's best plans (by its fast proxy) and the data-free plan, re-ranked
+            // The search's best plans (by its fast proxy) and the unsearched plan, re-ranked
             // by full recovery on the whole validation subset.
             let mut cands: Vec<(String, Option<f64>, Vec<bool>)> = out
                 .candidates
@@ -1021,16 +1027,7 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
                 .collect();
             if args.rerank > 0 && c.val.n > 0 {
                 if !cands.iter().any(|x| x.2 == df) {
-                    cands.push((
-                        format!(
-                            "{}-{} ({})",
-                            o.allocation,
-                            method_name,
-                            if ls { "no search" } else { "data-free" }
-                        ),
-                        None,
-                        df,
-                    ));
+                    cands.push((baseline.clone(), None, df));
                 }
             } else {
                 cands.truncate(1);
@@ -1271,8 +1268,8 @@ fn search(
     c: &DataCtx,
     ratio: f64,
     args: &PruneArgs,
-    data_free: &[bool],
-    select: Option<&[f64]>,
+    (data_free, baseline): (&[bool], &str),
+    select: &[f64],
     extra: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     use onnx_prune::search::{env, rl};
@@ -1288,9 +1285,8 @@ fn search(
         );
     }
     let mut e = env::Env::new(p, ratio, args.opts.round_to, 0.05);
-    if let Some(sel) = select {
-        e.set_select(sel.to_vec());
-    }
+    // The agents keep channels by --method (L1 by default without data, ls with).
+    e.set_select(select.to_vec());
     let episodes = args.episodes.unwrap_or(agent.default_episodes(e.steps()));
     // The search measures candidates on subsets (least-squares recovery from statistics of up
     // to 512 calibration images, gathered once; reward on up to 500 validation images); the
@@ -1323,22 +1319,9 @@ fn search(
         if ft_steps > 0 { format!(" + {ft_steps} fine-tune step(s) of {} on the training samples", args.train.batch_size) } else { String::new() },
         if args.search_recover > 0 { args.search_recover.min(sc.n) } else { sc.n }
     );
-    // What the search competes against: the data-free plan on the same proxy.
+    // What the search competes against: the unsearched plan on the same proxy.
     let df_score = oracle.measure(data_free)?;
-    eprintln!(
-        "search: the {} plan ({}-{}) scores {df_score:.4} on the search's proxy",
-        if select.is_some() {
-            "unsearched"
-        } else {
-            "data-free"
-        },
-        args.opts.allocation,
-        if select.is_some() {
-            "ls"
-        } else {
-            args.opts.method.as_str()
-        }
-    );
+    eprintln!("search: the plan {baseline} scores {df_score:.4} on the search's proxy");
     let o = rl::Options {
         episodes,
         time_budget: args.time_budget,
@@ -1420,8 +1403,8 @@ fn search(
     _: &DataCtx,
     _: f64,
     _: &PruneArgs,
-    _: &[bool],
-    _: Option<&[f64]>,
+    _: (&[bool], &str),
+    _: &[f64],
     _: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
@@ -1502,7 +1485,7 @@ type Rerank = (
     Vec<f32>,
 );
 
-/// Re-ranks candidates (the search's best plans and the data-free plan) by what is shipped:
+/// Re-ranks candidates (the search's best plans and the unsearched plan) by what is shipped:
 /// each is recovered exactly as the final model is and scored on the whole validation subset;
 /// the best wins. Returns it with its recovered model.
 #[cfg(any(feature = "tract", feature = "ort"))]

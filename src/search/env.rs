@@ -125,8 +125,9 @@ impl<'a> Env<'a> {
     }
 
     /// Chooses channels within a group by `select` (one value per atom, higher kept first)
-    /// instead of L1.
+    /// instead of L1. A vector of another length (not this pruner's atoms) is ignored.
     pub fn set_select(&mut self, select: Vec<f64>) {
+        debug_assert_eq!(select.len(), self.select.len());
         if select.len() == self.select.len() {
             self.select = select;
         }
