@@ -994,9 +994,13 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
         None => None,
     };
     let mut curve = None;
-    let imp = match &ctx {
-        Some(c) if ls => ls_importance(&p, c)?,
-        _ => p.importance(method, o.seed),
+    // With ls, the statistics it was computed from (the search's recovery reuses them).
+    let (imp, fast) = match &ctx {
+        Some(c) if ls => {
+            let (imp, fast) = ls_importance(&p, c)?;
+            (imp, Some(fast))
+        }
+        _ => (p.importance(method, o.seed), None),
     };
     let data_free = || p.allocate(target, &imp, alloc, o.round_to);
     // The plan the search competes against (and its label in the re-ranking).
@@ -1008,7 +1012,15 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
     let (keep, pruned) = match &ctx {
         Some(c) if args.agent != "none" => {
             let df = data_free();
-            let out = search(&p, c, ratio, args, (&df, &baseline), &imp, &mut extra)?;
+            let out = search(
+                &p,
+                c,
+                ratio,
+                args,
+                (&df, &baseline),
+                (&imp, fast),
+                &mut extra,
+            )?;
             curve = Some(out.curve.clone());
             // The search's best plans (by its fast proxy) and the unsearched plan, re-ranked
             // by full recovery on the whole validation subset.
@@ -1076,8 +1088,12 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
 }
 
 /// `--method ls`: channels ranked by their least-squares removal cost on the calibration
-/// images the search's recovery uses (the first 512), with the search's fit options.
-fn ls_importance(p: &onnx_prune::search::datafree::Pruner, c: &DataCtx) -> Result<Vec<f64>> {
+/// images the search's recovery uses (the first 512), with the search's fit options; also
+/// returns the statistics gathered, for the search's oracle.
+fn ls_importance(
+    p: &onnx_prune::search::datafree::Pruner,
+    c: &DataCtx,
+) -> Result<(Vec<f64>, onnx_prune::search::recover::FastCache)> {
     use onnx_prune::search::{datafree::Method, env, recover};
     let t0 = std::time::Instant::now();
     let sc = c.calib.subset(&(0..c.calib.n.min(512)).collect::<Vec<_>>());
@@ -1100,7 +1116,7 @@ fn ls_importance(p: &onnx_prune::search::datafree::Pruner, c: &DataCtx) -> Resul
             String::new()
         }
     );
-    Ok(imp)
+    Ok((imp, fast))
 }
 
 /// The data of the main command: seeded disjoint calibration and validation subsets, and the
@@ -1269,7 +1285,7 @@ fn search(
     ratio: f64,
     args: &PruneArgs,
     (data_free, baseline): (&[bool], &str),
-    select: &[f64],
+    (select, fast): (&[f64], Option<onnx_prune::search::recover::FastCache>),
     extra: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     use onnx_prune::search::{env, rl};
@@ -1294,6 +1310,10 @@ fn search(
     let sc = c.calib.subset(&(0..c.calib.n.min(512)).collect::<Vec<_>>());
     let sv = c.val.subset(&(0..c.val.n.min(500)).collect::<Vec<_>>());
     let mut oracle = env::Oracle::new(p, &sc, &sv, c.kind, args.label_free)?;
+    if let Some(fast) = fast {
+        // Gathered by ls_importance on the same images with the same options.
+        oracle.set_fast_cache(fast);
+    }
     let ft_steps = recover_ft_steps(args);
     if let (true, Some(train)) = (ft_steps > 0, c.train.as_ref()) {
         let labels = train.y.is_some() && !args.label_free;
@@ -1404,7 +1424,7 @@ fn search(
     _: f64,
     _: &PruneArgs,
     _: (&[bool], &str),
-    _: &[f64],
+    _: (&[f64], Option<onnx_prune::search::recover::FastCache>),
     _: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")

@@ -372,6 +372,14 @@ impl<'a> Oracle<'a> {
         })
     }
 
+    /// Takes statistics of the cached fit gathered elsewhere — with [`cached_fit_options`] on
+    /// this oracle's calibration images (the `--method ls` criterion gathers exactly these) —
+    /// so the original model is not run again for them.
+    pub fn set_fast_cache(&mut self, fast: recover::FastCache) {
+        self.fast = fast;
+        self.cache.clear();
+    }
+
     /// Recovers every candidate as the final `ls` recovery does, level by level on the pruned
     /// model's own activations, from the first `n` calibration images (one forward run of the
     /// candidate per dependency level; slower than the cached one-round fit, but it ranks plans

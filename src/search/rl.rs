@@ -550,9 +550,7 @@ fn filter_features(env: &Env, l2: &[f64]) -> Vec<Vec<f32>> {
     let l2: Vec<f64> = free.iter().map(|&a| l2[a]).collect();
     let n = free.len().max(1) as f64;
     let (m1, m2) = (l1.iter().sum::<f64>() / n, l2.iter().sum::<f64>() / n);
-    let sd = (l1.iter().map(|v| (v - m1) * (v - m1)).sum::<f64>() / n)
-        .sqrt()
-        .max(1e-12);
+    let z1 = standardised(env, &env.imp);
     let mut order: Vec<usize> = (0..l1.len()).collect();
     order.sort_by(|&a, &b| {
         l1[b]
@@ -569,7 +567,7 @@ fn filter_features(env: &Env, l2: &[f64]) -> Vec<Vec<f32>> {
             let mut f = vec![
                 (l1[i] / m1.max(1e-30)) as f32,
                 (l2[i] / m2.max(1e-30)) as f32,
-                ((l1[i] - m1) / sd) as f32,
+                z1[i] as f32,
                 rank[i] as f32,
             ];
             if let Some(s) = &sel {
