@@ -12,8 +12,9 @@
 //! on the test set (top-1 agreement is 1.0 for every plan: the random-weight original predicts
 //! one class for every image).
 //!
-//! `cargo bench --bench search [-- --quick] [-- --only resnet20|resnet56|zoo]`
-//! (`--quick`: resnet20 only, a third of the episodes). Needs ../shared (skips otherwise).
+//! `cargo bench --bench search [-- --quick] [-- --only resnet20|resnet56|zoo] [-- --seed S]`
+//! (`--quick`: resnet20 only, a third of the episodes; `--seed`: the commands' seed, 1 by
+//! default — another calibration/validation split and other agent draws). Needs ../shared (skips otherwise).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +33,11 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
+    let seed = args
+        .iter()
+        .position(|a| a == "--seed")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "1".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shared = root.join("../shared");
     if !shared.is_dir() {
@@ -102,7 +108,7 @@ fn main() {
             "top-1"
         };
         println!(
-            "\n## {} ({}) at --target-flops 0.5, {metric} on {}\n",
+            "\n## {} ({}) at --target-flops 0.5, --seed {seed}, {metric} on {}\n",
             case.name,
             case.model.file_name().unwrap().to_string_lossy(),
             test.file_name().unwrap().to_string_lossy()
@@ -141,7 +147,14 @@ fn main() {
             c.args(["--target-flops", "0.5", "--data"])
                 .arg(&train)
                 .args(norm);
-            c.args(["--calib-size", "1000", "--val-size", "1000", "--seed", "1"]);
+            c.args([
+                "--calib-size",
+                "1000",
+                "--val-size",
+                "1000",
+                "--seed",
+                &seed,
+            ]);
             c.args(flags).arg("--report").arg(&report);
             if case.label_free {
                 c.arg("--label-free");
@@ -184,21 +197,23 @@ fn main() {
                         .iter()
                         .max_by(|a, b| val(a).total_cmp(&val(b)))
                         .unwrap();
+                    // The unsearched plan is flagged (also when the agent found it too).
+                    let unsearched = |x: &serde_json::Value| x["unsearched"] == true;
                     let agent = rows
                         .iter()
-                        .filter(|x| x["search_score"].is_number())
+                        .filter(|x| !unsearched(x))
                         .map(val)
                         .fold(f64::NAN, f64::max);
                     let base = rows
                         .iter()
-                        .find(|x| x["search_score"].is_null())
+                        .find(|x| unsearched(x))
                         .map(val)
                         .unwrap_or(f64::NAN);
                     let src = best["source"].as_str().unwrap_or("?");
-                    let who = if best["search_score"].is_number() {
-                        "agent"
-                    } else {
+                    let who = if unsearched(best) {
                         "unsearched"
+                    } else {
+                        "agent"
                     };
                     format!("{who}: {src} ({agent:.4} / {base:.4})")
                 })

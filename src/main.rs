@@ -78,6 +78,13 @@ struct PruneArgs {
     /// number of policy updates, spread over the groups, default 10 per group)
     #[arg(long)]
     episodes: Option<usize>,
+    /// With --agent ddpg|dqn|reinforce: what a candidate scores on the validation subset (the
+    /// search's reward and the re-ranking). soft: mean softmax probability of the true label
+    /// (on the scale of top-1, but smooth: it ranks plans more like the test set does); top1;
+    /// fidelity: 1/(1 + relative MSE) to the original's outputs (what --label-free uses).
+    /// auto: soft with labels, fidelity without
+    #[arg(long, default_value = "auto", value_parser = ["auto", "soft", "top1", "fidelity"])]
+    reward: String,
     /// With --agent reinforce: accuracy-drop bound b of the reward (b − drop)/b·log(C/C_kept)
     #[arg(long, default_value_t = 0.02)]
     drop_bound: f64,
@@ -1024,22 +1031,27 @@ fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()
             curve = Some(out.curve.clone());
             // The search's best plans (by its fast proxy) and the unsearched plan, re-ranked
             // by full recovery on the whole validation subset.
-            let mut cands: Vec<(String, Option<f64>, Vec<bool>)> = out
+            // (label, search score, plan, whether it is the unsearched plan)
+            let mut cands: Vec<Cand> = out
                 .candidates
                 .iter()
                 .take(args.rerank.max(1))
                 .enumerate()
                 .map(|(i, (v, k))| {
-                    (
-                        format!("{} #{}", out.agent.name(), i + 1),
-                        Some(*v),
-                        k.clone(),
-                    )
+                    let same = *k == df;
+                    let name = format!("{} #{}", out.agent.name(), i + 1);
+                    let name = if same {
+                        // The agent found the unsearched plan itself: say so.
+                        format!("{name} = {baseline}")
+                    } else {
+                        name
+                    };
+                    (name, Some(*v), k.clone(), same)
                 })
                 .collect();
             if args.rerank > 0 && c.val.n > 0 {
-                if !cands.iter().any(|x| x.2 == df) {
-                    cands.push((baseline.clone(), None, df));
+                if !cands.iter().any(|x| x.3) {
+                    cands.push((baseline.clone(), None, df, true));
                 }
             } else {
                 cands.truncate(1);
@@ -1227,6 +1239,24 @@ fn parse_recover(s: &str) -> std::result::Result<String, String> {
 }
 
 /// `--search-recover`: 0 for `fast`, N for `seq:N`.
+/// A plan to re-rank: label, search score (none for the unsearched plan), plan, and whether it
+/// is the unsearched plan (the agent may have found it too).
+type Cand = (String, Option<f64>, Vec<bool>, bool);
+
+/// `--reward` for this command: auto is soft with labels; fidelity without labels or with
+/// --label-free, whatever was asked.
+fn reward_of(
+    args: &PruneArgs,
+    val: &onnx_prune::eval::data::Dataset,
+) -> onnx_prune::eval::metrics::Reward {
+    let r = match args.reward.as_str() {
+        "auto" => onnx_prune::eval::metrics::Reward::Soft,
+        s => onnx_prune::eval::metrics::Reward::parse(s)
+            .unwrap_or(onnx_prune::eval::metrics::Reward::Soft),
+    };
+    r.with_labels(val.y.is_some() && !args.label_free)
+}
+
 fn parse_search_recover(s: &str) -> std::result::Result<usize, String> {
     match s {
         "fast" => Ok(0),
@@ -1323,6 +1353,7 @@ fn search(
     if args.search_recover > 0 {
         oracle.set_sequential(args.search_recover, args.ridge, args.opts.seed);
     }
+    oracle.set_reward(reward_of(args, &sv));
     let (_, line) = onnx_prune::learn::device();
     eprintln!(
         "search: agent {}, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}) after least squares ({}){} on {} calibration images; {line}",
@@ -1332,7 +1363,7 @@ fn search(
         args.time_budget
             .map(|d| format!(" (time budget {:.0}s)", d.as_secs_f64()))
             .unwrap_or_default(),
-        if args.label_free || sv.y.is_none() { "1/(1 + relative MSE) to the original's outputs" } else { "top-1" },
+        oracle.reward().describe(),
         sv.n,
         oracle.original,
         if args.search_recover > 0 { "level by level" } else { "one round, cached" },
@@ -1401,6 +1432,7 @@ fn search(
         "search".into(),
         json!({
             "agent": agent.name(),
+            "reward": oracle.reward().name(),
             "episodes": out.curve.len(),
             "best_episode": out.best_episode,
             "notes": out.notes,
@@ -1513,13 +1545,14 @@ fn rerank(
     p: &onnx_prune::search::datafree::Pruner,
     c: &DataCtx,
     args: &PruneArgs,
-    cands: Vec<(String, Option<f64>, Vec<bool>)>,
+    cands: Vec<Cand>,
     extra: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<Rerank> {
-    use onnx_prune::eval::{self, metrics, runtime};
+    use onnx_prune::eval::{self, runtime};
     let tmp = eval::TempDir::new("rerank")?;
     let (lo, k) = c.original_logits(p)?;
     let labels = c.val.y.as_deref().filter(|_| !args.label_free);
+    let reward = reward_of(args, &c.val);
     let total = cands.len();
     let mut rows = vec![];
     type Best = (
@@ -1530,19 +1563,20 @@ fn rerank(
         Vec<f32>,
     );
     let mut best: Option<Best> = None;
-    for (i, (source, proxy, keep)) in cands.into_iter().enumerate() {
+    for (i, (source, proxy, keep, unsearched)) in cands.into_iter().enumerate() {
         let (m, rep) = recover_model(p, &keep, c, args)?;
         let (lp, _) = runtime::logits(c.kind, &m, &tmp, "candidate.onnx", &c.val)?;
-        let v = metrics::reward(lo, &lp, *k, labels);
+        let v = reward.score(lo, &lp, *k, labels);
         eprintln!(
-            "rerank {}/{total}: {source}{} -> {v:.4} on {} validation samples",
+            "rerank {}/{total}: {source}{} -> {v:.4} ({}) on {} validation samples",
             i + 1,
             proxy
                 .map(|x| format!(" (search score {x:.4})"))
                 .unwrap_or_default(),
+            reward.name(),
             c.val.n
         );
-        rows.push(json!({"source": source, "search_score": proxy, "val_score": v}));
+        rows.push(json!({"source": source, "search_score": proxy, "val_score": v, "unsearched": unsearched}));
         if best.as_ref().is_none_or(|b| v > b.0) {
             best = Some((v, keep, m, rep, lp));
         }
@@ -1559,7 +1593,7 @@ fn rerank(
     _: &onnx_prune::search::datafree::Pruner,
     _: &DataCtx,
     _: &PruneArgs,
-    _: Vec<(String, Option<f64>, Vec<bool>)>,
+    _: Vec<Cand>,
     _: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<Rerank> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")

@@ -52,6 +52,9 @@ pub struct Env<'a> {
     pub round_to: usize,
     /// Keep ratio per entry of `p.ch.groups` (1.0 = undecided/keep all).
     ratios: Vec<f64>,
+    /// Per entry of `p.ch.groups`: the keep ratio the unsearched uniform plan
+    /// ([`Pruner::allocate`] with `select`) gives it — the shape of [`Env::fair_ratio`].
+    uniform: Vec<f64>,
     t: usize,
     prev: f64,
 }
@@ -110,7 +113,7 @@ impl<'a> Env<'a> {
                 .unwrap_or(usize::MAX)
         });
         let n = p.ch.groups.len();
-        Env {
+        let mut e = Env {
             p,
             groups,
             select: imp.clone(),
@@ -119,9 +122,33 @@ impl<'a> Env<'a> {
             min_keep,
             round_to: round_to.max(1),
             ratios: vec![1.0; n],
+            uniform: vec![1.0; n],
             t: 0,
             prev: 1.0,
+        };
+        e.uniform = e.uniform_ratios();
+        e
+    }
+
+    /// Per group, the kept fraction of its free atoms in the uniform plan by `select`, as a
+    /// ratio that [`Pruner::keep_from_ratios`] turns back into exactly that count (half an atom
+    /// below it, so rounding up lands on it).
+    fn uniform_ratios(&self) -> Vec<f64> {
+        let keep = self.p.allocate(
+            self.target,
+            &self.select,
+            crate::search::datafree::Allocation::Uniform,
+            self.round_to,
+        );
+        let mut u = vec![1.0; self.p.ch.groups.len()];
+        for gi in &self.groups {
+            let len = gi.free.len();
+            let kept = gi.free.iter().filter(|&&a| keep[a]).count();
+            if len > 0 && kept < len {
+                u[gi.group] = (kept as f64 - 0.5).max(0.0) / len as f64;
+            }
         }
+        u
     }
 
     /// Chooses channels within a group by `select` (one value per atom, higher kept first)
@@ -130,6 +157,7 @@ impl<'a> Env<'a> {
         debug_assert_eq!(select.len(), self.select.len());
         if select.len() == self.select.len() {
             self.select = select;
+            self.uniform = self.uniform_ratios();
         }
     }
 
@@ -192,24 +220,34 @@ impl<'a> Env<'a> {
         lo
     }
 
-    /// The largest keep ratio that, given to the current group and every later one, meets the
-    /// target (the "fair share" of the rest of the budget).
+    /// The current group's "fair share" of the rest of the budget: the remaining groups keep
+    /// the uniform plan's ratios scaled by one factor, the largest that meets the target given
+    /// the decisions so far; this is the current group's scaled ratio. Playing it at every step
+    /// reproduces the unsearched uniform plan (invariant, tested); a group that kept more
+    /// shrinks the shares of the later ones in proportion, and one that kept less grows them.
     pub fn fair_ratio(&self) -> f64 {
         let mut r = self.ratios.clone();
-        let set = |x: f64, r: &mut Vec<f64>| {
+        let cur = self.groups[self.t.min(self.groups.len().saturating_sub(1))].group;
+        let share = |c: f64| (c * self.uniform[cur]).clamp(self.min_keep, 1.0);
+        let set = |c: f64, r: &mut Vec<f64>| {
             for gi in &self.groups[self.t..] {
-                r[gi.group] = x;
+                r[gi.group] = (c * self.uniform[gi.group]).clamp(self.min_keep, 1.0);
             }
             self.macs_with(r) <= self.target
         };
-        if set(1.0, &mut r) {
+        // A factor at which every remaining group keeps everything.
+        let top = self.groups[self.t.min(self.groups.len())..]
+            .iter()
+            .map(|gi| 1.0 / self.uniform[gi.group].max(1e-6))
+            .fold(1.0f64, f64::max);
+        if set(top, &mut r) {
             return 1.0;
         }
-        if !set(self.min_keep, &mut r) {
+        if !set(0.0, &mut r) {
             return self.min_keep;
         }
-        let (mut lo, mut hi) = (self.min_keep, 1.0);
-        for _ in 0..14 {
+        let (mut lo, mut hi) = (0.0, top);
+        for _ in 0..24 {
             let mid = (lo + hi) / 2.0;
             if set(mid, &mut r) {
                 lo = mid;
@@ -217,7 +255,7 @@ impl<'a> Env<'a> {
                 hi = mid;
             }
         }
-        lo
+        share(lo)
     }
 
     /// Share of the groups' MACs decided so far (groups before the current step).
@@ -305,6 +343,8 @@ pub struct Oracle<'a> {
     kind: runtime::Kind,
     pub recover: recover::Options,
     label_free: bool,
+    /// What a candidate scores ([`Oracle::set_reward`]; top-1, or fidelity label-free).
+    reward: metrics::Reward,
     reference: Vec<f32>,
     k: usize,
     /// Accuracy (or agreement) of the original model on the validation subset.
@@ -358,6 +398,7 @@ impl<'a> Oracle<'a> {
             kind,
             recover,
             label_free,
+            reward: metrics::Reward::Top1.with_labels(!label_free),
             reference,
             k,
             original,
@@ -370,6 +411,19 @@ impl<'a> Oracle<'a> {
             sequential: None,
             tmp,
         })
+    }
+
+    /// Scores candidates (and the original) by `reward` (fidelity whatever it says when there
+    /// are no labels or the oracle is label-free). Evaluations cached so far are dropped.
+    pub fn set_reward(&mut self, reward: metrics::Reward) {
+        self.reward = reward.with_labels(!self.label_free);
+        self.original = self.original_on(self.val.n);
+        self.cache.clear();
+    }
+
+    /// What candidates score.
+    pub fn reward(&self) -> metrics::Reward {
+        self.reward
     }
 
     /// Takes statistics of the cached fit gathered elsewhere — with [`cached_fit_options`] on
@@ -420,8 +474,8 @@ impl<'a> Oracle<'a> {
         self.cache.clear();
     }
 
-    /// Top-1 (or, label-free, 1/(1 + relative MSE) to the original) of the candidate `keep` after
-    /// recovery, on the validation subset.
+    /// The reward ([`Oracle::set_reward`]: top-1 by default, or, label-free, 1/(1 + relative
+    /// MSE) to the original) of the candidate `keep` after recovery, on the validation subset.
     pub fn measure(&mut self, keep: &[bool]) -> Result<f64> {
         self.measure_on(keep, self.val.n)
     }
@@ -434,12 +488,9 @@ impl<'a> Oracle<'a> {
     /// The original model's score on the first `n` validation samples (1 label-free).
     pub fn original_on(&self, n: usize) -> f64 {
         let n = n.clamp(1, self.val.n.max(1));
-        match (&self.val.y, self.label_free) {
-            (Some(y), false) => {
-                metrics::accuracy(&self.reference[..n * self.k], self.k, &y[..n]).top1
-            }
-            _ => 1.0,
-        }
+        let r = &self.reference[..n * self.k];
+        let labels = self.val.y.as_deref().filter(|_| !self.label_free);
+        self.reward.score(r, r, self.k, labels.map(|y| &y[..n]))
     }
 
     /// [`Oracle::measure`] on the first `n` validation samples only (a cheaper, noisier
@@ -489,7 +540,9 @@ impl<'a> Oracle<'a> {
         self.seconds[1] += (t2 - t1).as_secs_f64();
         self.seconds[2] += t2.elapsed().as_secs_f64();
         let labels = val.y.as_deref().filter(|_| !self.label_free);
-        let v = metrics::reward(&self.reference, &l, self.k.max(k), labels);
+        let v = self
+            .reward
+            .score(&self.reference, &l, self.k.max(k), labels);
         self.evaluations += 1;
         self.cache.insert(key, v);
         Ok(v)
