@@ -68,11 +68,11 @@ struct PruneArgs {
     /// 1/(1 + relative MSE), and the report gives fidelity only
     #[arg(long)]
     label_free: bool,
-    /// With --data: the search agent. dqn (default; measured best): PuRL (magnitude
-    /// thresholds α·σ, dense rewards); ddpg: AMC's actor-critic (a keep ratio per group);
+    /// With --data: the search agent. ddpg (default; measured best): AMC's actor-critic (a
+    /// keep ratio per group); dqn: PuRL (magnitude thresholds α·σ, dense rewards);
     /// reinforce: Huang et al. 2018 (a policy per group samples which filters to keep); none:
     /// no search, the uniform/global --allocation by the channel criterion, then recovery
-    #[arg(long, default_value = "dqn", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
+    #[arg(long, default_value = "ddpg", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
     agent: String,
     /// With --data: search episodes (default: 100 for ddpg, 55 for dqn; for reinforce the
     /// number of policy updates, spread over the groups, default 10 per group)

@@ -8,9 +8,13 @@
 //!
 //! Rewards come from an [`Oracle`]: the candidate is built by surgery, recovered by least
 //! squares on a calibration subset (and, with `--recover ft:STEPS`, a short fine-tune on the
-//! training samples) and evaluated on a validation subset (top-1 with labels, or label-free,
+//! training samples) and evaluated on a validation subset by a [`metrics::Reward`] (the CLI's
+//! default: soft top-1, the mean probability of the true label; or top-1; label-free,
 //! 1/(1 + relative MSE) to the original model's outputs). Evaluations of identical plans are
 //! cached.
+//!
+//! Agents act relative to [`Env::fair_ratio`], the unsearched uniform plan scaled to the budget
+//! that is left: playing it at every step reproduces that plan.
 
 use crate::error::Result;
 use crate::eval::data::Dataset;
