@@ -26,23 +26,21 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-/// Top-1, mean probability of the label, mean log-probability of the label.
+/// Top-1 and soft top-1 (the project's metrics), and the mean log-probability of the label.
 fn scores(logits: &[f32], k: usize, y: &[i64]) -> (f64, f64, f64) {
     let n = y.len().min(logits.len() / k);
-    let (mut top1, mut p, mut lp) = (0.0, 0.0, 0.0);
+    let mut lp = 0.0;
     for i in 0..n {
         let row = &logits[i * k..(i + 1) * k];
         let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
         let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
-        let t = row[y[i] as usize] as f64;
-        if row[y[i] as usize] as f64 >= m {
-            top1 += 1.0;
-        }
-        p += (t - m).exp() / z;
-        lp += t - m - z.ln();
+        lp += row[y[i] as usize] as f64 - m - z.ln();
     }
-    let n = n.max(1) as f64;
-    (top1 / n, p / n, lp / n)
+    (
+        metrics::accuracy(logits, k, y).top1,
+        metrics::soft_accuracy(logits, k, y),
+        lp / n.max(1) as f64,
+    )
 }
 
 fn main() {

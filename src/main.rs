@@ -1238,7 +1238,6 @@ fn parse_recover(s: &str) -> std::result::Result<String, String> {
     }
 }
 
-/// `--search-recover`: 0 for `fast`, N for `seq:N`.
 /// A plan to re-rank: label, search score (none for the unsearched plan), plan, and whether it
 /// is the unsearched plan (the agent may have found it too).
 type Cand = (String, Option<f64>, Vec<bool>, bool);
@@ -1249,14 +1248,14 @@ fn reward_of(
     args: &PruneArgs,
     val: &onnx_prune::eval::data::Dataset,
 ) -> onnx_prune::eval::metrics::Reward {
-    let r = match args.reward.as_str() {
-        "auto" => onnx_prune::eval::metrics::Reward::Soft,
-        s => onnx_prune::eval::metrics::Reward::parse(s)
-            .unwrap_or(onnx_prune::eval::metrics::Reward::Soft),
-    };
-    r.with_labels(val.y.is_some() && !args.label_free)
+    use onnx_prune::eval::metrics::Reward;
+    // "auto" is no reward's name: soft.
+    Reward::parse(&args.reward)
+        .unwrap_or(Reward::Soft)
+        .with_labels(val.y.is_some() && !args.label_free)
 }
 
+/// `--search-recover`: 0 for `fast`, N for `seq:N`.
 fn parse_search_recover(s: &str) -> std::result::Result<usize, String> {
     match s {
         "fast" => Ok(0),
