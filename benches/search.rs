@@ -12,9 +12,11 @@
 //! on the test set (top-1 agreement is 1.0 for every plan: the random-weight original predicts
 //! one class for every image).
 //!
-//! `cargo bench --bench search [-- --quick] [-- --only resnet20|resnet56|zoo] [-- --seed S]`
+//! `cargo bench --bench search [-- --quick] [-- --only resnet20|resnet56|zoo] [-- --seed S]
+//! [-- --rows ddpg,dqn]`
 //! (`--quick`: resnet20 only, a third of the episodes; `--seed`: the commands' seed, 1 by
-//! default — another calibration/validation split and other agent draws). Needs ../shared (skips otherwise).
+//! default — another calibration/validation split and other agent draws; `--rows`: only the
+//! named rows, e.g. `uniform-LS,reinforce`). Needs ../shared (skips otherwise).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +40,12 @@ fn main() {
         .position(|a| a == "--seed")
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "1".into());
+    // `--rows a,b`: only these rows (e.g. `--rows reinforce`), all by default.
+    let pick: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1))
+        .map(|r| r.split(',').map(str::to_string).collect());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shared = root.join("../shared");
     if !shared.is_dir() {
@@ -140,6 +148,9 @@ fn main() {
             );
         }
         for (name, flags) in rows {
+            if pick.as_ref().is_some_and(|p| !p.iter().any(|x| x == name)) {
+                continue;
+            }
             let out = tmp.join(format!("{}-{name}.onnx", case.name));
             let report = tmp.join(format!("{}-{name}.json", case.name));
             let mut c = Command::new(bin);
@@ -215,12 +226,19 @@ fn main() {
                     } else {
                         "agent"
                     };
-                    format!("{who}: {src} ({agent:.4} / {base:.4})")
+                    // Label-free scores, 1/(1 + relative MSE), differ in the fourth decimal.
+                    let d = if case.label_free { 6 } else { 4 };
+                    format!("{who}: {src} ({agent:.d$} / {base:.d$})")
                 })
                 .unwrap_or_else(|| "-".into());
+            let score = eval(&out);
+            let score = if case.label_free {
+                format!("{score:.3e}")
+            } else {
+                format!("{score:.4}")
+            };
             println!(
-                "| {name} | {:.4} | {:.1}% | {} | {} | {} | {} | {wall:.0} | {shipped} |",
-                eval(&out),
+                "| {name} | {score} | {:.1}% | {} | {} | {} | {} | {wall:.0} | {shipped} |",
                 100.0 * r["macs_ratio"].as_f64().unwrap(),
                 v("episodes"),
                 v("best_episode"),

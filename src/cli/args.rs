@@ -1,0 +1,531 @@
+//! The command line: clap definitions of the main command and the subcommands, and the
+//! parsers of their flag values.
+
+use clap::{Args, Parser, Subcommand};
+use onnx_prune::analysis::parse_input_shape;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "onnx-prune",
+    version,
+    about = "Make convolutional ONNX models physically smaller",
+    long_about = "Make convolutional ONNX models physically smaller.\n\n\
+        Usage forms:\n  onnx-prune IN.onnx -o OUT.onnx --target-flops 0.5 [--data calib/]\n  \
+        onnx-prune inspect MODEL [--json]\n  onnx-prune simplify IN -o OUT [--fold-bn]",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub(crate) prune: PruneArgs,
+}
+
+/// The top-level form: prune IN to a MAC budget.
+#[derive(Args)]
+pub(crate) struct PruneArgs {
+    /// Input model
+    pub(crate) input: Option<PathBuf>,
+    /// Output model
+    #[arg(short, long)]
+    pub(crate) output: Option<PathBuf>,
+    /// Fraction of the input's MACs the output may keep (e.g. 0.5)
+    #[arg(long)]
+    pub(crate) target_flops: Option<f64>,
+    /// Calibration/validation data (.npy/.npz, MNIST idx, ImageFolder dir/.tar): enables the
+    /// reinforcement-learning search (--agent), recovery (--recover) and an accuracy/fidelity
+    /// report
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) data_opts: DataOpts,
+    /// With --data: recovery after pruning: ls (least-squares reconstruction of the layers
+    /// reading pruned channels), bn (BatchNorm re-calibration / per-channel moment matching
+    /// where BN is folded), ft:STEPS (ls, then STEPS steps of fine-tuning on the samples not
+    /// held out for validation, with labels plus distillation from the original, as PuRL's
+    /// short retraining; used for every candidate of the search too; training flags as for
+    /// `finetune`), none.
+    /// Default: ls with --data, none without
+    #[arg(long, value_parser = parse_recover)]
+    pub(crate) recover: Option<String>,
+    /// With --data: calibration samples for recovery
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) calib_size: usize,
+    /// With --data: validation samples (disjoint from calibration) for the accuracy/fidelity
+    /// report; 0 skips it
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) val_size: usize,
+    /// With --data: ignore labels; the search is rewarded by fidelity to the original's outputs,
+    /// 1/(1 + relative MSE), and the report gives fidelity only
+    #[arg(long)]
+    pub(crate) label_free: bool,
+    /// With --data: the search agent. ddpg (default; measured best): AMC's actor-critic (a
+    /// keep ratio per group); dqn: PuRL (magnitude thresholds α·σ, dense rewards);
+    /// reinforce: Huang et al. 2018 (a policy per group samples which filters to keep); none:
+    /// no search, the uniform/global --allocation by the channel criterion, then recovery
+    #[arg(long, default_value = "ddpg", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
+    pub(crate) agent: String,
+    /// With --data: search episodes (default: 100 for ddpg, 55 for dqn; for reinforce the
+    /// number of policy updates, spread over the groups, default 10 per group)
+    #[arg(long)]
+    pub(crate) episodes: Option<usize>,
+    /// With --agent ddpg|dqn|reinforce: what a candidate scores on the validation subset (the
+    /// search's reward and the re-ranking). soft: mean softmax probability of the true label
+    /// (on the scale of top-1, but smooth: it ranks plans more like the test set does); top1;
+    /// fidelity: 1/(1 + relative MSE) to the original's outputs (what --label-free uses).
+    /// auto: soft with labels, fidelity without
+    #[arg(long, default_value = "auto", value_parser = ["auto", "soft", "top1", "fidelity"])]
+    pub(crate) reward: String,
+    /// With --agent reinforce: accuracy-drop bound b of the reward (b − drop)/b·log(C/C_kept)
+    #[arg(long, default_value_t = 0.02)]
+    pub(crate) drop_bound: f64,
+    /// With --agent ddpg|dqn|reinforce: burn backend for the agent: auto (a GPU adapter when
+    /// the build has the `wgpu` feature and one answers, else CPU), cpu, wgpu (any adapter,
+    /// CPU Vulkan drivers included)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
+    pub(crate) agent_device: String,
+    /// With --agent ddpg|dqn|reinforce: the N best plans of the search and the unsearched plan
+    /// (--allocation by --method) are recovered in full and scored on the validation subset;
+    /// the best is written (0: take the search's best as it is)
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rerank: usize,
+    /// With --agent dqn: random exploration draws α within this many actions of the α that
+    /// keeps the group's fair share of the budget, and the first episode plays that α
+    /// throughout; 12 explores all 12 α uniformly, as PuRL does
+    #[arg(long, default_value_t = 3)]
+    pub(crate) dqn_spread: usize,
+    /// With --agent ddpg|dqn|reinforce: how each candidate is recovered before it is scored.
+    /// fast: least squares in one round on the original's activations, from statistics of up
+    /// to 512 calibration images gathered once (a solve per candidate); seq:N: level by level
+    /// on the candidate's own activations from N calibration images, as the final recovery
+    /// does (one forward run per level; up to 64 positions per image below 512 images; from
+    /// 512 images on the same images, a plan scores exactly what the final recovery gives it)
+    #[arg(long, default_value = "fast", value_parser = parse_search_recover)]
+    pub(crate) search_recover: usize,
+    /// With --agent reinforce: masks sampled per policy update
+    #[arg(long, default_value_t = 4)]
+    pub(crate) samples: usize,
+    /// With --data: stop the search after this long (e.g. 10m, 90s)
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) time_budget: Option<std::time::Duration>,
+    /// With --data: runtime for recovery and evaluation: tract, ort, auto (ort if found)
+    #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "burn", "auto"])]
+    pub(crate) runtime: String,
+    /// With --recover ls: ridge strength (relative to the mean diagonal of AᵀA)
+    #[arg(long, default_value_t = 1e-3)]
+    pub(crate) ridge: f64,
+    /// With --recover ls: fit every layer on the original model's activations in one round
+    /// (ThiNet-style, fastest) instead of level by level on the pruned model's own (default)
+    #[arg(long)]
+    pub(crate) recover_fast: bool,
+    /// With --data: fine-tune the pruned model for E epochs on the data not held out for
+    /// validation (burn; labels plus distillation from the original, or distillation only
+    /// with --label-free); training flags as for `finetune`
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) finetune_epochs: f64,
+    #[command(flatten)]
+    pub(crate) train: TrainArgs,
+    #[command(flatten)]
+    pub(crate) opts: PruneOpts,
+}
+
+#[derive(Args)]
+pub(crate) struct PruneOpts {
+    /// Which channels a group keeps: l1 / l2 filter magnitude, random, or ls (needs --data):
+    /// the least-squares removal cost on calibration images — channels are dropped greedily,
+    /// each time the one whose loss the refit of the next layers absorbs best (ThiNet / He et
+    /// al. 2017). The agents keep channels by it too (reinforce's policy starts from it).
+    /// auto: ls with --data and --allocation uniform, l1 otherwise
+    #[arg(long, default_value = "auto", value_parser = ["auto", "l1", "l2", "random", "ls"])]
+    pub(crate) method: String,
+    /// uniform: same keep ratio in every group; global: one threshold over normalised importance
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "global"])]
+    pub(crate) allocation: String,
+    /// Keep a multiple of N channels in every group (8 by default: runtimes' kernels are much
+    /// faster on such channel counts; 1 prunes most finely)
+    #[arg(long, default_value_t = 8)]
+    pub(crate) round_to: usize,
+    /// Write the kept channels per group (JSON plan, re-applicable with `apply`)
+    #[arg(long)]
+    pub(crate) emit_plan: Option<PathBuf>,
+    /// Write a JSON report (MACs/params before and after, per-group kept/total)
+    #[arg(long)]
+    pub(crate) report: Option<PathBuf>,
+    /// Fail (exit 1) when the target cannot be reached
+    #[arg(long)]
+    pub(crate) strict: bool,
+    /// Seed for --method random
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    #[command(flatten)]
+    pub(crate) shapes: ShapeArgs,
+}
+
+/// Training hyper-parameters (the `finetune` command and `--finetune-epochs`).
+#[derive(Args, Clone)]
+pub(crate) struct TrainArgs {
+    /// Optimiser: sgd (momentum 0.9, Nesterov) or adam
+    #[arg(long, default_value = "sgd", value_parser = ["sgd", "adam"])]
+    pub(crate) optimizer: String,
+    /// Peak learning rate (cosine decay to 0 after the warm-up). BatchNorm-folded networks
+    /// (most exports) diverge at the rates used to train with BatchNorm: measured on the
+    /// CIFAR ResNet-20, SGD at 3e-3 diverged and 1e-3 was stable
+    #[arg(long, default_value_t = 1e-3)]
+    pub(crate) lr: f64,
+    /// Clip the global gradient norm to this (0: no clipping)
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) clip_grad: f64,
+    /// Linear warm-up, as a fraction of the steps
+    #[arg(long, default_value_t = 0.05)]
+    pub(crate) warmup: f64,
+    /// L2 weight decay on convolution and matrix weights
+    #[arg(long, default_value_t = 5e-4)]
+    pub(crate) weight_decay: f64,
+    /// Images per step
+    #[arg(long, default_value_t = 64)]
+    pub(crate) batch_size: usize,
+    /// Weight w of distillation: loss = (1−w)·cross-entropy + w·T²·KL(teacher ‖ model).
+    /// Default: 0.5 with labels and a teacher, 1 without labels, 0 without a teacher
+    #[arg(long)]
+    pub(crate) kd_weight: Option<f64>,
+    /// Distillation temperature T
+    #[arg(long, default_value_t = 4.0)]
+    pub(crate) temperature: f64,
+    /// No random crop (4-pixel padding) and horizontal flip
+    #[arg(long)]
+    pub(crate) no_augment: bool,
+    /// Save a resumable checkpoint (OUT.ckpt.onnx + OUT.ckpt.state) every N steps (0: only
+    /// when interrupted)
+    #[arg(long, default_value_t = 200)]
+    pub(crate) checkpoint_every: usize,
+    /// burn backend for training: auto (a GPU adapter when the build has `wgpu` and one
+    /// answers, else CPU), cpu, wgpu
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "wgpu"])]
+    pub(crate) train_device: String,
+}
+
+#[derive(Args)]
+pub(crate) struct FinetuneArgs {
+    /// Model to train (e.g. a pruned model)
+    pub(crate) model: PathBuf,
+    /// Output model (written atomically; the input is never modified)
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+    /// Training data (.npy/.npz, MNIST idx, ImageFolder dir/.tar); --val-size samples are held
+    /// out for the before/after report
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    #[command(flatten)]
+    pub(crate) data_opts: DataOpts,
+    /// Teacher for knowledge distillation (e.g. the unpruned original)
+    #[arg(long)]
+    pub(crate) teacher: Option<PathBuf>,
+    /// Epochs over the training samples (default 1)
+    #[arg(long, conflicts_with = "steps")]
+    pub(crate) epochs: Option<f64>,
+    /// Optimisation steps (instead of --epochs)
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Ignore labels: distillation from --teacher only
+    #[arg(long)]
+    pub(crate) label_free: bool,
+    /// Held-out samples for the before/after report (0: none)
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) val_size: usize,
+    /// Seed (data split, batch order, augmentation)
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Continue from the checkpoint beside OUT (OUT.ckpt.onnx + OUT.ckpt.state)
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Runtime for the before/after evaluation
+    #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "burn", "auto"])]
+    pub(crate) runtime: String,
+    /// Write a JSON report
+    #[arg(long)]
+    pub(crate) report: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Fine-tune a model on burn (labels and/or distillation from a teacher) and write it back
+    /// to ONNX
+    Finetune(Box<FinetuneArgs>),
+    /// Print a summary of a model: ops, inputs/outputs, params, MACs, top layers
+    Inspect {
+        model: PathBuf,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+        /// Number of top layers by MACs to list
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// List the channel groups (what pruning can remove together)
+        #[arg(long)]
+        groups: bool,
+        #[command(flatten)]
+        shapes: ShapeArgs,
+    },
+    /// Output-preserving simplification: constant folding, Identity/Dropout removal,
+    /// dead-code elimination, optional BatchNorm folding
+    Simplify {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Fold BatchNormalization into the preceding Conv
+        #[arg(long)]
+        fold_bn: bool,
+        /// Where tensor data goes: keep (as in the input), all (>= 1 KiB to OUT.data), none
+        #[arg(long, default_value = "keep", value_parser = ["keep", "all", "none"])]
+        external_data: String,
+        #[command(flatten)]
+        shapes: ShapeArgs,
+    },
+    /// Run two models on the same seeded random inputs (tract) and print how far their outputs
+    /// are apart: max |a-b| and max |a-b| / max(max|a|, 1)
+    Compare(CompareArgs),
+    /// Lossless: remove exactly the channels that provably contribute nothing (all-zero filters
+    /// through zero-preserving ops, BatchNorm with gamma = beta = 0, zero residual channels...)
+    Shrink {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        emit_plan: Option<PathBuf>,
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        shapes: ShapeArgs,
+    },
+    /// Evaluate a model on a dataset: top-1/top-5 with labels, fidelity to --reference,
+    /// throughput
+    Eval(EvalArgs),
+    /// Re-apply a pruning plan (--emit-plan) to a model
+    Apply {
+        input: PathBuf,
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        shapes: ShapeArgs,
+    },
+    /// Check a pruned model: run the original with the plan's removed channels zeroed at every
+    /// consumer and the pruned model on the same inputs; print the max difference
+    Verify {
+        original: PathBuf,
+        pruned: PathBuf,
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: u64,
+        /// Fail (exit 1) above this relative difference
+        #[arg(long, default_value_t = 1e-5)]
+        tolerance: f64,
+        #[arg(long)]
+        json: bool,
+        /// Use real samples instead of random inputs (same formats as `eval --data`)
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// With --data: per-channel mean, e.g. 0.485,0.456,0.406
+        #[arg(long, value_delimiter = ',')]
+        mean: Option<Vec<f32>>,
+        /// With --data: per-channel std, e.g. 0.229,0.224,0.225
+        #[arg(long, value_delimiter = ',')]
+        std: Option<Vec<f32>>,
+        /// With --data: number of samples to compare
+        #[arg(long, default_value_t = 256)]
+        limit: usize,
+        #[command(flatten)]
+        shapes: ShapeArgs,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct CompareArgs {
+    pub(crate) a: PathBuf,
+    pub(crate) b: PathBuf,
+    /// Seed of the random inputs
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Number of random input sets
+    #[arg(long, default_value_t = 3)]
+    pub(crate) runs: u64,
+    /// Fail (exit 1) when the relative difference exceeds this
+    #[arg(long, default_value_t = 1e-5)]
+    pub(crate) tolerance: f64,
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) shapes: ShapeArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct DataArgs {
+    /// Data: .npy/.npz (x, y), MNIST idx3 file, ImageFolder directory or .tar
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    #[command(flatten)]
+    pub(crate) opts: DataOpts,
+    /// Seed of the calibration/validation split
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Size of the calibration subset (never overlaps the validation subset)
+    #[arg(long, default_value_t = 0)]
+    pub(crate) calib_size: usize,
+    /// Evaluate on a validation subset of N samples (seeded, disjoint from calibration)
+    #[arg(long)]
+    pub(crate) val_size: Option<usize>,
+}
+
+/// How samples are read and preprocessed (shared by every command taking --data).
+#[derive(Args)]
+pub(crate) struct DataOpts {
+    /// Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) mean: Option<Vec<f32>>,
+    /// Per-channel std divided by after scaling, e.g. 0.229,0.224,0.225
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) std: Option<Vec<f32>>,
+    /// Layout of array data
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nhwc", "nchw"])]
+    pub(crate) layout: String,
+    /// Keep uint8 pixel values in 0..255 (default: scale to [0, 1])
+    #[arg(long)]
+    pub(crate) no_scale: bool,
+    /// Folder images: resize the shorter side to N before the centre crop to the model's size
+    #[arg(long)]
+    pub(crate) resize: Option<u32>,
+    /// Folder images: centre crop to N×N (after --resize), then resize to the model's size
+    /// (default: crop to the model's size directly)
+    #[arg(long)]
+    pub(crate) center_crop: Option<u32>,
+    /// Use only the first N samples
+    #[arg(long)]
+    pub(crate) limit: Option<usize>,
+}
+
+impl DataOpts {
+    pub(crate) fn options(&self) -> onnx_prune::eval::data::DataOptions {
+        use onnx_prune::eval::data::{DataOptions, Layout};
+        DataOptions {
+            layout: match self.layout.as_str() {
+                "nhwc" => Layout::Nhwc,
+                "nchw" => Layout::Nchw,
+                _ => Layout::Auto,
+            },
+            scale: !self.no_scale,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            resize: self.resize,
+            center_crop: self.center_crop,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    pub(crate) model: PathBuf,
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Original model: also report top-1 agreement, mean KL divergence and relative MSE to it
+    #[arg(long)]
+    pub(crate) reference: Option<PathBuf>,
+    /// Ignore labels even when the data has them: fidelity to --reference only
+    #[arg(long)]
+    pub(crate) label_free: bool,
+    /// Batch size
+    #[arg(long, default_value_t = 64)]
+    pub(crate) batch: usize,
+    /// Runtime: tract (pure Rust), ort (ONNX Runtime, found at run time), auto (ort if found)
+    #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "burn", "auto"])]
+    pub(crate) runtime: String,
+    /// Threads for ONNX Runtime (default: all cores)
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Also measure latency: median of N timed runs (after warm-up) at batch 1 and at --batch
+    #[arg(long, default_value_t = 0)]
+    pub(crate) latency: usize,
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) shapes: ShapeArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct ShapeArgs {
+    /// Fix an input's shape, e.g. input=1x3x224x224 (repeatable). Unnamed batch dims default to 1
+    #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
+    pub(crate) input_shape: Vec<(String, Vec<i64>)>,
+}
+
+impl ShapeArgs {
+    pub(crate) fn map(&self) -> HashMap<String, Vec<i64>> {
+        self.input_shape.iter().cloned().collect()
+    }
+}
+
+/// `--recover`: ls, bn, none or ft:STEPS (STEPS ≥ 1).
+pub(crate) fn parse_recover(s: &str) -> std::result::Result<String, String> {
+    match s {
+        "ls" | "bn" | "none" => Ok(s.to_string()),
+        _ => match s.strip_prefix("ft:").map(str::parse::<usize>) {
+            Some(Ok(n)) if n >= 1 => Ok(s.to_string()),
+            _ => Err(format!(
+                "'{s}': expected ls, bn, none or ft:STEPS (e.g. ft:20)"
+            )),
+        },
+    }
+}
+
+/// `--search-recover`: 0 for `fast`, N for `seq:N`.
+pub(crate) fn parse_search_recover(s: &str) -> std::result::Result<usize, String> {
+    match s {
+        "fast" => Ok(0),
+        _ => match s.strip_prefix("seq:").map(str::parse::<usize>) {
+            Some(Ok(n)) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "'{s}': expected fast or seq:N with N > 0 calibration images (e.g. seq:128)"
+            )),
+        },
+    }
+}
+
+/// "10m", "90s", "1h", "1h30m" or plain seconds.
+pub(crate) fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    for ch in s.trim().chars() {
+        if ch.is_ascii_digit() || ch == '.' {
+            num.push(ch);
+            continue;
+        }
+        let v: f64 = num.parse().map_err(|_| format!("bad duration '{s}'"))?;
+        total += v * match ch {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            _ => return Err(format!("bad duration '{s}' (use e.g. 90s, 10m, 1h)")),
+        };
+        num.clear();
+    }
+    if !num.is_empty() {
+        total += num
+            .parse::<f64>()
+            .map_err(|_| format!("bad duration '{s}'"))?;
+    }
+    if total <= 0.0 {
+        return Err(format!("duration '{s}' must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}

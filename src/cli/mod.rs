@@ -1,0 +1,27 @@
+//! The `onnx-prune` command line, one module per command family; `main.rs` parses and
+//! dispatches.
+
+mod args;
+mod eval;
+mod inspect;
+mod prune;
+mod search;
+mod train;
+
+pub(crate) use args::*;
+pub(crate) use eval::*;
+pub(crate) use inspect::*;
+pub(crate) use prune::*;
+pub(crate) use search::*;
+pub(crate) use train::*;
+
+/// A check that ran and failed — outputs beyond the tolerance (`compare`, `verify`) or, with
+/// `--strict`, a target the model cannot reach: exit status 1, where errors exit 2.
+#[derive(Debug)]
+pub(crate) struct ToleranceExceeded(pub(crate) String);
+impl std::fmt::Display for ToleranceExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ToleranceExceeded {}
