@@ -222,7 +222,7 @@ fn accuracy(shared: &Path, steps: usize, rows: &[String]) {
     std::fs::create_dir_all(&tmp).unwrap();
     let pruned = tmp.join("pruned.onnx");
     println!("\n## resnet56, --target-flops 0.5\n");
-    println!("Pruned: uniform L1 (`--agent none`) or the default search (`--agent ddpg`), both with least squares on 1,000 calibration images. Fine-tune: {steps} steps of 64 (SGD, lr 1e-3, cosine, 5% warm-up, crop+flip), train_50k_jpeg minus 1,000 held out.\n");
+    println!("Pruned: uniform L1 (`--agent none --method l1`) or the default search (`--agent ddpg`), both with least squares on 1,000 calibration images. Fine-tune: {steps} steps of 64 (SGD, lr 1e-3, cosine, 5% warm-up, crop+flip), train_50k_jpeg minus 1,000 held out.\n");
     println!("| model | fine-tune | top-1 test_10k | wall s | images/s |");
     println!("|---|---|---|---|---|");
     let base = top1(bin, &orig, &test, &norm);
@@ -233,7 +233,15 @@ fn accuracy(shared: &Path, steps: usize, rows: &[String]) {
             .arg(&orig)
             .arg("-o")
             .arg(&pruned)
-            .args(["--target-flops", "0.5", "--agent", "none", "--data"])
+            .args([
+                "--target-flops",
+                "0.5",
+                "--agent",
+                "none",
+                "--method",
+                "l1",
+                "--data",
+            ])
             .arg(&train)
             .args(norm));
         let p0 = top1(bin, &pruned, &test, &norm);
