@@ -16,7 +16,9 @@
 //! [-- --rows ddpg,dqn]`
 //! (`--quick`: resnet20 only, a third of the episodes; `--seed`: the commands' seed, 1 by
 //! default — another calibration/validation split and other agent draws; `--rows`: only the
-//! named rows, e.g. `uniform-LS,reinforce`). Needs ../shared (skips otherwise).
+//! named rows, e.g. `uniform-LS,reinforce`; the extra rows `dqn-own` and `reinforce-own` —
+//! the agent's own best plan as the search ranked it, `--rerank 0`, with no unsearched plan to
+//! fall back on — run only when named). Needs ../shared (skips otherwise).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,7 +77,7 @@ fn main() {
     ];
     let tmp = std::env::temp_dir().join(format!("onnx-prune-bench-search-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let rows: [(&str, &[&str]); 6] = [
+    let rows: [(&str, &[&str]); 8] = [
         (
             "uniform-L1",
             &[
@@ -102,6 +104,8 @@ fn main() {
         ("ddpg", &["--agent", "ddpg"]),
         ("dqn", &["--agent", "dqn"]),
         ("reinforce", &["--agent", "reinforce"]),
+        ("dqn-own", &["--agent", "dqn", "--rerank", "0"]),
+        ("reinforce-own", &["--agent", "reinforce", "--rerank", "0"]),
     ];
     for case in &cases {
         if quick && case.name != "resnet20" {
@@ -148,7 +152,8 @@ fn main() {
             );
         }
         for (name, flags) in rows {
-            if pick.as_ref().is_some_and(|p| !p.iter().any(|x| x == name)) {
+            let named = pick.as_ref().is_some_and(|p| p.iter().any(|x| x == name));
+            if (pick.is_some() || name.ends_with("-own")) && !named {
                 continue;
             }
             let out = tmp.join(format!("{}-{name}.onnx", case.name));
@@ -172,7 +177,7 @@ fn main() {
             }
             if quick && !name.starts_with("uniform") && name != "global-L1" {
                 let e = match name {
-                    "dqn" => "20",
+                    "dqn" | "dqn-own" => "20",
                     _ => "34",
                 };
                 c.args(["--episodes", e]);
