@@ -236,6 +236,8 @@ fn accuracy(shared: &Path, steps: usize, rows: &[String]) {
             .args([
                 "--target-flops",
                 "0.5",
+                "--finetune-epochs",
+                "0",
                 "--agent",
                 "none",
                 "--method",
@@ -287,7 +289,15 @@ fn accuracy(shared: &Path, steps: usize, rows: &[String]) {
             .arg(&orig)
             .arg("-o")
             .arg(&searched)
-            .args(["--target-flops", "0.5", "--agent", "ddpg", "--data"])
+            .args([
+                "--target-flops",
+                "0.5",
+                "--finetune-epochs",
+                "0",
+                "--agent",
+                "ddpg",
+                "--data",
+            ])
             .arg(&train)
             .args(norm));
         let a = top1(bin, &searched, &test, &norm);

@@ -160,7 +160,7 @@ fn main() {
             let report = tmp.join(format!("{}-{name}.json", case.name));
             let mut c = Command::new(bin);
             c.arg(&case.model).arg("-o").arg(&out);
-            c.args(["--target-flops", "0.5", "--data"])
+            c.args(["--target-flops", "0.5", "--finetune-epochs", "0", "--data"])
                 .arg(&train)
                 .args(norm);
             c.args([

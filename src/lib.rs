@@ -2,6 +2,7 @@
 //! them back. See ARCHITECTURE.md for the code map.
 
 pub mod analysis;
+pub mod budget;
 pub mod error;
 pub mod eval;
 pub mod ir;

@@ -15,6 +15,10 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(1)
         }
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -113,11 +117,15 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Some(_) => {}
             }
-            if p.finetune_epochs > 0.0 && p.data.is_none() {
-                bail!("--finetune-epochs needs training data: add --data PATH");
+            if let Some(e) = p.finetune_epochs {
+                if e < 0.0 || !e.is_finite() {
+                    bail!("--finetune-epochs must be a non-negative number");
+                }
             }
-            if p.finetune_epochs < 0.0 || !p.finetune_epochs.is_finite() {
-                bail!("--finetune-epochs must be a non-negative number");
+            let forced = p.finetune_epochs.is_some_and(|e| e > 0.0)
+                || p.finetune_steps.is_some_and(|s| s > 0);
+            if forced && p.data.is_none() {
+                bail!("--finetune-epochs/--finetune-steps need training data: add --data PATH");
             }
             if p.opts.method == "ls" && p.data.is_none() {
                 bail!("--method ls ranks channels on calibration images: add --data PATH");

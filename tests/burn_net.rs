@@ -629,3 +629,125 @@ fn prune_then_finetune() {
     assert!(j["macs_ratio"].as_f64().unwrap() <= 0.5, "{j}");
     assert!(!train_ckpt(&out).exists());
 }
+
+/// The trainer under a deadline, on a simulated clock that moves 1 s per step: a plan that the
+/// measured pace shows cannot finish is cut (and its cosine schedule re-fitted to end there),
+/// so training ends before the deadline with the learning rate annealed.
+#[test]
+fn a_plan_that_would_overrun_the_deadline_is_cut_to_fit() {
+    use onnx_prune::budget::{Clock, Deadline, SimClock};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let device = Device::flex().autodiff();
+    let mut net = Net::new(&small_net(3), &device).unwrap();
+    let train = blobs(256, 1);
+    let o = TrainOptions {
+        lr: 0.01,
+        batch: 32,
+        steps: 100,
+        augment: false,
+        ..Default::default()
+    };
+    let clock = Arc::new(SimClock::new(Duration::ZERO));
+    let mut tr = Trainer::new(&net, o);
+    tr.deadline = Some(Deadline::at(clock.clone(), Duration::from_secs(50)));
+    let stop = AtomicBool::new(false);
+    let mut lrs = vec![];
+    let rep = tr
+        .run(
+            &mut net,
+            None,
+            &train,
+            &stop,
+            &mut |s| {
+                lrs.push(s.lr);
+                clock.advance(Duration::from_secs(1));
+            },
+            &mut |_, _| Ok(()),
+        )
+        .unwrap();
+    // Paced from step 10; at step 30 (30 s), 20 s are left for 70 planned steps at 1 s: cut
+    // to 30 + 19 (5% slack).
+    assert_eq!(rep.replanned_from, Some(100), "{rep:?}");
+    assert_eq!(tr.o.steps, 49);
+    assert_eq!(rep.steps_done, 49);
+    assert!(!rep.deadline_hit, "{rep:?}");
+    assert!(clock.now() <= Duration::from_secs(50));
+    // The schedule was re-fitted: the last step's rate is close to 0.
+    assert!(*lrs.last().unwrap() < 0.01 * 0.01, "{lrs:?}");
+}
+
+/// A deadline passed mid-run (the clock jumps) stops training between steps; the network is
+/// intact and writes back to a valid model.
+#[test]
+fn a_passed_deadline_stops_training_between_steps() {
+    use onnx_prune::budget::{Deadline, SimClock};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let device = Device::flex().autodiff();
+    let mut net = Net::new(&small_net(3), &device).unwrap();
+    let train = blobs(256, 1);
+    let o = TrainOptions {
+        batch: 32,
+        steps: 40,
+        augment: false,
+        ..Default::default()
+    };
+    let clock = Arc::new(SimClock::new(Duration::ZERO));
+    let mut tr = Trainer::new(&net, o);
+    tr.deadline = Some(Deadline::at(clock.clone(), Duration::from_secs(1000)));
+    let stop = AtomicBool::new(false);
+    let rep = tr
+        .run(
+            &mut net,
+            None,
+            &train,
+            &stop,
+            &mut |s| {
+                if s.step == 7 {
+                    clock.advance(Duration::from_secs(2000));
+                }
+            },
+            &mut |_, _| Ok(()),
+        )
+        .unwrap();
+    assert!(rep.deadline_hit && !rep.interrupted, "{rep:?}");
+    assert_eq!(rep.steps_done, 7);
+    let m = net.write_back();
+    let again = Net::new(&m, &device.clone().inner()).unwrap();
+    assert!(accuracy(&again, &blobs(64, 9)).is_finite());
+}
+
+/// Timing a step for the plan changes nothing: the weights and running statistics after
+/// `time_step` are those before, and training after it is the same as without it.
+#[test]
+fn timing_a_step_leaves_the_network_unchanged() {
+    let device = Device::flex().autodiff();
+    let train = blobs(256, 1);
+    let o = TrainOptions {
+        batch: 32,
+        steps: 6,
+        augment: false,
+        ..Default::default()
+    };
+    let run = |timed: bool| {
+        let mut net = Net::new(&small_net(3), &device).unwrap();
+        let mut tr = Trainer::new(&net, o.clone());
+        if timed {
+            tr.time_step(&net, None, &train, 2).unwrap();
+        }
+        let stop = AtomicBool::new(false);
+        tr.run(&mut net, None, &train, &stop, &mut |_| {}, &mut |_, _| {
+            Ok(())
+        })
+        .unwrap();
+        let p: Vec<Vec<f32>> = (0..net.params().len())
+            .map(|i| net.param(i).to_vec())
+            .collect();
+        let b: Vec<Vec<f32>> = (0..net.buffers().len())
+            .map(|i| net.buffer(i).to_vec())
+            .collect();
+        (p, b)
+    };
+    assert!(run(true) == run(false));
+}

@@ -264,6 +264,8 @@ fn recovery_beats_naive_pruning_on_resnet20() {
             .args([
                 "--target-flops",
                 "0.5",
+                "--finetune-epochs",
+                "0",
                 "--agent",
                 "none",
                 "--recover",

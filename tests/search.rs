@@ -125,6 +125,8 @@ fn search_is_deterministic_and_meets_the_budget(agent: &str, episodes: &str, cur
             .args([
                 "--target-flops",
                 "0.5",
+                "--finetune-epochs",
+                "0",
                 "--agent",
                 agent,
                 "--episodes",
@@ -217,6 +219,8 @@ fn rerank_picks_the_best_validated_plan_and_writes_table_and_plots() {
         .args([
             "--target-flops",
             "0.5",
+            "--finetune-epochs",
+            "0",
             "--agent",
             "ddpg",
             "--episodes",
@@ -284,6 +288,8 @@ fn ft_recovery_fine_tunes_the_candidates_and_the_output() {
             .args([
                 "--target-flops",
                 "0.5",
+                "--finetune-epochs",
+                "0",
                 "--agent",
                 "ddpg",
                 "--episodes",
@@ -335,6 +341,8 @@ fn recover_ft_needs_a_step_count() {
             "/tmp/x.onnx",
             "--target-flops",
             "0.5",
+            "--finetune-epochs",
+            "0",
             "--recover",
             "ft:0",
         ])
@@ -359,7 +367,14 @@ fn sequential_search_recovery_scores_like_the_final_recovery() {
             .arg(s.join("models/cifar10/resnet20.onnx"))
             .arg("-o")
             .arg(&out)
-            .args(["--target-flops", "0.5", "--agent", "ddpg"])
+            .args([
+                "--target-flops",
+                "0.5",
+                "--finetune-epochs",
+                "0",
+                "--agent",
+                "ddpg",
+            ])
             .args(["--episodes", "1", "--label-free", "--search-recover", proxy])
             .args(["--seed", "3", "--runtime", "tract", "--data"])
             .arg(s.join("data/cifar10/test_846_lossless.npz"))

@@ -108,9 +108,17 @@ pub(crate) struct PruneArgs {
     /// With --agent reinforce: masks sampled per policy update
     #[arg(long, default_value_t = 4)]
     pub(crate) samples: usize,
-    /// With --data: stop the search after this long (e.g. 10m, 90s)
+    /// With --data: stop the search after this long (e.g. 10m, 90s); with --time-limit the
+    /// search also stops at a quarter of the limit
     #[arg(long, value_parser = parse_duration)]
     pub(crate) time_budget: Option<std::time::Duration>,
+    /// With --data: the whole command (search, recovery, fine-tuning, final measurement)
+    /// finishes within this (e.g. 20m, 2h). The search gets up to a quarter of it, recovery
+    /// what it needs, fine-tuning the rest less a reserve for the final measurement; the split
+    /// is printed. Default: 20m, unless --finetune-epochs/--finetune-steps fix the length
+    /// (then no limit unless given)
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) time_limit: Option<std::time::Duration>,
     /// With --data: runtime for recovery and evaluation: tract, ort, auto (ort if found)
     #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "burn", "auto"])]
     pub(crate) runtime: String,
@@ -121,11 +129,17 @@ pub(crate) struct PruneArgs {
     /// (ThiNet-style, fastest) instead of level by level on the pruned model's own (default)
     #[arg(long)]
     pub(crate) recover_fast: bool,
-    /// With --data: fine-tune the pruned model for E epochs on the data not held out for
-    /// validation (burn; labels plus distillation from the original, or distillation only
-    /// with --label-free); training flags as for `finetune`
-    #[arg(long, default_value_t = 0.0)]
-    pub(crate) finetune_epochs: f64,
+    /// With --data: the pruned model is fine-tuned on the data not held out for validation
+    /// (burn; labels plus distillation from the original, or distillation only with
+    /// --label-free or without labels; training flags as for `finetune`), by default for as
+    /// long as --time-limit leaves (at most 30 epochs). E forces E epochs; 0 switches
+    /// fine-tuning off
+    #[arg(long)]
+    pub(crate) finetune_epochs: Option<f64>,
+    /// With --data: fine-tune for exactly N steps (instead of --finetune-epochs or the time
+    /// limit's plan; the report's `finetune.steps` of a timed run reproduces it); 0: off
+    #[arg(long, conflicts_with = "finetune_epochs")]
+    pub(crate) finetune_steps: Option<usize>,
     #[command(flatten)]
     pub(crate) train: TrainArgs,
     #[command(flatten)]
@@ -170,11 +184,12 @@ pub(crate) struct TrainArgs {
     /// Optimiser: sgd (momentum 0.9, Nesterov) or adam
     #[arg(long, default_value = "sgd", value_parser = ["sgd", "adam"])]
     pub(crate) optimizer: String,
-    /// Peak learning rate (cosine decay to 0 after the warm-up). BatchNorm-folded networks
-    /// (most exports) diverge at the rates used to train with BatchNorm: measured on the
-    /// CIFAR ResNet-20, SGD at 3e-3 diverged and 1e-3 was stable
-    #[arg(long, default_value_t = 1e-3)]
-    pub(crate) lr: f64,
+    /// Peak learning rate (cosine decay to 0 after the warm-up). Default 1e-3 for `finetune`
+    /// and --recover ft:STEPS; 3e-3 for the main command's fine-tuning (measured best for short
+    /// budgets on BatchNorm-folded CIFAR ResNets with gradient clipping; far higher rates, as
+    /// used to train with BatchNorm, diverge on folded networks)
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
     /// Clip the global gradient norm to this (0: no clipping)
     #[arg(long, default_value_t = 5.0)]
     pub(crate) clip_grad: f64,
@@ -188,7 +203,9 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = 64)]
     pub(crate) batch_size: usize,
     /// Weight w of distillation: loss = (1−w)·cross-entropy + w·T²·KL(teacher ‖ model).
-    /// Default: 0.5 with labels and a teacher, 1 without labels, 0 without a teacher
+    /// Default: 1 without labels (or with --label-free); with labels 0.5 given a teacher in
+    /// `finetune` and --recover ft:STEPS, and 0 in the main command's fine-tuning (at equal
+    /// time on a CPU, the steps the teacher's forward pass costs bought more accuracy)
     #[arg(long)]
     pub(crate) kd_weight: Option<f64>,
     /// Distillation temperature T
@@ -229,6 +246,11 @@ pub(crate) struct FinetuneArgs {
     /// Optimisation steps (instead of --epochs)
     #[arg(long)]
     pub(crate) steps: Option<usize>,
+    /// Train for as long as this allows (e.g. 20m; the step count is planned from a measured
+    /// step, at most 30 epochs, and the run stops at the limit); with --epochs/--steps the
+    /// limit only stops it. Time spent loading counts
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) time_limit: Option<std::time::Duration>,
     /// Ignore labels: distillation from --teacher only
     #[arg(long)]
     pub(crate) label_free: bool,
@@ -503,29 +525,5 @@ pub(crate) fn parse_search_recover(s: &str) -> std::result::Result<usize, String
 
 /// "10m", "90s", "1h", "1h30m" or plain seconds.
 pub(crate) fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    let mut total = 0f64;
-    let mut num = String::new();
-    for ch in s.trim().chars() {
-        if ch.is_ascii_digit() || ch == '.' {
-            num.push(ch);
-            continue;
-        }
-        let v: f64 = num.parse().map_err(|_| format!("bad duration '{s}'"))?;
-        total += v * match ch {
-            's' => 1.0,
-            'm' => 60.0,
-            'h' => 3600.0,
-            _ => return Err(format!("bad duration '{s}' (use e.g. 90s, 10m, 1h)")),
-        };
-        num.clear();
-    }
-    if !num.is_empty() {
-        total += num
-            .parse::<f64>()
-            .map_err(|_| format!("bad duration '{s}'"))?;
-    }
-    if total <= 0.0 {
-        return Err(format!("duration '{s}' must be positive"));
-    }
-    Ok(std::time::Duration::from_secs_f64(total))
+    onnx_prune::budget::parse_duration(s)
 }

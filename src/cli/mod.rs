@@ -4,6 +4,7 @@
 mod args;
 mod eval;
 mod inspect;
+mod job;
 mod prune;
 mod search;
 mod train;
@@ -11,6 +12,7 @@ mod train;
 pub(crate) use args::*;
 pub(crate) use eval::*;
 pub(crate) use inspect::*;
+pub(crate) use job::*;
 pub(crate) use prune::*;
 pub(crate) use search::*;
 pub(crate) use train::*;
@@ -25,3 +27,14 @@ impl std::fmt::Display for ToleranceExceeded {
     }
 }
 impl std::error::Error for ToleranceExceeded {}
+
+/// Ctrl-C: the command wrote what it had (atomically) and says in which phase it stopped:
+/// exit status 130.
+#[derive(Debug)]
+pub(crate) struct Interrupted(pub(crate) String);
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Interrupted {}

@@ -27,6 +27,15 @@ pub(crate) fn load_pruner(
 pub(crate) fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()> {
     use onnx_prune::search::datafree::{Allocation, Method};
     let o = &args.opts;
+    // The job's clock starts before anything is loaded; Ctrl-C is honoured from here on.
+    let clock: std::sync::Arc<dyn onnx_prune::budget::Clock> =
+        std::sync::Arc::new(onnx_prune::budget::SystemClock::new());
+    let stop = if args.data.is_some() {
+        stop_flag()
+    } else {
+        &STOP
+    };
+    let job = &mut Job::new(args, clock, stop);
     let (_, p) = load_pruner(input, &o.shapes.map())?;
     let method = match o.method.as_str() {
         "l2" => Method::L2,
@@ -51,7 +60,6 @@ pub(crate) fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -
         Some(d) => Some(DataCtx::load(&p, d, args)?),
         None => None,
     };
-    let mut curve = None;
     // With ls, the statistics it was computed from (the search's recovery reuses them).
     let (imp, fast) = match &ctx {
         Some(c) if ls => {
@@ -67,73 +75,26 @@ pub(crate) fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -
         o.allocation,
         if ls { "no search" } else { "data-free" }
     );
-    let (keep, pruned) = match &ctx {
-        Some(c) if args.agent != "none" => {
-            let df = data_free();
-            let out = search(
-                &p,
-                c,
-                ratio,
-                args,
-                (&df, &baseline),
-                (&imp, fast),
-                &mut extra,
-            )?;
-            curve = Some(out.curve.clone());
-            // The search's best plans (by its fast proxy) and the unsearched plan, re-ranked
-            // by full recovery on the whole validation subset.
-            // (label, search score, plan, whether it is the unsearched plan)
-            let mut cands: Vec<Cand> = out
-                .candidates
-                .iter()
-                .take(args.rerank.max(1))
-                .enumerate()
-                .map(|(i, (v, k))| {
-                    let same = *k == df;
-                    let name = format!("{} #{}", out.agent.name(), i + 1);
-                    let name = if same {
-                        // The agent found the unsearched plan itself: say so.
-                        format!("{name} = {baseline}")
-                    } else {
-                        name
-                    };
-                    (name, Some(*v), k.clone(), same)
-                })
-                .collect();
-            if args.rerank > 0 && c.val.n > 0 {
-                if !cands.iter().any(|x| x.3) {
-                    cands.push((baseline.clone(), None, df, true));
-                }
-            } else {
-                cands.truncate(1);
-            }
-            let (keep, m, rep, lp) = if cands.len() > 1 {
-                let (keep, m, rep, lp) = rerank(&p, c, args, cands, &mut extra)?;
-                (keep, m, rep, Some(lp))
-            } else {
-                let keep = cands.remove(0).2;
-                let (m, rep) = recover_model(&p, &keep, c, args)?;
-                (keep, m, rep, None)
-            };
-            measure(&p, &m, &rep, c, args, lp, &mut extra)?;
-            (keep, m)
-        }
-        Some(c) => {
-            let keep = data_free();
-            let (m, rep) = recover_model(&p, &keep, c, args)?;
-            measure(&p, &m, &rep, c, args, None, &mut extra)?;
-            (keep, m)
-        }
+    let (keep, pruned, curve) = match &ctx {
+        Some(c) => with_data(
+            &p,
+            c,
+            ratio,
+            args,
+            (data_free(), &baseline),
+            (&imp, fast),
+            &mut extra,
+            job,
+        )?,
         None => {
             let keep = data_free();
             let m = p.apply(&keep)?;
-            (keep, m)
+            (keep, m, None)
         }
     };
-    let pruned = match &ctx {
-        Some(c) if args.finetune_epochs > 0.0 => finetune_pruned(&p, pruned, c, args, &mut extra)?,
-        _ => pruned,
-    };
+    if ctx.is_some() {
+        extra.insert("time".into(), job.report());
+    }
     let predicted = p.macs(&keep);
     finish_pruned(
         input,
@@ -147,7 +108,20 @@ pub(crate) fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -
         o.strict,
         extra,
         curve.as_deref(),
-    )
+    )?;
+    if let Some(phase) = job.interrupted {
+        return Err(Interrupted(format!(
+            "interrupted during {phase}: the best model so far is in {}{}",
+            output.display(),
+            match phase {
+                "search" => " (the search's best plan, recovered; not re-ranked, not fine-tuned)",
+                "recover" => " (recovered; not fine-tuned)",
+                _ => " (fine-tuned up to the interruption, unless the recovered model scored higher on the validation subset: see the report)",
+            }
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// `--method ls`: channels ranked by their least-squares removal cost on the calibration
@@ -190,7 +164,7 @@ pub(crate) struct DataCtx {
     #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
     pub(crate) kind: onnx_prune::eval::runtime::Kind,
     pub(crate) chw: (usize, usize, usize),
-    /// With --finetune-epochs: every sample not in `val`.
+    /// With fine-tuning (or --recover ft:STEPS): every sample not in `val`.
     pub(crate) train: Option<onnx_prune::eval::data::Dataset>,
     /// The original model's outputs on `val` (computed once, for re-ranking and the report).
     #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
@@ -263,7 +237,7 @@ impl DataCtx {
         eprintln!("{line}");
         // Training samples (all but the validation subset) for --finetune-epochs and
         // --recover ft:STEPS.
-        let train = (args.finetune_epochs > 0.0 || recover_ft_steps(args) > 0)
+        let train = (finetune_length(args) != Length::Off || recover_ft_steps(args) > 0)
             .then(|| ds.subset(&eval::data::complement(ds.n, &vi)));
         Ok(DataCtx {
             calib: ds.subset(&ci),
@@ -311,7 +285,7 @@ pub(crate) fn recover_model(
         // ft:STEPS: least squares, then a short fine-tune on the training samples.
         let data = c.train.as_ref().expect("loaded with --recover ft");
         let labels = data.y.is_some() && !args.label_free;
-        let o = train_options(&args.train, ft_steps, args.opts.seed, true, labels)?;
+        let o = train_options(&args.train, ft_steps, args.opts.seed, true, labels, false)?;
         let (m, r) = onnx_prune::learn::train::quick(&pruned, Some(c.teacher(p)?), data, &o)?;
         pruned = m;
         eprintln!(

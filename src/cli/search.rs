@@ -27,7 +27,10 @@ pub(crate) fn reward_of(
 }
 
 /// The reinforcement-learning search (`--agent`); returns the best plan found.
+/// `budget`: how long it may run (the job's share of `--time-limit`, or `--time-budget`);
+/// `stop` (Ctrl-C) ends it after the current episode.
 #[cfg(any(feature = "tract", feature = "ort"))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn search(
     p: &onnx_prune::search::datafree::Pruner,
     c: &DataCtx,
@@ -36,6 +39,8 @@ pub(crate) fn search(
     (data_free, baseline): (&[bool], &str),
     (select, fast): (&[f64], Option<onnx_prune::search::recover::FastCache>),
     extra: &mut serde_json::Map<String, serde_json::Value>,
+    budget: Option<std::time::Duration>,
+    stop: &'static std::sync::atomic::AtomicBool,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     use onnx_prune::search::{env, rl};
     if let Some(b) = onnx_prune::learn::Backend::parse(&args.agent_device) {
@@ -66,7 +71,7 @@ pub(crate) fn search(
     let ft_steps = recover_ft_steps(args);
     if let (true, Some(train)) = (ft_steps > 0, c.train.as_ref()) {
         let labels = train.y.is_some() && !args.label_free;
-        let o = train_options(&args.train, ft_steps, args.opts.seed, true, labels)?;
+        let o = train_options(&args.train, ft_steps, args.opts.seed, true, labels, false)?;
         oracle.set_finetune(o, train, Some(c.teacher(p)?));
     }
     if args.search_recover > 0 {
@@ -79,7 +84,7 @@ pub(crate) fn search(
         agent.name(),
         e.steps(),
         episodes,
-        args.time_budget
+        budget
             .map(|d| format!(" (time budget {:.0}s)", d.as_secs_f64()))
             .unwrap_or_default(),
         oracle.reward().describe(),
@@ -94,7 +99,8 @@ pub(crate) fn search(
     eprintln!("search: the plan {baseline} scores {df_score:.4} on the search's proxy");
     let o = rl::Options {
         episodes,
-        time_budget: args.time_budget,
+        time_budget: budget,
+        stop: Some(stop),
         seed: args.opts.seed,
         drop_bound: args.drop_bound,
         samples: args.samples,
@@ -120,13 +126,8 @@ pub(crate) fn search(
             eta
         );
         if tty {
-            let w = 24;
-            let done = (ep.episode * w / total.max(1)).min(w);
-            eprint!(
-                "\r\x1b[2K[{}{}] {line}",
-                "#".repeat(done),
-                "-".repeat(w - done)
-            );
+            let bar = onnx_prune::report::bar(ep.episode, total, 24);
+            eprint!("\r\x1b[2K{bar} {line}");
         } else {
             eprintln!("{line}");
         }
@@ -169,6 +170,7 @@ pub(crate) fn search(
 }
 
 #[cfg(not(any(feature = "tract", feature = "ort")))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn search(
     _: &onnx_prune::search::datafree::Pruner,
     _: &DataCtx,
@@ -177,6 +179,8 @@ pub(crate) fn search(
     _: (&[bool], &str),
     _: (&[f64], Option<onnx_prune::search::recover::FastCache>),
     _: &mut serde_json::Map<String, serde_json::Value>,
+    _: Option<std::time::Duration>,
+    _: &'static std::sync::atomic::AtomicBool,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
@@ -200,6 +204,7 @@ pub(crate) fn rerank(
     args: &PruneArgs,
     cands: Vec<Cand>,
     extra: &mut serde_json::Map<String, serde_json::Value>,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Rerank> {
     use onnx_prune::eval::{self, runtime};
     let tmp = eval::TempDir::new("rerank")?;
@@ -207,6 +212,7 @@ pub(crate) fn rerank(
     let labels = c.val.y.as_deref().filter(|_| !args.label_free);
     let reward = reward_of(args, &c.val);
     let total = cands.len();
+    let t0 = std::time::Instant::now();
     let mut rows = vec![];
     type Best = (
         f64,
@@ -217,17 +223,24 @@ pub(crate) fn rerank(
     );
     let mut best: Option<Best> = None;
     for (i, (source, proxy, keep, unsearched)) in cands.into_iter().enumerate() {
+        if i > 0 && stop.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("rerank: interrupted after {i} of {total} candidates");
+            break;
+        }
         let (m, rep) = recover_model(p, &keep, c, args)?;
         let (lp, _) = runtime::logits(c.kind, &m, &tmp, "candidate.onnx", &c.val)?;
         let v = reward.score(lo, &lp, *k, labels);
+        let secs = t0.elapsed().as_secs_f64();
         eprintln!(
-            "rerank {}/{total}: {source}{} -> {v:.4} ({}) on {} validation samples",
+            "{} rerank {}/{total}: {source}{} -> {v:.4} ({}) on {} validation samples, ETA {:.0}s",
+            onnx_prune::report::bar(i + 1, total, 8),
             i + 1,
             proxy
                 .map(|x| format!(" (search score {x:.4})"))
                 .unwrap_or_default(),
             reward.name(),
-            c.val.n
+            c.val.n,
+            secs / (i + 1) as f64 * (total - i - 1) as f64
         );
         rows.push(json!({"source": source, "search_score": proxy, "val_score": v, "unsearched": unsearched}));
         if best.as_ref().is_none_or(|b| v > b.0) {
@@ -248,6 +261,7 @@ pub(crate) fn rerank(
     _: &PruneArgs,
     _: Vec<Cand>,
     _: &mut serde_json::Map<String, serde_json::Value>,
+    _: &std::sync::atomic::AtomicBool,
 ) -> Result<Rerank> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }

@@ -27,13 +27,22 @@ pub(crate) fn stop_flag() -> &'static std::sync::atomic::AtomicBool {
     &STOP
 }
 
+/// The main job's fine-tuning defaults where the flags leave them open (`cargo bench --bench
+/// timelimit -- --sweep`, README "Time limit": resnet20 at 50%, 4 minutes each, equal time):
+/// SGD at 3e-3 with labels only beat 1e-3 and distillation — the teacher's forward pass costs a
+/// third of a step on a CPU, and the steps it costs bought more.
+pub(crate) const JOB_LR: f64 = 3e-3;
+
 /// Training options from the flags: `steps` in all, distillation weight by what is there.
+/// `job`: the main command's fine-tuning, whose defaults differ ([`JOB_LR`], and labels only
+/// when there are labels); `finetune` and `--recover ft:STEPS` keep lr 1e-3 and w = 0.5.
 pub(crate) fn train_options(
     t: &TrainArgs,
     steps: usize,
     seed: u64,
     teacher: bool,
     labels: bool,
+    job: bool,
 ) -> Result<onnx_prune::learn::train::TrainOptions> {
     use onnx_prune::learn::train::{Optim, TrainOptions};
     let kd = match t.kd_weight {
@@ -47,10 +56,11 @@ pub(crate) fn train_options(
             bail!("the data has no labels (or --label-free): give a teacher model to distil from")
         }
         None if !labels => 1.0,
-        None if teacher => 0.5,
+        None if teacher && !job => 0.5,
         None => 0.0,
     };
-    if t.lr <= 0.0 || !t.lr.is_finite() {
+    let lr = t.lr.unwrap_or(if job { JOB_LR } else { 1e-3 });
+    if lr <= 0.0 || !lr.is_finite() {
         bail!("--lr must be positive");
     }
     if t.batch_size == 0 {
@@ -64,7 +74,7 @@ pub(crate) fn train_options(
     }
     Ok(TrainOptions {
         optim: Optim::parse(&t.optimizer).expect("clap checked"),
-        lr: t.lr,
+        lr,
         warmup: (t.warmup * steps as f64).round() as usize,
         weight_decay: t.weight_decay,
         batch: t.batch_size,
@@ -123,56 +133,89 @@ pub(crate) fn train_json(
     })
 }
 
-/// `--finetune-epochs` of the main command: trains the recovered model (teacher: the
-/// original), measures it again and reports both.
+/// Fine-tuning in the main command: trains the recovered model on `train` (teacher: the
+/// original) for `length` — planned to end by `deadline`, or a fixed length that still stops
+/// there — measures it again, and keeps it only if it scores at least as well on the
+/// validation subset as the recovered model (else the recovered one is shipped and the report
+/// says so). Returns the model to ship and whether Ctrl-C stopped the training.
 #[cfg(any(feature = "tract", feature = "ort"))]
 pub(crate) fn finetune_pruned(
     p: &onnx_prune::search::datafree::Pruner,
     pruned: Model,
     c: &DataCtx,
+    train: &onnx_prune::eval::data::Dataset,
     args: &PruneArgs,
     extra: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<Model> {
+    (length, deadline): (Length, &onnx_prune::budget::Deadline),
+) -> Result<(Model, bool)> {
     use onnx_prune::learn::train;
-    let mut data = c.train.clone().expect("loaded with --finetune-epochs");
+    let mut data = train.clone();
     if args.label_free {
         data.y = None;
     }
-    let steps = steps_for(args.finetune_epochs, data.n, args.train.batch_size);
-    let o = train_options(&args.train, steps, args.opts.seed, true, data.y.is_some())?;
+    let batch = args.train.batch_size;
+    let (steps, plan) = match length {
+        Length::Epochs(e) => (steps_for(e, data.n, batch), false),
+        Length::Steps(n) => (n, false),
+        _ => (
+            steps_for(onnx_prune::budget::MAX_EPOCHS, data.n, batch),
+            true,
+        ),
+    };
+    let o = train_options(
+        &args.train,
+        steps,
+        args.opts.seed,
+        true,
+        data.y.is_some(),
+        true,
+    )?;
     let line = onnx_prune::learn::device().1;
-    eprintln!(
-        "fine-tuning on {} sample(s): {steps} step(s) of {} ({} epoch(s)), {line}",
-        data.n, o.batch, args.finetune_epochs
-    );
-    let before: serde_json::Map<String, serde_json::Value> = extra
-        .iter()
-        .filter(|(k, _)| matches!(k.as_str(), "top1_after" | "agreement" | "kl" | "rel_mse"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let what = match length {
+        Length::Epochs(e) => format!("{steps} step(s) of {} ({e} epoch(s))", o.batch),
+        Length::Steps(_) => format!("{steps} step(s) of {}", o.batch),
+        _ => format!(
+            "until {:.0}s from now (at most {} epochs)",
+            deadline.left().unwrap_or_default().as_secs_f64(),
+            onnx_prune::budget::MAX_EPOCHS
+        ),
+    };
+    eprintln!("fine-tuning on {} sample(s): {what}, {line}", data.n);
+    let before = scores_of(extra);
     let ckpt = args.output.as_deref().map(train::Checkpoint::beside);
+    let pace = train::Pace {
+        deadline: deadline.clone(),
+        plan,
+        max_steps: steps,
+    };
+    let teacher = match o.kd_weight > 0.0 {
+        true => Some(c.teacher(p)?),
+        false => None,
+    };
     let f = train::finetune(
         &pruned,
-        Some(c.teacher(p)?),
+        teacher,
         &data,
         &o,
         ckpt.as_ref(),
         false,
         stop_flag(),
+        Some(&pace),
     )?;
     print_train_summary(&f);
-    if f.report.interrupted {
-        let out = args.output.as_deref().expect("checked");
-        onnx::save(&f.model, out, &Default::default(), &[])?;
-        bail!(
-            "interrupted at step {}/{}: the model so far is in {} (checkpoint {})",
-            f.report.steps_done,
-            steps,
-            out.display(),
-            ckpt.map(|c| c.model.display().to_string())
-                .unwrap_or_default()
+    if f.report.deadline_hit {
+        eprintln!(
+            "fine-tuning stopped at its deadline after {} of {} step(s)",
+            f.report.steps_done, f.options.steps
+        );
+    } else if let Some(n) = f.report.replanned_from {
+        eprintln!(
+            "fine-tuning ran slower than measured: the plan was cut from {n} to {} step(s)",
+            f.options.steps
         );
     }
+    let interrupted = f.report.interrupted;
+    // The main command does not resume: its checkpoints only guard a run that is killed.
     if let Some(c) = &ckpt {
         c.remove();
     }
@@ -182,10 +225,48 @@ pub(crate) fn finetune_pruned(
     if let Some(r) = recover_json {
         extra.insert("recover".into(), r);
     }
-    let mut j = train_json(&f, &o);
-    j["before"] = serde_json::Value::Object(before);
+    let mut j = train_json(&f, &f.options);
+    j["before"] = serde_json::Value::Object(before.clone());
+    j["deadline_hit"] = json!(f.report.deadline_hit);
+    j["planned_steps"] = json!(f.options.steps);
+    j["step_seconds_measured"] = json!(f.step_seconds);
+    j["replanned_from"] = json!(f.report.replanned_from);
+    // Ship whichever of the recovered and the fine-tuned model scores better on the
+    // validation subset (top-1 with labels, else relative MSE to the original).
+    let worse = match (before.get("top1_after"), extra.get("top1_after")) {
+        (Some(b), Some(a)) => a.as_f64() < b.as_f64(),
+        _ => match (before.get("rel_mse"), extra.get("rel_mse")) {
+            (Some(b), Some(a)) => a.as_f64().unwrap_or(f64::MAX) > b.as_f64().unwrap_or(f64::MAX),
+            _ => false,
+        },
+    };
+    let model = if worse {
+        eprintln!(
+            "note: the fine-tuned model scores lower on the validation subset than the recovered one: the recovered model is written"
+        );
+        j["after"] = json!(scores_of(extra));
+        for (k, v) in before {
+            extra.insert(k, v);
+        }
+        j["shipped"] = json!("recovered");
+        pruned
+    } else {
+        j["shipped"] = json!("fine-tuned");
+        f.model
+    };
     extra.insert("finetune".into(), j);
-    Ok(f.model)
+    Ok((model, interrupted))
+}
+
+/// The fine-tuned figures, kept in the report when the recovered model is shipped instead.
+fn scores_of(
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    extra
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "top1_after" | "agreement" | "kl" | "rel_mse"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[cfg(not(any(feature = "tract", feature = "ort")))]
@@ -193,16 +274,20 @@ pub(crate) fn finetune_pruned(
     _: &onnx_prune::search::datafree::Pruner,
     _: Model,
     _: &DataCtx,
+    _: &onnx_prune::eval::data::Dataset,
     _: &PruneArgs,
     _: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<Model> {
+    _: (Length, &onnx_prune::budget::Deadline),
+) -> Result<(Model, bool)> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
 
 /// `onnx-prune finetune`.
 pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
+    use onnx_prune::budget::{self, Clock};
     use onnx_prune::eval::{self, data, metrics, runtime};
     use onnx_prune::learn::train;
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(budget::SystemClock::new());
     let model = onnx::load(&a.model)?;
     if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
@@ -246,11 +331,13 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         trainset.y = None;
     }
     let labels = trainset.y.is_some();
+    let planned = a.time_limit.is_some() && a.steps.is_none() && a.epochs.is_none();
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s.max(1),
-        (None, e) => steps_for(e.unwrap_or(1.0), trainset.n, a.train.batch_size),
+        (None, e) if !planned => steps_for(e.unwrap_or(1.0), trainset.n, a.train.batch_size),
+        _ => steps_for(budget::MAX_EPOCHS, trainset.n, a.train.batch_size),
     };
-    let o = train_options(&a.train, steps, a.seed, teacher.is_some(), labels)?;
+    let o = train_options(&a.train, steps, a.seed, teacher.is_some(), labels, false)?;
     let (kind, rt_line) = runtime::choose(&a.runtime)?;
     eprintln!("{rt_line}");
     eprintln!("{}", onnx_prune::learn::device().1);
@@ -306,6 +393,15 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         ),
         None => None,
     };
+    // With --time-limit: the deadline less a reserve for the "after" measurement and the write.
+    let pace = a.time_limit.map(|l| {
+        let reserve = budget::reserve(l, std::time::Duration::ZERO).min(l / 2);
+        train::Pace {
+            deadline: budget::Deadline::at(clock.clone(), l.saturating_sub(reserve)),
+            plan: planned,
+            max_steps: steps,
+        }
+    });
     let f = train::finetune(
         &model,
         teacher_net.as_ref(),
@@ -314,6 +410,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         Some(&ckpt),
         a.resume,
         stop_flag(),
+        pace.as_ref(),
     )?;
     print_train_summary(&f);
     onnx::save(
@@ -338,7 +435,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     }
     eprintln!("wrote {}", a.output.display());
     if let Some(r) = &a.report {
-        let mut j = train_json(&f, &o);
+        let mut j = train_json(&f, &f.options);
         j["val_samples"] = json!(val.n);
         j["before"] = before;
         j["after"] = after;

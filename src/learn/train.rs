@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optim {
@@ -119,6 +119,11 @@ pub struct TrainReport {
     pub steps_done: usize,
     pub started_at: usize,
     pub interrupted: bool,
+    /// Stopped by the deadline before the planned steps were done.
+    pub deadline_hit: bool,
+    /// The step count the run was planned for, when the deadline made it cut the plan short
+    /// (the cosine schedule was re-fitted to the new count).
+    pub replanned_from: Option<usize>,
     pub seconds: f64,
     pub images_per_s: f64,
     /// Mean loss over the first and the last 10% of the steps run.
@@ -126,10 +131,15 @@ pub struct TrainReport {
     pub loss_last: f32,
 }
 
+/// Steps not counted in the pace a deadline is checked against (the first are slower).
+const PACE_SKIP: usize = 10;
+
 /// Optimiser state and position: what a checkpoint holds besides the weights.
 pub struct Trainer {
     pub o: TrainOptions,
     pub step: usize,
+    /// Stop at this deadline, and shorten the schedule when the measured pace would miss it.
+    pub deadline: Option<crate::budget::Deadline>,
     /// Per parameter: 1 (SGD momentum) or 2 (Adam m, v) buffers.
     state: Vec<Vec<Tensor<6>>>,
 }
@@ -145,7 +155,12 @@ impl Trainer {
                     .collect()
             })
             .collect();
-        Trainer { o, step: 0, state }
+        Trainer {
+            o,
+            step: 0,
+            deadline: None,
+            state,
+        }
     }
 
     /// Learning rate at step `t` (0-based).
@@ -241,7 +256,6 @@ impl Trainer {
         if o.kd_weight > 0.0 && teacher.is_none() {
             return Err(Error::Usage("distillation needs a teacher model".into()));
         }
-        let device = net.device().clone();
         let start = Instant::now();
         let first = self.step;
         let mut losses = Vec::new();
@@ -249,78 +263,41 @@ impl Trainer {
             started_at: first,
             ..Default::default()
         };
-        while self.step < o.steps {
+        // The pace as the deadline's clock sees it, from the 10th step on (the first steps are
+        // slower: allocation, caches), checked every 10 steps from the 30th (`PACE_SKIP`).
+        let mut pace_from: Option<Duration> = None;
+        while self.step < self.o.steps {
             if stop.load(Ordering::SeqCst) {
                 rep.interrupted = true;
                 break;
             }
-            let t = self.step;
-            let (x, y) = self.batch(t, data);
-            let b = x.len() / data.sample_len();
-            let xd = Dt::from_vec(x, &[b, data.c, data.h, data.w], &device);
-            // The teacher reads the same upload, outside autodiff.
-            let xt = Dt::new(xd.t.clone().inner(), xd.rank);
-            let out = net.forward(xd, true)?;
-            let logits = first_output_2d(out)?;
-            let k = logits.dims()[1];
-            let mut loss: Option<Tensor<1>> = None;
-            if o.kd_weight < 1.0 {
-                let mut onehot = vec![0f32; b * k];
-                for (j, &c) in y.iter().enumerate() {
-                    if c >= k {
-                        return Err(Error::Usage(format!(
-                            "label {c} is out of range for {k} outputs"
-                        )));
+            if let Some(d) = &self.deadline {
+                if d.passed() {
+                    rep.deadline_hit = true;
+                    break;
+                }
+                // Every 10 steps: would the rest of the plan overrun the deadline at this pace?
+                let done = self.step - first;
+                if done == PACE_SKIP {
+                    pace_from = Some(d.clock.now());
+                }
+                if let (Some(p0), true) =
+                    (pace_from, done >= 3 * PACE_SKIP && done.is_multiple_of(10))
+                {
+                    let spent = d.clock.now().saturating_sub(p0);
+                    let left = d.left().unwrap_or(Duration::MAX);
+                    let paced = done - PACE_SKIP;
+                    if let Some(n) =
+                        crate::budget::replan(self.step, self.o.steps, paced, spent, left)
+                    {
+                        rep.replanned_from.get_or_insert(self.o.steps);
+                        self.o.steps = n;
                     }
-                    onehot[j * k + c] = 1.0;
                 }
-                let oh = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &device);
-                let ce = (log_softmax(logits.clone(), 1) * oh)
-                    .sum_dim(1)
-                    .mean()
-                    .neg();
-                loss = Some(ce * (1.0 - o.kd_weight));
             }
-            if o.kd_weight > 0.0 {
-                let teacher = teacher.expect("checked above");
-                let tl = first_output_2d(teacher.infer(xt)?)?;
-                if tl.dims() != logits.dims() {
-                    return Err(Error::Usage(format!(
-                        "the teacher's output {:?} differs from the student's {:?}",
-                        tl.dims(),
-                        logits.dims()
-                    )));
-                }
-                let tt = o.temperature;
-                // Outside autodiff: a constant for the student's graph.
-                let pt = softmax(tl / tt, 1);
-                let log_pt = pt.clone().clamp_min(1e-12).log();
-                let log_ps = log_softmax(logits.clone() / tt, 1);
-                let kl = (pt * (log_pt - log_ps)).sum_dim(1).mean() * (tt * tt);
-                let kd = kl * o.kd_weight;
-                loss = Some(match loss {
-                    Some(l) => l + kd,
-                    None => kd,
-                });
-            }
-            let loss = loss.expect("one term");
-            let acc = if labels {
-                let pred = logits
-                    .clone()
-                    .argmax(1)
-                    .into_data()
-                    .convert::<i64>()
-                    .try_into_vec::<i64>()
-                    .unwrap_or_default();
-                let right = pred
-                    .iter()
-                    .zip(&y)
-                    .filter(|(p, l)| **p as usize == **l)
-                    .count();
-                Some(right as f32 / b as f32)
-            } else {
-                None
-            };
+            let t = self.step;
+            let (loss, acc, b, updates) = self.loss_at(net, teacher, data, t)?;
+            net.apply_updates(updates);
             let grads = loss.backward();
             let lv: f32 = loss.into_scalar::<f32>();
             if !lv.is_finite() {
@@ -337,30 +314,136 @@ impl Trainer {
             let ips = (done * b) as f64 / secs.max(1e-9);
             let info = StepInfo {
                 step: self.step,
-                steps: o.steps,
+                steps: self.o.steps,
                 loss: lv,
                 batch_acc: acc,
                 lr,
                 images_per_s: ips,
-                eta_s: secs / done as f64 * (o.steps - self.step) as f64,
+                eta_s: secs / done as f64 * (self.o.steps.saturating_sub(self.step)) as f64,
             };
             on_step(&info);
-            if o.checkpoint_every > 0
-                && self.step.is_multiple_of(o.checkpoint_every)
-                && self.step < o.steps
-            {
+            let every = self.o.checkpoint_every;
+            if every > 0 && self.step.is_multiple_of(every) && self.step < self.o.steps {
                 on_checkpoint(net, self)?;
             }
         }
         rep.steps_done = self.step;
         rep.seconds = start.elapsed().as_secs_f64();
-        rep.images_per_s = ((self.step - first) * o.batch) as f64 / rep.seconds.max(1e-9);
+        rep.images_per_s = ((self.step - first) * self.o.batch) as f64 / rep.seconds.max(1e-9);
         let m = (losses.len() / 10).max(1).min(losses.len());
         if !losses.is_empty() {
             rep.loss_first = losses[..m].iter().sum::<f32>() / m as f32;
             rep.loss_last = losses[losses.len() - m..].iter().sum::<f32>() / m as f32;
         }
         Ok(rep)
+    }
+
+    /// The loss of step `t` (forward of the student, and of the teacher for distillation), the
+    /// batch's top-1 when there are labels, and the batch size.
+    fn loss_at(
+        &self,
+        net: &Net,
+        teacher: Option<&Net>,
+        data: &Dataset,
+        t: usize,
+    ) -> Result<(Tensor<1>, Option<f32>, usize, super::net::Updates)> {
+        let o = &self.o;
+        let labels = data.y.is_some();
+        let device = net.device().clone();
+        let (x, y) = self.batch(t, data);
+        let b = x.len() / data.sample_len();
+        let xd = Dt::from_vec(x, &[b, data.c, data.h, data.w], &device);
+        // The teacher reads the same upload, outside autodiff.
+        let xt = Dt::new(xd.t.clone().inner(), xd.rank);
+        let (out, updates) = net.forward_pure(xd, true)?;
+        let logits = first_output_2d(out)?;
+        let k = logits.dims()[1];
+        let mut loss: Option<Tensor<1>> = None;
+        if o.kd_weight < 1.0 {
+            let mut onehot = vec![0f32; b * k];
+            for (j, &c) in y.iter().enumerate() {
+                if c >= k {
+                    return Err(Error::Usage(format!(
+                        "label {c} is out of range for {k} outputs"
+                    )));
+                }
+                onehot[j * k + c] = 1.0;
+            }
+            let oh = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &device);
+            let ce = (log_softmax(logits.clone(), 1) * oh)
+                .sum_dim(1)
+                .mean()
+                .neg();
+            loss = Some(ce * (1.0 - o.kd_weight));
+        }
+        if o.kd_weight > 0.0 {
+            let teacher =
+                teacher.ok_or_else(|| Error::Usage("distillation needs a teacher model".into()))?;
+            let tl = first_output_2d(teacher.infer(xt)?)?;
+            if tl.dims() != logits.dims() {
+                return Err(Error::Usage(format!(
+                    "the teacher's output {:?} differs from the student's {:?}",
+                    tl.dims(),
+                    logits.dims()
+                )));
+            }
+            let tt = o.temperature;
+            // Outside autodiff: a constant for the student's graph.
+            let pt = softmax(tl / tt, 1);
+            let log_pt = pt.clone().clamp_min(1e-12).log();
+            let log_ps = log_softmax(logits.clone() / tt, 1);
+            let kl = (pt * (log_pt - log_ps)).sum_dim(1).mean() * (tt * tt);
+            let kd = kl * o.kd_weight;
+            loss = Some(match loss {
+                Some(l) => l + kd,
+                None => kd,
+            });
+        }
+        let loss = loss.expect("one term");
+        let acc = if labels {
+            let pred = logits
+                .clone()
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .unwrap_or_default();
+            let right = pred
+                .iter()
+                .zip(&y)
+                .filter(|(p, l)| **p as usize == **l)
+                .count();
+            Some(right as f32 / b as f32)
+        } else {
+            None
+        };
+        Ok((loss, acc, b, updates))
+    }
+
+    /// The time of one training step (forward, distillation, backward; not the update), on the
+    /// deadline's clock when there is one: the mean of `k` steps after one untimed warm-up.
+    /// The network is left as it was.
+    pub fn time_step(
+        &self,
+        net: &Net,
+        teacher: Option<&Net>,
+        data: &Dataset,
+        k: usize,
+    ) -> Result<Duration> {
+        let clock: std::sync::Arc<dyn crate::budget::Clock> = match &self.deadline {
+            Some(d) => d.clock.clone(),
+            None => std::sync::Arc::new(crate::budget::SystemClock::new()),
+        };
+        let (loss, ..) = self.loss_at(net, teacher, data, self.step)?;
+        drop(loss.backward());
+        let t0 = clock.now();
+        for j in 0..k.max(1) {
+            let (loss, ..) = self.loss_at(net, teacher, data, self.step + 1 + j)?;
+            let g = loss.backward();
+            let _ = loss.into_scalar::<f32>();
+            drop(g);
+        }
+        Ok(clock.now().saturating_sub(t0) / k.max(1) as u32)
     }
 
     fn apply(&mut self, net: &mut Net, grads: &burn::tensor::Gradients, lr: f64, t: usize) {
@@ -548,13 +631,28 @@ pub struct Finetuned {
     pub report: TrainReport,
     pub device_line: String,
     pub params: usize,
+    /// The options as run (with a planned pace: the planned step count and warm-up).
+    pub options: TrainOptions,
+    /// With a planned pace: the measured seconds of one step the plan was made from.
+    pub step_seconds: Option<f64>,
+}
+
+/// How long a fine-tune may run: it stops at `deadline`; with `plan`, its step count (and the
+/// warm-up, as the same fraction of it) is planned from the measured time of a step to end
+/// before the deadline, at most `max_steps`.
+#[derive(Clone, Debug)]
+pub struct Pace {
+    pub deadline: crate::budget::Deadline,
+    pub plan: bool,
+    pub max_steps: usize,
 }
 
 /// Fine-tunes `model` on `data` (with `teacher` for distillation: the teacher model as a burn
 /// network on [`super::infer_device`], built once by the caller), on the learning device.
 /// With `ckpt`, saves checkpoints there every `o.checkpoint_every` steps and when stopped, and
-/// resumes from it when `resume` is set. Prints progress on stderr (a redrawn line on a
-/// terminal, else about 20 lines).
+/// resumes from it when `resume` is set. With `pace`, stops at its deadline (and plans the step
+/// count). Prints progress on stderr (a redrawn line on a terminal, else about 20 lines).
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     model: &crate::ir::Model,
     teacher: Option<&Net>,
@@ -563,6 +661,7 @@ pub fn finetune(
     ckpt: Option<&Checkpoint>,
     resume: bool,
     stop: &AtomicBool,
+    pace: Option<&Pace>,
 ) -> Result<Finetuned> {
     use std::io::{IsTerminal, Write};
     let (device, line) = super::device();
@@ -591,20 +690,47 @@ pub fn finetune(
             o.steps
         );
     }
+    let mut step_seconds = None;
+    if let Some(p) = pace {
+        tr.deadline = Some(p.deadline.clone());
+        if p.plan && !resume {
+            let per = tr.time_step(&net, teacher, data, 3)?;
+            let left = p.deadline.left().unwrap_or(Duration::MAX);
+            let steps = crate::budget::steps_within(left, per, p.max_steps);
+            let frac = o.warmup as f64 / o.steps.max(1) as f64;
+            tr.o.steps = steps;
+            tr.o.warmup = (frac * steps as f64).round() as usize;
+            step_seconds = Some(per.as_secs_f64());
+            eprintln!(
+                "fine-tuning plan: {steps} step(s) of {} ({:.2} epoch(s)) at {:.0} ms/step (measured), {:.0}s until the deadline{}",
+                o.batch,
+                (steps * o.batch.min(data.n)) as f64 / data.n.max(1) as f64,
+                per.as_secs_f64() * 1e3,
+                left.as_secs_f64(),
+                if steps == p.max_steps { " (capped by the epoch limit)" } else { "" }
+            );
+        }
+    }
     let tty = std::io::stderr().is_terminal();
-    let every = (o.steps / 20).max(1);
+    let every = (tr.o.steps / 20).max(1);
     let mut on_step = |s: &StepInfo| {
         let acc = s
             .batch_acc
             .map(|a| format!(" batch acc {:.3}", a))
             .unwrap_or_default();
         let msg = format!(
-            "finetune step {}/{} loss {:.4}{acc} lr {:.2e} {:.0} img/s ETA {:.0}s",
-            s.step, s.steps, s.loss, s.lr, s.images_per_s, s.eta_s
+            "{} finetune step {}/{} loss {:.4}{acc} lr {:.2e} {:.0} img/s ETA {:.0}s",
+            crate::report::bar(s.step, s.steps, 20),
+            s.step,
+            s.steps,
+            s.loss,
+            s.lr,
+            s.images_per_s,
+            s.eta_s
         );
         if tty {
             let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r{msg}   ");
+            let _ = write!(e, "\r\x1b[2K{msg}");
             if s.step == s.steps {
                 let _ = writeln!(e);
             }
@@ -620,7 +746,7 @@ pub fn finetune(
         }
     };
     let report = tr.run(&mut net, teacher, data, stop, &mut on_step, &mut on_ckpt)?;
-    if tty && report.interrupted {
+    if tty && (report.interrupted || report.deadline_hit) {
         eprintln!();
     }
     if report.interrupted {
@@ -633,6 +759,8 @@ pub fn finetune(
         params: net.param_count(),
         report,
         device_line: line,
+        options: tr.o.clone(),
+        step_seconds,
     })
 }
 

@@ -57,6 +57,15 @@ pub fn table(rows: &[GroupLine]) -> String {
 }
 
 /// 1234567 → "1,234,567".
+/// A progress bar `[#####-----]` of `width` cells for `done` of `total`.
+pub fn bar(done: usize, total: usize, width: usize) -> String {
+    let d = (done * width)
+        .checked_div(total)
+        .unwrap_or(width)
+        .min(width);
+    format!("[{}{}]", "#".repeat(d), "-".repeat(width - d))
+}
+
 pub fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();

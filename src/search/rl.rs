@@ -58,6 +58,8 @@ impl Agent {
 pub struct Options {
     pub episodes: usize,
     pub time_budget: Option<Duration>,
+    /// Set (Ctrl-C): the search ends after the current episode with its best so far.
+    pub stop: Option<&'static std::sync::atomic::AtomicBool>,
     pub seed: u64,
     pub ddpg: ddpg::Config,
     pub dqn: dqn::Config,
@@ -79,6 +81,7 @@ impl Default for Options {
         Options {
             episodes: 100,
             time_budget: None,
+            stop: None,
             seed: 0,
             ddpg: ddpg::Config::default(),
             dqn: dqn::Config::default(),
@@ -182,7 +185,10 @@ fn outcome(
 }
 
 fn over_budget(o: &Options, t0: Instant, ep: usize) -> bool {
-    o.time_budget.is_some_and(|b| ep > 0 && t0.elapsed() >= b)
+    ep > 0
+        && (o.time_budget.is_some_and(|b| t0.elapsed() >= b)
+            || o.stop
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)))
 }
 
 /// DDPG's actions are relative to the fair share of the remaining budget (the keep ratio that,

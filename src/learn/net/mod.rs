@@ -267,6 +267,15 @@ pub struct Net {
 }
 
 /// Which nodes a model cannot run on burn, by name: empty when it can.
+/// New running statistics of a training-mode pass, not yet applied.
+pub struct Updates(Vec<(ValueId, Dt)>);
+
+impl From<Vec<(ValueId, Dt)>> for Updates {
+    fn from(v: Vec<(ValueId, Dt)>) -> Updates {
+        Updates(v)
+    }
+}
+
 pub fn unsupported(model: &Model) -> Vec<String> {
     match plan(model) {
         Ok(_) => vec![],
@@ -520,13 +529,25 @@ impl Net {
     pub fn forward(&mut self, x: Dt, train: bool) -> Result<Vec<Dt>> {
         let (outs, updates) = self.run(x, train)?;
         if train {
-            for (v, d) in updates {
-                if let Some(i) = self.buffers.iter().position(|s| s.value == v) {
-                    self.set_buffer(i, d.t);
-                }
-            }
+            self.apply_updates(updates);
         }
         Ok(outs)
+    }
+
+    /// A forward pass that changes nothing: the outputs and, in training mode, the running
+    /// statistics it would set (for [`Net::apply_updates`]).
+    pub fn forward_pure(&self, x: Dt, train: bool) -> Result<(Vec<Dt>, Updates)> {
+        let (outs, updates) = self.run(x, train)?;
+        Ok((outs, Updates(updates)))
+    }
+
+    /// Sets the running statistics a training-mode [`Net::forward_pure`] computed.
+    pub fn apply_updates(&mut self, updates: impl Into<Updates>) {
+        for (v, d) in updates.into().0 {
+            if let Some(i) = self.buffers.iter().position(|s| s.value == v) {
+                self.set_buffer(i, d.t);
+            }
+        }
     }
 
     /// Evaluation-mode forward pass without touching any state.

@@ -1,0 +1,217 @@
+//! Benchmark of the whole job within a time limit (a program, not a timed test): what a user
+//! gets from `onnx-prune IN -o OUT --target-flops 0.5 --data train_50k_jpeg.tar --time-limit L`
+//! with the defaults, against uniform L1 under the same limit and the same fine-tuning
+//! (`--agent none --method l1`), and against the unpruned original fine-tuned for the same time
+//! with the job's recipe (`onnx-prune finetune ORIG --lr 3e-3 --time-limit L`: the fair anchor,
+//! since training on the JPEG training set also adapts a model to the JPEG test set). Each model is then scored
+//! with `onnx-prune eval` on all of `test_10k_jpeg.tar`; the table gives top-1, MACs kept, the
+//! wall time of the command (it must stay within L) and the fine-tuning steps it planned.
+//!
+//! `cargo bench --bench timelimit [-- --cases resnet20:10m,resnet20:20m,resnet20:60m,resnet56:60m]
+//! [-- --rows default,uniform-l1,original] [-- --seed S]`, or `-- --sweep [--limit 4m]`: the
+//! fine-tuning recipes the job's defaults were chosen from, at equal wall time (see `sweep`).
+//! (the default cases are the four; one case of 60 minutes takes 3 hours for its three
+//! rows, so name what you need). Needs ../shared (skips otherwise).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// `--sweep`: fine-tuning recipes at equal wall time on one recovered model (resnet20 at 0.5,
+/// the default search + least squares, `--finetune-epochs 0`), each `onnx-prune
+/// finetune --time-limit T` (default 4m) with the flags of its row, top-1 on test_10k.
+fn sweep(bin: &str, shared: &Path, tmp: &Path, limit: &str, eval: &dyn Fn(&Path) -> f64) {
+    let train = shared.join("data/cifar10/train_50k_jpeg.tar");
+    let norm = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+    let orig = shared.join("models/cifar10/resnet20.onnx");
+    let rec = tmp.join("recovered.onnx");
+    let st = Command::new(bin)
+        .arg(&orig)
+        .arg("-o")
+        .arg(&rec)
+        .args(["--target-flops", "0.5", "--finetune-epochs", "0", "--data"])
+        .arg(&train)
+        .args(norm)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    println!("## Fine-tuning recipes at equal time ({limit} each), resnet20 at 0.5 after search + least squares, top-1 on test_10k_jpeg.tar\n");
+    println!("| recipe | top-1 | steps | images/s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| (recovered, no fine-tuning) | {:.4} | 0 | - |",
+        eval(&rec)
+    );
+    let t = orig.to_string_lossy().to_string();
+    let rows: [(&str, Vec<&str>); 6] = [
+        ("SGD 1e-3, labels + KD (w 0.5, T 4)", vec!["--teacher", &t]),
+        (
+            "SGD 3e-3, labels + KD",
+            vec!["--teacher", &t, "--lr", "3e-3"],
+        ),
+        (
+            "Adam 3e-4, labels + KD",
+            vec!["--teacher", &t, "--optimizer", "adam", "--lr", "3e-4"],
+        ),
+        (
+            "SGD 1e-3, KD only",
+            vec!["--teacher", &t, "--kd-weight", "1"],
+        ),
+        ("SGD 1e-3, labels only", vec![]),
+        (
+            "SGD 3e-3, labels only (the job's default)",
+            vec!["--lr", "3e-3"],
+        ),
+    ];
+    for (i, (name, flags)) in rows.iter().enumerate() {
+        let out = tmp.join(format!("sweep{i}.onnx"));
+        let rep = tmp.join(format!("sweep{i}.json"));
+        let st = Command::new(bin)
+            .arg("finetune")
+            .arg(&rec)
+            .arg("-o")
+            .arg(&out)
+            .arg("--data")
+            .arg(&train)
+            .args(norm)
+            .args(["--time-limit", limit, "--report"])
+            .arg(&rep)
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+        println!(
+            "| {name} | {:.4} | {} | {:.0} |",
+            eval(&out),
+            r["steps"],
+            r["images_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let cases = arg(&args, "--cases")
+        .unwrap_or_else(|| "resnet20:10m,resnet20:20m,resnet20:60m,resnet56:60m".into());
+    let rows = arg(&args, "--rows").unwrap_or_else(|| "default,uniform-l1,original".into());
+    let seed = arg(&args, "--seed").unwrap_or_else(|| "0".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../shared");
+    if !shared.is_dir() {
+        println!("SKIP: ../shared is absent");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_onnx-prune");
+    let train = shared.join("data/cifar10/train_50k_jpeg.tar");
+    let test = shared.join("data/cifar10/test_10k_jpeg.tar");
+    let norm = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+    let tmp = std::env::temp_dir().join(format!("onnx-prune-bench-tl-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let eval = |m: &Path| -> f64 {
+        let out = Command::new(bin)
+            .arg("eval")
+            .arg(m)
+            .arg("--data")
+            .arg(&test)
+            .args(norm)
+            .args(["--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j["top1"].as_f64().unwrap()
+    };
+    if args.iter().any(|a| a == "--sweep") {
+        let limit = arg(&args, "--limit").unwrap_or_else(|| "4m".into());
+        sweep(bin, &shared, &tmp, &limit, &eval);
+        let _ = std::fs::remove_dir_all(&tmp);
+        return;
+    }
+    println!("## The job within --time-limit, --target-flops 0.5, --seed {seed}, top-1 on test_10k_jpeg.tar\n");
+    println!(
+        "| model | limit | row | top-1 | MACs kept | wall s | fine-tune steps (epochs) | shipped |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for case in cases.split(',') {
+        let (name, limit) = case.split_once(':').expect("--cases model:limit,...");
+        let model: PathBuf = shared.join(format!("models/cifar10/{name}.onnx"));
+        println!(
+            "| {name} | (original) | - | {:.4} | 100% | - | - | - |",
+            eval(&model)
+        );
+        for row in rows.split(',') {
+            let out = tmp.join(format!("{name}-{limit}-{row}.onnx"));
+            let rep = tmp.join(format!("{name}-{limit}-{row}.json"));
+            let mut c = Command::new(bin);
+            match row {
+                "original" => {
+                    // The job's recipe (labels only, lr 3e-3) on the unpruned model.
+                    c.arg("finetune").arg(&model).arg("-o").arg(&out);
+                    c.args(["--lr", "3e-3", "--seed", &seed]);
+                }
+                _ => {
+                    c.arg(&model)
+                        .arg("-o")
+                        .arg(&out)
+                        .args(["--target-flops", "0.5"]);
+                    c.args(["--seed", &seed]);
+                    if row == "uniform-l1" {
+                        c.args(["--agent", "none", "--method", "l1"]);
+                    }
+                }
+            }
+            c.arg("--data").arg(&train).args(norm);
+            c.args(["--time-limit", limit]).arg("--report").arg(&rep);
+            let t = Instant::now();
+            let res = c.output().unwrap();
+            let wall = t.elapsed().as_secs_f64();
+            if !res.status.success() {
+                let err = String::from_utf8_lossy(&res.stderr);
+                println!(
+                    "| {name} | {limit} | {row} | failed: {} |",
+                    err.lines().last().unwrap_or("")
+                );
+                continue;
+            }
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+            let ft = if row == "original" {
+                &r
+            } else {
+                &r["finetune"]
+            };
+            let steps = ft["steps"].as_u64().unwrap_or(0);
+            let batch = ft["batch_size"].as_u64().unwrap_or(64);
+            let macs = r["macs_ratio"]
+                .as_f64()
+                .map_or("100%".to_string(), |m| format!("{:.1}%", 100.0 * m));
+            println!(
+                "| {name} | {limit} | {row} | {:.4} | {macs} | {wall:.0} | {steps} ({:.2}) | {} |",
+                eval(&out),
+                (steps * batch) as f64 / 49_000.0,
+                ft["shipped"].as_str().unwrap_or("-")
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

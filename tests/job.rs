@@ -1,0 +1,262 @@
+//! The main command as a job within `--time-limit`: fine-tuning is part of it by default,
+//! `--finetune-epochs 0` switches it off, a seed and step count give the same bytes, the
+//! label-free path distils only, and Ctrl-C in the search or the fine-tuning writes a valid
+//! model and says where it stopped. (The split and the deadline logic themselves are tested
+//! on a simulated clock: `budget` unit tests and tests/burn_net.rs.)
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const NORM: [&str; 4] = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+
+/// The main command on resnet20 with the lossless CIFAR sample (tract, small subsets).
+fn job(shared: &Path, out: &Path, rep: &Path, extra: &[&str]) -> Command {
+    let mut c = common::bin();
+    c.arg(shared.join("models/cifar10/resnet20.onnx"))
+        .arg("-o")
+        .arg(out)
+        .args(["--target-flops", "0.5", "--runtime", "tract", "--seed", "3"])
+        .arg("--data")
+        .arg(shared.join("data/cifar10/test_846_lossless.npz"))
+        .args(NORM)
+        .args([
+            "--calib-size",
+            "128",
+            "--val-size",
+            "128",
+            "--batch-size",
+            "16",
+        ])
+        .arg("--report")
+        .arg(rep)
+        .args(extra);
+    c
+}
+
+fn report(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn phases(r: &serde_json::Value) -> Vec<String> {
+    r["time"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `inspect --json` of a written model: it loads, and keeps at most half the MACs.
+fn check_written(out: &Path, base_macs: u64) {
+    let o = common::bin()
+        .args(["inspect", "--json"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(j["macs"].as_u64().unwrap() * 2 <= base_macs, "{j}");
+}
+
+const RESNET20_MACS: u64 = 40_551_040;
+
+/// Without a length, the job fine-tunes for what the limit leaves: the phases are timed and
+/// scored before and after, and the split is in the report.
+#[test]
+fn the_default_job_fine_tunes_within_the_limit() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep) = (dir.path().join("p.onnx"), dir.path().join("p.json"));
+    let o = job(&s, &out, &rep, &["--agent", "none", "--time-limit", "45s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("time limit 45s:"), "{err}");
+    let r = report(&rep);
+    assert_eq!(r["time"]["limit_s"], 45.0, "{r}");
+    assert_eq!(phases(&r), ["prepare", "recover", "finetune"], "{r}");
+    let ft = &r["finetune"];
+    if ft.get("skipped").is_none() {
+        // Planned from the measured step time: at least a step, within 30 epochs of 718.
+        let steps = ft["planned_steps"].as_u64().unwrap();
+        assert!((1..=30 * 718 / 16 + 1).contains(&steps), "{ft}");
+        assert!(ft["step_seconds_measured"].as_f64().unwrap() > 0.0, "{ft}");
+        let p = &r["time"]["phases"][2];
+        assert_eq!(p["before"]["top1"], r["time"]["phases"][1]["after"]["top1"]);
+        assert!(p["after"]["top1"].is_number(), "{p}");
+        // The shipped model's figures are the report's.
+        let shipped = ft["shipped"].as_str().unwrap();
+        let want = if shipped == "fine-tuned" {
+            &p["after"]
+        } else {
+            &p["before"]
+        };
+        assert_eq!(r["top1_after"], want["top1"], "{r}");
+    }
+    check_written(&out, RESNET20_MACS);
+}
+
+/// `--finetune-epochs 0` switches fine-tuning off (and with it the default limit).
+#[test]
+fn finetune_epochs_zero_switches_it_off() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep) = (dir.path().join("p.onnx"), dir.path().join("p.json"));
+    let o = job(
+        &s,
+        &out,
+        &rep,
+        &["--agent", "none", "--finetune-epochs", "0"],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&rep);
+    assert!(r.get("finetune").is_none(), "{r}");
+    assert_eq!(phases(&r), ["prepare", "recover"]);
+    assert!(r["time"]["limit_s"].is_null(), "{r}");
+}
+
+/// A seed and a step count give the same bytes.
+#[test]
+fn same_seed_and_step_count_give_identical_output() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(format!("{name}.onnx"));
+        let rep = dir.path().join(format!("{name}.json"));
+        let o = job(
+            &s,
+            &out,
+            &rep,
+            &["--agent", "none", "--finetune-steps", "4"],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (std::fs::read(&out).unwrap(), report(&rep))
+    };
+    let (a, ra) = run("a");
+    let (b, _) = run("b");
+    assert!(a == b, "same seed and steps, different output");
+    assert_eq!(ra["finetune"]["steps"], 4, "{ra}");
+    // The job's recipe: labels only, SGD at 3e-3.
+    assert_eq!(ra["finetune"]["kd_weight"], 0.0, "{ra}");
+    assert_eq!(ra["finetune"]["lr"], 3e-3, "{ra}");
+}
+
+/// Label-free: distillation only, and fidelity (no top-1) before and after.
+#[test]
+fn the_label_free_job_distils_only() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep) = (dir.path().join("p.onnx"), dir.path().join("p.json"));
+    let o = job(
+        &s,
+        &out,
+        &rep,
+        &["--agent", "none", "--label-free", "--finetune-steps", "3"],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&rep);
+    assert_eq!(r["finetune"]["kd_weight"], 1.0, "{r}");
+    assert!(r.get("top1_after").is_none(), "{r}");
+    let p = &r["time"]["phases"][2];
+    assert_eq!(p["phase"], "finetune");
+    assert!(p["before"]["rel_mse"].is_number() && p["after"]["rel_mse"].is_number());
+    assert!(p["after"].get("top1").is_none(), "{p}");
+    check_written(&out, RESNET20_MACS);
+}
+
+/// Starts a job, waits until stderr shows `marker` (plus `wait` seconds), sends SIGINT, and
+/// returns the exit code and all of stderr.
+fn interrupt(mut c: Command, marker: &str, wait: f64) -> (Option<i32>, String) {
+    let mut child = c.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !seen.contains(marker) {
+        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(l) => {
+                seen.push_str(&l);
+                seen.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no '{marker}': {seen}"
+                );
+            }
+            Err(_) => panic!("exited before '{marker}': {seen}"),
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs_f64(wait));
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(rx.try_iter().map(|l| l + "\n"));
+    (status.code(), seen)
+}
+
+/// Ctrl-C while fine-tuning: the model so far is written (valid, within the budget), the
+/// report says which phase stopped, exit 130.
+#[test]
+fn ctrl_c_while_fine_tuning_writes_the_model_so_far() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep): (PathBuf, PathBuf) = (dir.path().join("p.onnx"), dir.path().join("p.json"));
+    let c = job(
+        &s,
+        &out,
+        &rep,
+        &["--agent", "none", "--finetune-steps", "100000"],
+    );
+    let (code, err) = interrupt(c, "fine-tuning on", 3.0);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("interrupted during finetune"), "{err}");
+    let r = report(&rep);
+    assert_eq!(r["time"]["interrupted"], "finetune", "{r}");
+    assert!(r["finetune"]["interrupted"].as_bool().unwrap(), "{r}");
+    check_written(&out, RESNET20_MACS);
+}
+
+/// Ctrl-C during the search: its best plan so far is recovered and written, exit 130.
+#[test]
+fn ctrl_c_during_the_search_writes_its_best_plan() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep) = (dir.path().join("p.onnx"), dir.path().join("p.json"));
+    let c = job(
+        &s,
+        &out,
+        &rep,
+        &["--agent", "ddpg", "--episodes", "100000", "--rerank", "2"],
+    );
+    let (code, err) = interrupt(c, "episode 3/", 0.0);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("interrupted during search"), "{err}");
+    assert!(
+        !err.contains("rerank 1/"),
+        "no re-ranking after Ctrl-C: {err}"
+    );
+    let r = report(&rep);
+    assert_eq!(r["time"]["interrupted"], "search", "{r}");
+    assert_eq!(phases(&r), ["prepare", "search", "recover"], "{r}");
+    check_written(&out, RESNET20_MACS);
+}
