@@ -208,7 +208,19 @@ fn interrupt(mut c: Command, marker: &str, wait: f64) -> (Option<i32>, String) {
         .status()
         .unwrap();
     assert!(st.success());
-    let status = child.wait().unwrap();
+    // A job that ignores Ctrl-C fails here instead of hanging the suite.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > give_up {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running 120 s after SIGINT: {seen}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     reader.join().unwrap();
     seen.extend(rx.try_iter().map(|l| l + "\n"));
     (status.code(), seen)

@@ -110,14 +110,14 @@ pub(crate) struct PruneArgs {
     pub(crate) samples: usize,
     /// With --data: stop the search after this long (e.g. 10m, 90s); with --time-limit the
     /// search also stops at a quarter of the limit
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = onnx_prune::budget::parse_duration)]
     pub(crate) time_budget: Option<std::time::Duration>,
     /// With --data: the whole command (search, recovery, fine-tuning, final measurement)
     /// finishes within this (e.g. 20m, 2h). The search gets up to a quarter of it, recovery
     /// what it needs, fine-tuning the rest less a reserve for the final measurement; the split
     /// is printed. Default: 20m, unless --finetune-epochs/--finetune-steps fix the length
     /// (then no limit unless given)
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = onnx_prune::budget::parse_duration)]
     pub(crate) time_limit: Option<std::time::Duration>,
     /// With --data: runtime for recovery and evaluation: tract, ort, auto (ort if found)
     #[arg(long, default_value = "auto", value_parser = ["tract", "ort", "burn", "auto"])]
@@ -249,7 +249,7 @@ pub(crate) struct FinetuneArgs {
     /// Train for as long as this allows (e.g. 20m; the step count is planned from a measured
     /// step, at most 30 epochs, and the run stops at the limit); with --epochs/--steps the
     /// limit only stops it. Time spent loading counts
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = onnx_prune::budget::parse_duration)]
     pub(crate) time_limit: Option<std::time::Duration>,
     /// Ignore labels: distillation from --teacher only
     #[arg(long)]
@@ -521,9 +521,4 @@ pub(crate) fn parse_search_recover(s: &str) -> std::result::Result<usize, String
             )),
         },
     }
-}
-
-/// "10m", "90s", "1h", "1h30m" or plain seconds.
-pub(crate) fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    onnx_prune::budget::parse_duration(s)
 }

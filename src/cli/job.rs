@@ -59,14 +59,13 @@ impl Job {
     }
 
     /// Records the phase that began at the end of the previous one.
-    fn end(&mut self, phase: &str, before: Value, after: Value) -> f64 {
+    fn end(&mut self, phase: &str, before: Value, after: Value) {
         let now = self.clock.now();
         let secs = (now.saturating_sub(self.started)).as_secs_f64();
         self.started = now;
         self.phases.push(json!({
             "phase": phase, "seconds": secs, "before": before, "after": after,
         }));
-        secs
     }
 
     /// Plans the split once the time of one validation pass (`eval`) is known, and says how.
@@ -158,15 +157,29 @@ pub(crate) fn finetune_length(args: &PruneArgs) -> Length {
     }
 }
 
-/// The validation figures the measurement put into `extra` (the shipped model's so far).
+/// The report fields of the validation figures `measure` writes (the shipped model's so far),
+/// and their names in a phase's `before`/`after`.
+pub(crate) const SCORE_FIELDS: [(&str, &str); 4] = [
+    ("top1_after", "top1"),
+    ("agreement", "agreement"),
+    ("kl", "kl"),
+    ("rel_mse", "rel_mse"),
+];
+
+/// The validation figures among the report fields, as they are named there.
+pub(crate) fn score_fields(
+    extra: &serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
+    SCORE_FIELDS
+        .iter()
+        .filter_map(|(k, _)| extra.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect()
+}
+
+/// The validation figures among the report fields, named as in a phase's `before`/`after`.
 fn scores(extra: &serde_json::Map<String, Value>) -> Value {
     let mut j = json!({});
-    for (k, name) in [
-        ("top1_after", "top1"),
-        ("agreement", "agreement"),
-        ("kl", "kl"),
-        ("rel_mse", "rel_mse"),
-    ] {
+    for (k, name) in SCORE_FIELDS {
         if let Some(v) = extra.get(k) {
             j[name] = v.clone();
         }

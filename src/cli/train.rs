@@ -181,7 +181,7 @@ pub(crate) fn finetune_pruned(
         ),
     };
     eprintln!("fine-tuning on {} sample(s): {what}, {line}", data.n);
-    let before = scores_of(extra);
+    let before = score_fields(extra);
     let ckpt = args.output.as_deref().map(train::Checkpoint::beside);
     let pace = train::Pace {
         deadline: deadline.clone(),
@@ -244,7 +244,7 @@ pub(crate) fn finetune_pruned(
         eprintln!(
             "note: the fine-tuned model scores lower on the validation subset than the recovered one: the recovered model is written"
         );
-        j["after"] = json!(scores_of(extra));
+        j["after"] = json!(score_fields(extra));
         for (k, v) in before {
             extra.insert(k, v);
         }
@@ -256,17 +256,6 @@ pub(crate) fn finetune_pruned(
     };
     extra.insert("finetune".into(), j);
     Ok((model, interrupted))
-}
-
-/// The fine-tuned figures, kept in the report when the recovered model is shipped instead.
-fn scores_of(
-    extra: &serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Map<String, serde_json::Value> {
-    extra
-        .iter()
-        .filter(|(k, _)| matches!(k.as_str(), "top1_after" | "agreement" | "kl" | "rel_mse"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 #[cfg(not(any(feature = "tract", feature = "ort")))]
