@@ -2,7 +2,7 @@
 //! command splits `--time-limit` between its phases, and how many training steps fit in what
 //! is left.
 //!
-//! The split (documented in README, "Time limit"):
+//! The split (documented in docs/methods.md, "The time limit and fine-tuning"):
 //! - the **search** may take up to [`SEARCH_SHARE`] of the limit (and no more than
 //!   `--time-budget` when that is given); it stops earlier when its episodes are done;
 //! - **recovery** (re-ranking and the final least squares) takes what it takes — seconds on the

@@ -311,7 +311,7 @@ fn recovery_beats_naive_pruning_on_resnet20() {
         onnx_prune::onnx::load(&out).unwrap();
     }
     // Measured: none 0.10, bn 0.25, ls 0.70, ft:40 0.73 (original 0.92). On 400 training
-    // images ft:40 is within a point of ls; its gains need more data (see README).
+    // images ft:40 is within a point of ls; its gains need more data (see docs/benchmarks.md).
     assert!(top1["bn"] > top1["none"] + 0.08, "{top1:?}");
     assert!(top1["ls"] > top1["none"] + 0.4, "{top1:?}");
     assert!(top1["ft:40"] > top1["none"] + 0.4, "{top1:?}");

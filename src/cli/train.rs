@@ -28,9 +28,9 @@ pub(crate) fn stop_flag() -> &'static std::sync::atomic::AtomicBool {
 }
 
 /// The main job's fine-tuning defaults where the flags leave them open (`cargo bench --bench
-/// timelimit -- --sweep`, README "Time limit": resnet20 at 50%, 4 minutes each, equal time):
-/// SGD at 3e-3 with labels only beat 1e-3 and distillation — the teacher's forward pass costs a
-/// third of a step on a CPU, and the steps it costs bought more.
+/// timelimit -- --sweep`, docs/benchmarks.md "The fine-tuning recipe": resnet20 at 50%,
+/// 4 minutes each, equal time): SGD at 3e-3 with labels only beat 1e-3 and distillation — the
+/// teacher's forward pass costs a third of a step on a CPU, and the steps it costs bought more.
 pub(crate) const JOB_LR: f64 = 3e-3;
 
 /// Training options from the flags: `steps` in all, distillation weight by what is there.
