@@ -97,6 +97,15 @@ fn the_default_job_fine_tunes_within_the_limit() {
         };
         assert_eq!(r["top1_after"], want["top1"], "{r}");
     }
+    // The measured speed of the written model against the original (times, not a ratio: a
+    // loaded machine may time anything), at batch 1 and at 64.
+    for b in ["batch1", "batch64"] {
+        let s = &r["speed"][b];
+        assert!(s["original_ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(s["pruned_ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(s["runs"].as_u64().unwrap() >= 5, "{r}");
+    }
+    assert!(err.contains("measured speed-up ("), "{err}");
     check_written(&out, RESNET20_MACS);
 }
 

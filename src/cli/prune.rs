@@ -92,7 +92,13 @@ pub(crate) fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -
             (keep, m, None)
         }
     };
-    if ctx.is_some() {
+    if let Some(c) = &ctx {
+        // The measured speed-up of what is written (skipped after Ctrl-C: the user wants out).
+        #[cfg(any(feature = "tract", feature = "ort"))]
+        if job.interrupted.is_none() {
+            super::search::speedup(input, &pruned, c, &mut extra)?;
+        }
+        let _ = c;
         extra.insert("time".into(), job.report());
     }
     let predicted = p.macs(&keep);

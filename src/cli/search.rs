@@ -327,3 +327,77 @@ pub(crate) fn measure(
 ) -> Result<()> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
+
+/// The written model's measured speed against the original's, on the evaluation runtime with
+/// every core: median latency at batch 1 and at the evaluation batch (64, or the model's fixed
+/// batch), the two models run alternately on the same validation images so that both see the
+/// same machine load; about 2 s per batch size. Goes into the report as `speed` and is printed.
+#[cfg(any(feature = "tract", feature = "ort"))]
+pub(crate) fn speedup(
+    input: &std::path::Path,
+    pruned: &Model,
+    c: &DataCtx,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    use onnx_prune::eval::{self, runtime};
+    use std::time::{Duration, Instant};
+    let val = &c.val;
+    if val.n == 0 {
+        return Ok(());
+    }
+    let tmp = eval::TempDir::new("speed")?;
+    let pp = tmp.save(pruned, "pruned.onnx")?;
+    let threads = runtime::all_threads();
+    let mut batches = vec![1];
+    let b = eval::fixed_batch(pruned).unwrap_or(64).min(val.n);
+    if b > 1 {
+        batches.push(b);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut j = serde_json::Map::new();
+    j.insert("runtime".into(), json!(c.kind.name()));
+    j.insert("threads".into(), json!(threads));
+    let mut parts = vec![];
+    for n in batches {
+        let x = &val.x[..n * val.sample_len()];
+        let mut a = runtime::open(c.kind, input, n, c.chw, threads)?;
+        let mut q = runtime::open(c.kind, &pp, n, c.chw, threads)?;
+        let (mut ta, mut tq) = (vec![], vec![]);
+        let start = Instant::now();
+        for i in 0..42 {
+            let t = Instant::now();
+            a.run_all(x, n)?;
+            let da = t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            q.run_all(x, n)?;
+            let dq = t.elapsed().as_secs_f64() * 1e3;
+            // Two warm-up rounds; then at least 5 timed ones, up to about 2 s.
+            if i >= 2 {
+                ta.push(da);
+                tq.push(dq);
+            }
+            if ta.len() >= 5 && start.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+        let (ma, mq) = (median(ta.clone()), median(tq));
+        j.insert(
+            format!("batch{n}"),
+            json!({"original_ms": ma, "pruned_ms": mq, "speedup": ma / mq.max(1e-9), "runs": ta.len()}),
+        );
+        parts.push(format!(
+            "{:.2}x at batch {n} ({ma:.2} -> {mq:.2} ms)",
+            ma / mq.max(1e-9)
+        ));
+    }
+    eprintln!(
+        "measured speed-up ({}, {threads} threads): {}",
+        c.kind.name(),
+        parts.join(", ")
+    );
+    out.insert("speed".into(), serde_json::Value::Object(j));
+    Ok(())
+}

@@ -311,3 +311,35 @@ pub fn tiny_resnet(seed: u64) -> pb::ModelProto {
     b.output("logits", &[-1, 10]);
     b.build()
 }
+
+/// The untrained network behind `models/digits_cnn.onnx` (`cargo run --release --example
+/// make_fixtures` trains it on `fixtures/digits_train.npz`): 8×8 grey digits, two conv pairs
+/// around a max-pool, global average pooling and a linear classifier (1.5 M MACs).
+pub fn digits_cnn(seed: u64) -> pb::ModelProto {
+    let mut b = ModelBuilder::new(17, seed);
+    let x = b.input("input", &[-1, 1, 8, 8]);
+    let c1 = b.conv(&x, 1, 32, 3, 1, 1);
+    let r1 = b.op("Relu", &[&c1], vec![]);
+    let c2 = b.conv(&r1, 32, 32, 3, 1, 1);
+    let r2 = b.op("Relu", &[&c2], vec![]);
+    let p = b.op(
+        "MaxPool",
+        &[&r2],
+        vec![
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("strides", &[2, 2]),
+        ],
+    );
+    let c3 = b.conv(&p, 32, 64, 3, 1, 1);
+    let r3 = b.op("Relu", &[&c3], vec![]);
+    let c4 = b.conv(&r3, 64, 64, 3, 1, 1);
+    let r4 = b.op("Relu", &[&c4], vec![]);
+    let gap = b.op("GlobalAveragePool", &[&r4], vec![]);
+    let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
+    let w = b.weight("fc_w", &[10, 64], (3.0f32 / 64.0).sqrt());
+    let bias = b.weight("fc_b", &[10], 0.1);
+    b.op("Gemm", &[&fl, &w, &bias], vec![attr_i("transB", 1)]);
+    b.rename_last_output("logits");
+    b.output("logits", &[-1, 10]);
+    b.build()
+}
