@@ -120,7 +120,7 @@ fn burn_forward_matches_reference_runtime_on_registry_models() {
     ] {
         let path = dir.join(file);
         if !path.exists() {
-            println!("SKIP: {} is absent", path.display());
+            common::skip(&format!("{} is absent", path.display()));
             continue;
         }
         let n = 2;

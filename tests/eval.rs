@@ -230,11 +230,7 @@ fn bad_data_is_a_clear_error() {
 #[test]
 fn onnxruntime_gives_the_same_accuracy() {
     let Some(s) = common::shared() else { return };
-    if onnx_prune::eval::ort_rt::find_library().is_err() {
-        if std::env::var("ONNX_PRUNE_REQUIRE_PYTHON").as_deref() == Ok("1") {
-            panic!("ONNX Runtime library required in CI (pip install onnxruntime)");
-        }
-        println!("SKIP: no ONNX Runtime library found");
+    if !common::ort_ok() {
         return;
     }
     let model = s.join("models/cifar10/resnet56.onnx");
@@ -376,8 +372,7 @@ fn flat_image_archive_is_an_unlabelled_set() {
 
 #[test]
 fn runtime_line_names_the_execution_provider() {
-    if onnx_prune::eval::ort_rt::find_library().is_err() {
-        println!("SKIP: no ONNX Runtime library found");
+    if !common::ort_ok() {
         return;
     }
     let (kind, line) = onnx_prune::eval::runtime::choose("ort").unwrap();

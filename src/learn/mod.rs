@@ -124,13 +124,32 @@ fn probe(kind: burn::tensor::DeviceKind) -> Option<Device> {
 mod tests {
     use super::*;
 
+    /// As the integration tests' `common::skip`: printed, and appended to the file
+    /// `$ONNX_PRUNE_SKIP_LOG` names so that `.ci/run` lists it at the end.
+    fn skip(reason: &str) {
+        eprintln!("SKIP: {reason}");
+        if let Some(p) = std::env::var_os("ONNX_PRUNE_SKIP_LOG") {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
+                let test = std::thread::current().name().unwrap_or("?").to_string();
+                let _ = writeln!(f, "{test}: {reason}");
+            }
+        }
+    }
+
     /// The agents' code path on burn-wgpu (here: a CPU Vulkan driver; the GPU path is the
     /// same code): the DQN toy learns there too.
     #[test]
     fn dqn_learns_on_wgpu() {
         let (device, line) = pick(Backend::Wgpu);
         if !line.contains("wgpu (") {
-            eprintln!("SKIP: {line} (install mesa-vulkan-drivers for a CPU Vulkan adapter)");
+            skip(&format!(
+                "{line} (install mesa-vulkan-drivers for a CPU Vulkan adapter)"
+            ));
             return;
         }
         eprintln!("{line}");
@@ -147,7 +166,9 @@ mod tests {
         use burn::prelude::*;
         let (device, line) = pick(Backend::Wgpu);
         if !line.contains("wgpu (") {
-            eprintln!("SKIP: {line}");
+            skip(&format!(
+                "{line} (install mesa-vulkan-drivers for a CPU Vulkan adapter)"
+            ));
             return;
         }
         let proto = crate::onnx::builder::tiny_resnet(1);

@@ -8,13 +8,40 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared` beside the checkout, or `None` (with a printed reason) when absent.
+/// A check that cannot run here: printed, and appended to the file `$ONNX_PRUNE_SKIP_LOG` names
+/// (with the test's name) so that `.ci/run` can list every skip at the end of its log; the
+/// harness captures what a passing test prints.
+pub fn skip(reason: &str) {
+    println!("SKIP: {reason}");
+    if let Some(p) = std::env::var_os("ONNX_PRUNE_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+}
+
+/// Whether the environment variable `var` is `1`: CI requires what it names, so its absence is
+/// a failure there, not a skip.
+pub fn required(var: &str) -> bool {
+    std::env::var(var).as_deref() == Ok("1")
+}
+
+/// `../shared` beside the checkout, or `None` (a recorded skip) when absent; with
+/// `ONNX_PRUNE_REQUIRE_SHARED=1` (set by CI) its absence fails the test.
 pub fn shared() -> Option<PathBuf> {
     let p = repo().join("..").join("shared");
     if p.join("models").is_dir() {
         Some(p)
+    } else if required("ONNX_PRUNE_REQUIRE_SHARED") {
+        panic!("../shared is required (ONNX_PRUNE_REQUIRE_SHARED=1) but absent");
     } else {
-        println!("SKIP: ../shared is absent (tests that need its models are skipped)");
+        skip("../shared is absent (tests that need its models are skipped)");
         None
     }
 }
@@ -27,11 +54,16 @@ pub fn extra_models() -> Option<PathBuf> {
         .unwrap_or_else(|| repo().join("target").join("extra-models"));
     if p.is_dir() {
         Some(p)
-    } else {
-        println!(
-            "SKIP: no extra registry models at {} (run .ci/fetch-extra-models)",
+    } else if required("ONNX_PRUNE_REQUIRE_EXTRA") {
+        panic!(
+            "the registry models are required (ONNX_PRUNE_REQUIRE_EXTRA=1) but {} is absent",
             p.display()
         );
+    } else {
+        skip(&format!(
+            "no extra registry models at {} (run .ci/fetch-extra-models)",
+            p.display()
+        ));
         None
     }
 }
@@ -45,10 +77,10 @@ pub fn python_ok() -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        if std::env::var("ONNX_PRUNE_REQUIRE_PYTHON").as_deref() == Ok("1") {
+        if required("ONNX_PRUNE_REQUIRE_PYTHON") {
             panic!("python3 with onnx and onnxruntime is required (ONNX_PRUNE_REQUIRE_PYTHON=1)");
         }
-        println!("SKIP: python3 with onnx+onnxruntime not found; onnxruntime cross-checks skipped");
+        skip("python3 with onnx+onnxruntime not found; onnxruntime cross-checks skipped");
     }
     ok
 }
@@ -73,6 +105,19 @@ pub fn ort_compare(a: &Path, b: &Path, shapes: &[String]) -> (f64, String) {
         j["max_rel_diff"].as_f64().unwrap(),
         j["checker"].as_str().unwrap().to_string(),
     )
+}
+
+/// Whether the ONNX Runtime library is found; required where Python is (`pip install
+/// onnxruntime` ships it).
+pub fn ort_ok() -> bool {
+    if onnx_prune::eval::ort_rt::find_library().is_ok() {
+        return true;
+    }
+    if required("ONNX_PRUNE_REQUIRE_PYTHON") {
+        panic!("the ONNX Runtime library is required in CI (pip install onnxruntime)");
+    }
+    skip("no ONNX Runtime library found");
+    false
 }
 
 pub fn bin() -> Command {
