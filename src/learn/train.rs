@@ -189,7 +189,7 @@ impl Trainer {
     }
 
     /// One batch of `data` for step `t`, augmented: `[b·c·h·w]` and labels.
-    fn batch(&self, t: usize, data: &Dataset) -> (Vec<f32>, Vec<usize>) {
+    pub fn batch(&self, t: usize, data: &Dataset) -> (Vec<f32>, Vec<usize>) {
         let idx = self.batch_indices(t, data.n);
         let (c, h, w) = (data.c, data.h, data.w);
         let l = c * h * w;
