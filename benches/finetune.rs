@@ -14,6 +14,8 @@
 //! `cargo bench --bench finetune [--features wgpu,ndarray-backend] [-- --throughput]
 //! [-- --steps N] [-- --rows labels,label-free,ddpg,original]` (`--rows`: only these rows)
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -97,7 +99,6 @@ fn main() {
 fn child(spec: &str) {
     use burn::prelude::*;
     use onnx_prune::learn::net::{Dt, Net};
-    use onnx_prune::learn::train::{TrainOptions, Trainer};
     let (path, backend) = spec.split_once('|').unwrap();
     let (device, name) = match backend {
         #[cfg(feature = "ndarray-backend")]
@@ -136,45 +137,10 @@ fn child(spec: &str) {
         y: Some(y),
         classes: None,
     };
-    let mut times = vec![];
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let mut tr = Trainer::new(
-        &net,
-        TrainOptions {
-            batch: 64,
-            steps: 7,
-            lr: 1e-4,
-            ..Default::default()
-        },
-    );
-    let mut last = Instant::now();
-    tr.run(
-        &mut net,
-        None,
-        &data,
-        &stop,
-        &mut |_| {
-            times.push(last.elapsed().as_secs_f64());
-            last = Instant::now();
-        },
-        &mut |_, _| Ok(()),
-    )
-    .unwrap();
+    let times = common::step_times(&mut net, &data, 64, 7);
     let _ = Dt::from_vec(vec![0.0], &[1], &device);
-    let mut t: Vec<f64> = times[2..].to_vec();
-    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let med = t[t.len() / 2];
-    let hwm = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| format!("{:.0}", kb / 1024.0))
-        .unwrap_or_else(|| "?".into());
+    let med = common::median(times[2..].to_vec());
+    let hwm = common::peak_rss_mib();
     println!(
         "RESULT {} {:.0} {:.0} {hwm}",
         name.replace(' ', "_"),

@@ -21,6 +21,9 @@
 //! `cargo bench --bench trainspeed [-- --models resnet20,resnet56,resnet56-p50,mobilenet_v2]
 //! [-- --steps N] [-- --threads T] [-- --no-torch] [-- --device wgpu]`
 
+mod common;
+
+use common::{median, peak_rss_mib};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -283,7 +286,6 @@ fn torch_python() -> Option<PathBuf> {
 /// One model in this process: prints `RESULT backend img/s ms peakMiB fwd_img/s`.
 fn child(spec: &str) {
     use onnx_prune::learn::net::{Dt, Net};
-    use onnx_prune::learn::train::{TrainOptions, Trainer};
     let p: Vec<&str> = spec.split('|').collect();
     let (path, batch, hw, steps) = (
         p[0],
@@ -321,30 +323,7 @@ fn child(spec: &str) {
         y: Some(y),
         classes: None,
     };
-    let mut times = vec![];
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let mut tr = Trainer::new(
-        &net,
-        TrainOptions {
-            batch,
-            steps: steps + 2,
-            lr: 1e-4,
-            ..Default::default()
-        },
-    );
-    let mut last = Instant::now();
-    tr.run(
-        &mut net,
-        None,
-        &data,
-        &stop,
-        &mut |_| {
-            times.push(last.elapsed().as_secs_f64());
-            last = Instant::now();
-        },
-        &mut |_, _| Ok(()),
-    )
-    .unwrap();
+    let times = common::step_times(&mut net, &data, batch, steps + 2);
     let med = median(times[2..].to_vec());
     let hwm = peak_rss_mib();
     // The teacher's forward pass: the same network without autodiff.
@@ -369,25 +348,6 @@ fn child(spec: &str) {
         med * 1000.0,
         batch as f64 / fmed
     );
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn peak_rss_mib() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| format!("{:.0}", kb / 1024.0))
-        .unwrap_or_else(|| "?".into())
 }
 
 /// Decoding the training set, and the per-step batch assembly (crop + flip) alone.

@@ -124,22 +124,7 @@ fn probe(kind: burn::tensor::DeviceKind) -> Option<Device> {
 mod tests {
     use super::*;
 
-    /// As the integration tests' `common::skip`: printed, and appended to the file
-    /// `$ONNX_PRUNE_SKIP_LOG` names so that `.ci/run` lists it at the end.
-    fn skip(reason: &str) {
-        eprintln!("SKIP: {reason}");
-        if let Some(p) = std::env::var_os("ONNX_PRUNE_SKIP_LOG") {
-            use std::io::Write;
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-            {
-                let test = std::thread::current().name().unwrap_or("?").to_string();
-                let _ = writeln!(f, "{test}: {reason}");
-            }
-        }
-    }
+    use crate::testkit::skip;
 
     /// The agents' code path on burn-wgpu (here: a CPU Vulkan driver; the GPU path is the
     /// same code): the DQN toy learns there too.

@@ -8,22 +8,10 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A check that cannot run here: printed, and appended to the file `$ONNX_PRUNE_SKIP_LOG` names
-/// (with the test's name) so that `.ci/run` can list every skip at the end of its log; the
-/// harness captures what a passing test prints.
+/// A check that cannot run here: printed and recorded for `.ci/run`'s summary
+/// ([`onnx_prune::testkit::skip`]).
 pub fn skip(reason: &str) {
-    println!("SKIP: {reason}");
-    if let Some(p) = std::env::var_os("ONNX_PRUNE_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            let test = std::thread::current().name().unwrap_or("?").to_string();
-            let _ = writeln!(f, "{test}: {reason}");
-        }
-    }
+    onnx_prune::testkit::skip(reason)
 }
 
 /// Whether the environment variable `var` is `1`: CI requires what it names, so its absence is
