@@ -101,7 +101,9 @@ fn child(spec: &str) {
     use onnx_prune::learn::net::{Dt, Net};
     let (path, backend) = spec.split_once('|').unwrap();
     let (device, name) = match backend {
+        // burn 0.22 deprecates ndarray in favour of flex; it stays here as the comparison.
         #[cfg(feature = "ndarray-backend")]
+        #[allow(deprecated)]
         "ndarray" => (Device::ndarray().autodiff(), "ndarray".to_string()),
         "wgpu" => {
             onnx_prune::learn::select(onnx_prune::learn::Backend::Wgpu);
