@@ -340,7 +340,7 @@ pub(crate) fn speedup(
     out: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<()> {
     use onnx_prune::eval::{self, runtime};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let val = &c.val;
     if val.n == 0 {
         return Ok(());
@@ -353,40 +353,21 @@ pub(crate) fn speedup(
     if b > 1 {
         batches.push(b);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let mut j = serde_json::Map::new();
     j.insert("runtime".into(), json!(c.kind.name()));
     j.insert("threads".into(), json!(threads));
     let mut parts = vec![];
     for n in batches {
         let x = &val.x[..n * val.sample_len()];
-        let mut a = runtime::open(c.kind, input, n, c.chw, threads)?;
-        let mut q = runtime::open(c.kind, &pp, n, c.chw, threads)?;
-        let (mut ta, mut tq) = (vec![], vec![]);
-        let start = Instant::now();
-        for i in 0..42 {
-            let t = Instant::now();
-            a.run_all(x, n)?;
-            let da = t.elapsed().as_secs_f64() * 1e3;
-            let t = Instant::now();
-            q.run_all(x, n)?;
-            let dq = t.elapsed().as_secs_f64() * 1e3;
-            // Two warm-up rounds; then at least 5 timed ones, up to about 2 s.
-            if i >= 2 {
-                ta.push(da);
-                tq.push(dq);
-            }
-            if ta.len() >= 5 && start.elapsed() > Duration::from_secs(2) {
-                break;
-            }
-        }
-        let (ma, mq) = (median(ta.clone()), median(tq));
+        let a = runtime::open(c.kind, input, n, c.chw, threads)?;
+        let q = runtime::open(c.kind, &pp, n, c.chw, threads)?;
+        // Two warm-up rounds; then at least 5 timed ones, up to about 2 s.
+        let (med, runs) =
+            super::eval::median_latency(&mut [a, q], x, n, 2, 40, Some(Duration::from_secs(2)))?;
+        let (ma, mq) = (med[0], med[1]);
         j.insert(
             format!("batch{n}"),
-            json!({"original_ms": ma, "pruned_ms": mq, "speedup": ma / mq.max(1e-9), "runs": ta.len()}),
+            json!({"original_ms": ma, "pruned_ms": mq, "speedup": ma / mq.max(1e-9), "runs": runs}),
         );
         parts.push(format!(
             "{:.2}x at batch {n} ({ma:.2} -> {mq:.2} ms)",
