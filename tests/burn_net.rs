@@ -63,45 +63,30 @@ fn burn_forward_matches_reference_runtime_on_shared_models() {
             .clone();
         let want = outputs(kind, path, &x, n, chw, batch);
         let got = outputs(runtime::Kind::Burn, path, &x, n, chw, batch);
-        worst = worst.max(check(path, &want, &got, true));
+        worst = worst.max(check(path, &want, &got, 1e-4));
     }
     println!("worst max rel over {} models: {worst:.2e}", files.len());
 }
 
-/// Asserts max rel ≤ 1e-4 in both senses: relative to max(|output|, 1) (`eval::compare`) and
-/// relative to the output's own scale (random-weight models can have tiny outputs).
-fn check(path: &Path, want: &[HostTensor], got: &[HostTensor], scaled_too: bool) -> f64 {
+/// Asserts that burn's outputs are within `tol` of the reference's, relative to the reference
+/// output's own spread ([`eval::Diff::max_scaled`]: random-weight models can have tiny outputs);
+/// returns that difference.
+fn check(path: &Path, want: &[HostTensor], got: &[HostTensor], tol: f64) -> f64 {
     let d = eval::compare(want, got).unwrap();
-    let mut scaled = 0f64;
-    for (w, g) in want.iter().zip(got) {
-        let m = w.data.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-        let e = w
-            .data
-            .iter()
-            .zip(&g.data)
-            .fold(0f64, |a, (p, q)| a.max((*p as f64 - *q as f64).abs()));
-        if m > 0.0 {
-            scaled = scaled.max(e / m);
-        }
-    }
     println!(
-        "{}: max abs {:.2e}, max rel {:.2e}, rel to output scale {:.2e}",
+        "{}: max abs {:.2e}, max rel {:.2e}, relative to the output's spread {:.2e}",
         path.file_name().unwrap().to_string_lossy(),
         d.max_abs,
         d.max_rel,
-        scaled
+        d.max_scaled
     );
-    assert!(d.max_rel <= 1e-4, "{}: {d:?}", path.display());
-    if scaled_too {
-        assert!(
-            scaled <= 1e-4,
-            "{}: {scaled:e} of the output scale",
-            path.display()
-        );
-        d.max_rel.max(scaled)
-    } else {
-        d.max_rel
-    }
+    assert!(
+        d.max_scaled <= tol,
+        "{}: {:e} of the output's spread",
+        path.display(),
+        d.max_scaled
+    );
+    d.max_scaled
 }
 
 /// PP-OCR models from a registry package: Resize, ConvTranspose, MatMul attention, Softmax,
@@ -124,15 +109,16 @@ fn burn_forward_matches_reference_runtime_on_registry_models() {
             continue;
         }
         let n = 2;
-        let x = eval::random_inputs(&[vec![n, chw.0, chw.1, chw.2]], 5)[0]
-            .data
-            .clone();
+        let shape = [n, chw.0, chw.1, chw.2];
+        // The detector on text-like input (on noise its map saturates near 0: see models.tsv).
+        let x = if file.contains("_det_") {
+            common::text_like(&shape, 5)
+        } else {
+            eval::random_inputs(&[shape.to_vec()], 5)[0].data.clone()
+        };
         let want = outputs(kind, &path, &x, n, chw, n);
         let got = outputs(runtime::Kind::Burn, &path, &x, n, chw, n);
-        // Not relative to the output's own scale: the detector's sigmoid map is ~1e-6 on random
-        // input, where onnxruntime's fast logistic is off by ~1e-7 absolute (measured against
-        // f64: 0.3% of the output's max; ours 1e-7 relative).
-        check(&path, &want, &got, false);
+        check(&path, &want, &got, 1e-4);
     }
 }
 

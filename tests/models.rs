@@ -14,6 +14,8 @@ struct Case {
     macs: u64,
     params: u64,
     prune_tol: f64,
+    /// What the comparisons feed the model (column 6: `normal`, the default, or `text`).
+    inputs: common::Inputs,
 }
 
 /// The table rows whose files are present (rows needing ../shared or the registry models are
@@ -52,6 +54,11 @@ fn cases() -> Vec<Case> {
             macs: f[2].parse().unwrap(),
             params: f[3].parse().unwrap(),
             prune_tol: f.get(4).map(|t| t.parse().unwrap()).unwrap_or(1e-5),
+            inputs: match f.get(5).copied() {
+                None | Some("normal") => common::Inputs::Normal,
+                Some("text") => common::Inputs::Text,
+                Some(x) => panic!("models.tsv: unknown inputs '{x}'"),
+            },
         });
     }
     out
@@ -91,6 +98,39 @@ fn macs_and_params_match_independent_counts() {
     assert!(!cases.is_empty());
 }
 
+/// The table itself is re-derived: `tools/count_macs.py` (shapes as onnxruntime executes
+/// them, its own MAC rules) gives every row's MACs and params.
+#[test]
+fn the_table_matches_the_independent_counter() {
+    if !common::python_ok() {
+        return;
+    }
+    let cases = cases();
+    for c in &cases {
+        let out = std::process::Command::new("python3")
+            .arg(common::repo().join("tools/count_macs.py"))
+            .arg(&c.path)
+            .args(&c.shapes)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "count_macs.py {}: {}",
+            c.path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (j["macs"].as_u64(), j["params"].as_u64()),
+            (Some(c.macs), Some(c.params)),
+            "tools/count_macs.py disagrees with tests/data/models.tsv on {}",
+            c.path.display()
+        );
+    }
+    println!("{} rows re-derived by tools/count_macs.py", cases.len());
+    assert!(!cases.is_empty());
+}
+
 #[test]
 fn simplify_preserves_outputs_in_tract_and_onnxruntime() {
     let py = common::python_ok();
@@ -121,7 +161,7 @@ fn simplify_preserves_outputs_in_tract_and_onnxruntime() {
             c.path.display()
         );
 
-        let t = common::tract_diff(&c.path, &out, &c.shapes, None);
+        let t = common::tract_diff_on(&c.path, &out, &c.shapes, None, c.inputs);
         assert!(t <= 1e-5, "{}: tract relative diff {t:e}", c.path.display());
         let mut line = format!(
             "{}: {} -> {} nodes, tract diff {t:.2e}",
@@ -130,7 +170,7 @@ fn simplify_preserves_outputs_in_tract_and_onnxruntime() {
             m2.graph.live_nodes().count()
         );
         if py {
-            let (o, checker) = common::ort_compare(&c.path, &out, &c.shapes);
+            let (o, checker) = common::ort_compare_on(&c.path, &out, &c.shapes, c.inputs);
             assert!(
                 o <= 1e-5,
                 "{}: onnxruntime relative diff {o:e}",
@@ -236,7 +276,7 @@ fn prune_to_half_the_macs_and_verify() {
             let masked = p.masked(&plan_v.to_keep(&p).unwrap()).unwrap();
             let mp = dir.path().join("masked.onnx");
             onnx::save(&masked, &mp, &SaveOptions::default(), &[]).unwrap();
-            let (o, checker) = common::ort_compare(&mp, &out, &c.shapes);
+            let (o, checker) = common::ort_compare_on(&mp, &out, &c.shapes, c.inputs);
             assert!(
                 o <= c.prune_tol,
                 "{}: onnxruntime diff {o:e}",

@@ -317,6 +317,53 @@ fn recovery_beats_naive_pruning_on_resnet20() {
     assert!(top1["ft:40"] > top1["none"] + 0.4, "{top1:?}");
 }
 
+/// Fine-tuning helps, on a real model and real training data: resnet20 at 50% (uniform L1,
+/// least squares), then 120 steps of 64 on `train_50k_jpeg.tar` (labels; the 500 validation
+/// images held out). Validation top-1 must rise by ≥ 2 points over least squares alone.
+/// Measured (seed 1; the run is deterministic for a seed and step count): 0.558 -> 0.606.
+#[test]
+fn fine_tuning_improves_on_least_squares_on_resnet20() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep) = (dir.path().join("ft.onnx"), dir.path().join("ft.json"));
+    let o = common::bin()
+        .arg(shared.join("models/cifar10/resnet20.onnx"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-flops", "0.5", "--agent", "none", "--method", "l1"])
+        .args(["--finetune-steps", "120", "--seed", "1", "--data"])
+        .arg(shared.join("data/cifar10/train_50k_jpeg.tar"))
+        .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+        .args(["--calib-size", "512", "--val-size", "500", "--report"])
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let phase = |name: &str| {
+        r["time"]["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["phase"] == name)
+            .unwrap_or_else(|| panic!("no phase {name}: {r}"))
+            .clone()
+    };
+    let ls = phase("recover")["after"]["top1"].as_f64().unwrap();
+    let ft = phase("finetune")["after"]["top1"].as_f64().unwrap();
+    println!("validation top-1: least squares {ls:.4}, + 120 fine-tune steps {ft:.4}");
+    assert!(ft >= ls + 0.02, "fine-tuning did not help: {ls} -> {ft}");
+    assert_eq!(
+        r["top1_after"].as_f64(),
+        Some(ft),
+        "the shipped model is the fine-tuned one"
+    );
+    assert!(r["macs_ratio"].as_f64().unwrap() <= 0.5);
+}
+
 #[test]
 fn recover_without_data_is_a_usage_error() {
     let o = common::bin()

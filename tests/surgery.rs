@@ -40,9 +40,14 @@ fn check(name: &str, m: pb::ModelProto, alloc: Allocation) -> Outcome {
     );
     let t = common::tract_diff(&mp, &pp, &[], None);
     assert!(t <= 1e-5, "{name}: tract diff {t:e}");
-    // The original model's outputs keep their shapes.
+    // The original model's outputs keep their shapes (the comparison fails otherwise), and
+    // masking did change them: the pruned-vs-masked check above is not comparing two copies
+    // of the original.
     let t2 = common::tract_diff(&orig, &mp, &[], None);
-    assert!(t2.is_finite());
+    assert!(
+        t2 > 1e-3,
+        "{name}: masking changed the outputs by only {t2:e}"
+    );
     if common::python_ok() {
         let (o, checker) = common::ort_compare(&mp, &pp, &[]);
         assert!(o <= 1e-5, "{name}: onnxruntime diff {o:e}");

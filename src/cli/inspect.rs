@@ -274,12 +274,12 @@ pub(crate) fn compare(c: CompareArgs) -> Result<()> {
     if c.json {
         println!(
             "{}",
-            json!({"runtime": "tract", "runs": c.runs, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel})
+            json!({"runtime": "tract", "runs": c.runs, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel, "max_scaled_diff": worst.max_scaled})
         );
     } else {
         println!(
-            "tract, {} random input set(s): max |a-b| = {:.3e}, max relative = {:.3e}",
-            c.runs, worst.max_abs, worst.max_rel
+            "tract, {} random input set(s): max |a-b| = {:.3e}, max relative = {:.3e}, relative to the output's spread = {:.3e}",
+            c.runs, worst.max_abs, worst.max_rel, worst.max_scaled
         );
     }
     if worst.max_rel > c.tolerance {

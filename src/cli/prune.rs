@@ -575,12 +575,12 @@ pub(crate) fn verify(
         if as_json {
             println!(
                 "{}",
-                json!({"runtime": "tract", "inputs": what, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel})
+                json!({"runtime": "tract", "inputs": what, "max_abs_diff": worst.max_abs, "max_rel_diff": worst.max_rel, "max_scaled_diff": worst.max_scaled})
             );
         } else {
             println!(
-                "verify (tract, {what}): max |a-b| = {:.3e}, max relative = {:.3e}",
-                worst.max_abs, worst.max_rel
+                "verify (tract, {what}): max |a-b| = {:.3e}, max relative = {:.3e}, relative to the output's spread = {:.3e}",
+                worst.max_abs, worst.max_rel, worst.max_scaled
             );
         }
         if worst.max_rel > tol {

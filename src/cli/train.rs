@@ -409,13 +409,15 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         std::slice::from_ref(&a.model),
     )?;
     if f.report.interrupted {
-        bail!(
+        // Exit 130, as the main job's Ctrl-C.
+        return Err(super::Interrupted(format!(
             "interrupted at step {}/{steps}: the model so far is in {}; continue with --resume \
              (checkpoint {})",
             f.report.steps_done,
             a.output.display(),
             ckpt.model.display()
-        );
+        ))
+        .into());
     }
     ckpt.remove();
     let after = score(&f.model, "after.onnx")?;

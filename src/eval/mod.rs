@@ -47,7 +47,18 @@ pub struct Diff {
     /// max over outputs of max|a − b| / max(max|a|, 1): relative to the output's range, floored
     /// at 1 so that near-zero outputs (saturated probability maps) are compared in absolute terms.
     pub max_rel: f64,
+    /// max over outputs of max|a − b| / max(spread(a), [`SPREAD_FLOOR`] · max|a|), spread =
+    /// max(a) − min(a) of the reference `a` (an all-zero reference must be matched exactly):
+    /// scale-aware, so that outputs far below 1 (random-weight nets whose logits are ~1e-8)
+    /// or bunched near one value (a probability map saturated near 0 or 1) are compared
+    /// against their own variation, not in absolute terms. What the tests assert.
+    pub max_scaled: f64,
 }
+
+/// The floor of [`Diff::max_scaled`]'s scale, relative to the output's magnitude: an output
+/// that varies by less than a millionth of its magnitude (about 8 float32 ulps) is compared at
+/// that resolution instead.
+pub const SPREAD_FLOOR: f64 = 1e-6;
 
 pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
     if a.len() != b.len() {
@@ -77,8 +88,29 @@ pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
                 m.max((*p as f64 - *q as f64).abs())
             }
         });
+        let (lo, hi) = x
+            .data
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                if v.is_nan() {
+                    (l, h)
+                } else {
+                    (l.min(*v as f64), h.max(*v as f64))
+                }
+            });
+        let spread = if hi >= lo { hi - lo } else { 0.0 };
         d.max_abs = d.max_abs.max(md);
         d.max_rel = d.max_rel.max(md / scale);
+        let maxabs = lo.abs().max(hi.abs());
+        let scale = spread.max(SPREAD_FLOOR * maxabs);
+        let scaled = if md == 0.0 {
+            0.0
+        } else if scale > 0.0 {
+            md / scale
+        } else {
+            f64::INFINITY
+        };
+        d.max_scaled = d.max_scaled.max(scaled);
     }
     Ok(d)
 }

@@ -96,6 +96,18 @@ pub fn find_library() -> std::result::Result<PathBuf, String> {
     Err("no ONNX Runtime library found: set ORT_DYLIB_PATH or `pip install onnxruntime`".into())
 }
 
+/// Refuses a library whose file name says it is outside 1.[`MIN_MINOR`]–1.[`MAX_MINOR`] (a name
+/// without a version is let through: the C API handshake then decides).
+pub fn check_version(lib: &Path) -> std::result::Result<(), String> {
+    match version_of(lib) {
+        Some((maj, min, _)) if maj != 1 || !(MIN_MINOR..=MAX_MINOR).contains(&min) => Err(format!(
+            "{}: ONNX Runtime {maj}.{min} is not supported (1.{MIN_MINOR}–1.{MAX_MINOR})",
+            lib.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> =
     OnceLock::new();
 
@@ -103,14 +115,7 @@ static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf
 pub fn init() -> Result<PathBuf> {
     let r = ENV.get_or_init(|| {
         let lib = find_library()?;
-        if let Some((maj, min, _)) = version_of(&lib) {
-            if maj != 1 || !(MIN_MINOR..=MAX_MINOR).contains(&min) {
-                return Err(format!(
-                    "{}: ONNX Runtime {maj}.{min} is not supported (1.{MIN_MINOR}–1.{MAX_MINOR})",
-                    lib.display()
-                ));
-            }
-        }
+        check_version(&lib)?;
         let env = ort::init_from(&lib)
             .map_err(|e| format!("{}: {e}", lib.display()))?
             .build()
@@ -139,7 +144,13 @@ pub fn provider() -> (Provider, String) {
     }
     let has_ep = ort::ep::CUDA::is_available().unwrap_or(false);
     let has_gpu = Path::new("/dev/nvidiactl").exists() || Path::new("/dev/nvidia0").exists();
-    match (has_ep, has_gpu) {
+    decide_provider(has_ep, has_gpu)
+}
+
+/// The provider decision as a function of what the library offers (`has_cuda_ep`) and whether
+/// an NVIDIA GPU is present, with the line that says why.
+pub fn decide_provider(has_cuda_ep: bool, has_gpu: bool) -> (Provider, String) {
+    match (has_cuda_ep, has_gpu) {
         (true, true) => (Provider::Cuda, "CUDA execution provider".into()),
         (true, false) => (
             Provider::Cpu,
@@ -227,5 +238,50 @@ impl OrtModel {
             });
         }
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CUDA only when both the library's provider and a GPU are there; each CPU line says why.
+    #[test]
+    fn the_provider_follows_the_library_and_the_gpu() {
+        assert_eq!(decide_provider(true, true).0, Provider::Cuda);
+        let (p, why) = decide_provider(true, false);
+        assert_eq!(p, Provider::Cpu);
+        assert!(why.contains("no NVIDIA GPU"), "{why}");
+        for gpu in [false, true] {
+            let (p, why) = decide_provider(false, gpu);
+            assert_eq!(p, Provider::Cpu);
+            assert!(why.contains("no CUDA provider"), "{why}");
+        }
+    }
+
+    /// Versions outside the C API range `ort` speaks are refused by name, with the range.
+    #[test]
+    fn unsupported_versions_are_refused() {
+        let lib = |v: &str| PathBuf::from(format!("/x/capi/libonnxruntime.so.{v}"));
+        assert_eq!(version_of(&lib("1.31.1")), Some((1, 31, 1)));
+        assert_eq!(
+            version_of(Path::new("libonnxruntime.1.22.0.dylib")),
+            Some((1, 22, 0))
+        );
+        for ok in ["1.20.0", "1.31.1", &format!("1.{MAX_MINOR}.0")] {
+            assert!(check_version(&lib(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "1.19.2",
+            &format!("1.{}.0", MAX_MINOR + 1),
+            "2.0.0",
+            "0.31.0",
+        ] {
+            let e = check_version(&lib(bad)).unwrap_err();
+            let range = format!("is not supported (1.{MIN_MINOR}–1.{MAX_MINOR})");
+            assert!(e.contains(&range), "{bad}: {e}");
+        }
+        // No version in the name: left to the library's own handshake.
+        assert!(check_version(Path::new("/opt/libonnxruntime.so")).is_ok());
     }
 }

@@ -144,6 +144,7 @@ pub fn compare_models(
         let d = super::compare(&run(a, &inputs)?, &run(b, &inputs)?)?;
         worst.max_abs = worst.max_abs.max(d.max_abs);
         worst.max_rel = worst.max_rel.max(d.max_rel);
+        worst.max_scaled = worst.max_scaled.max(d.max_scaled);
     }
     Ok(worst)
 }

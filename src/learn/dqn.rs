@@ -243,6 +243,78 @@ pub(crate) mod tests {
         (before, hits(&agent), agent.epsilon())
     }
 
+    /// A chain whose transitions depend on the action, so that only bootstrapping finds the
+    /// optimum: at steps 0..3, action 0 cashes out (reward 0.1, the episode ends and the next
+    /// state is the start, as an auto-resetting environment reports it), action 1 moves on
+    /// (reward 0; at step 3 it ends the episode with reward 1). Optimal: always move on, with
+    /// Q*(t, move on) = γ^(3−t) and Q*(t, cash out) = 0.1. A myopic learner (γ = 0), a target
+    /// network that is never synced, or a missing done mask (cashing out would bootstrap from
+    /// the start state and pay 0.1/(1−γ) ≈ 5.5) all make the greedy policy cash out.
+    /// Returns the greedy episode's undiscounted return and Q(start) per action.
+    pub(crate) fn cash_out_toy(device: &Device) -> (f64, Vec<f32>) {
+        let cfg = Config {
+            hidden: 64,
+            total_steps: 2400,
+            ..Default::default()
+        };
+        let mut agent = Dqn::new(4, 2, cfg, 11, device);
+        let state = |t: usize| {
+            let mut s = vec![0f32; 4];
+            s[t] = 1.0;
+            s
+        };
+        let mut steps = 0;
+        while steps < 2400 {
+            for t in 0..4 {
+                let s = state(t);
+                let a = agent.act(&s);
+                steps += 1;
+                if a == 0 {
+                    agent.observe(s, 0, 0.1, state(0), true);
+                    break;
+                }
+                let last = t == 3;
+                let r = if last { 1.0 } else { 0.0 };
+                agent.observe(s, 1, r, state(if last { 0 } else { t + 1 }), last);
+            }
+        }
+        let mut ret = 0.0;
+        for t in 0..4 {
+            if agent.greedy(&state(t)) == 0 {
+                ret = 0.1;
+                break;
+            }
+            if t == 3 {
+                ret = 1.0;
+            }
+        }
+        (ret, agent.q_values(&state(0)))
+    }
+
+    /// The greedy policy reaches the end of the chain (return 1, the optimum), and Q at the
+    /// start is near its true values (γ³ for moving on, 0.1 for cashing out).
+    #[test]
+    fn dqn_bootstraps_through_action_dependent_transitions() {
+        let (device, _) = crate::learn::device();
+        let (ret, q) = cash_out_toy(&device);
+        let g3 = Config::default().gamma.powi(3);
+        eprintln!("dqn cash-out toy: greedy return {ret}, Q(start) = {q:?} (true: [0.1, {g3}])");
+        assert_eq!(
+            ret, 1.0,
+            "the greedy policy cashes out early: Q(start) = {q:?}"
+        );
+        assert!(
+            (q[1] - g3).abs() < 0.15,
+            "Q(start, move on) = {} vs {g3}",
+            q[1]
+        );
+        assert!(
+            (q[0] - 0.1).abs() < 0.15,
+            "Q(start, cash out) = {} vs 0.1",
+            q[0]
+        );
+    }
+
     /// The greedy policy must find every target of the chain.
     #[test]
     fn dqn_learns_per_step_targets_from_dense_rewards() {

@@ -126,17 +126,28 @@ mod tests {
 
     use crate::testkit::skip;
 
+    /// The wgpu device, or `None` with a recorded skip when no adapter answers; with
+    /// `ONNX_PRUNE_REQUIRE_VULKAN=1` (set by CI, which installs lavapipe) that is a failure.
+    fn wgpu_or_skip() -> Option<(Device, String)> {
+        let (device, line) = pick(Backend::Wgpu);
+        if line.contains("wgpu (") {
+            return Some((device, line));
+        }
+        let why = format!("{line} (install mesa-vulkan-drivers for a CPU Vulkan adapter)");
+        if std::env::var("ONNX_PRUNE_REQUIRE_VULKAN").as_deref() == Ok("1") {
+            panic!("a Vulkan adapter is required (ONNX_PRUNE_REQUIRE_VULKAN=1): {why}");
+        }
+        skip(&why);
+        None
+    }
+
     /// The agents' code path on burn-wgpu (here: a CPU Vulkan driver; the GPU path is the
     /// same code): the DQN toy learns there too.
     #[test]
     fn dqn_learns_on_wgpu() {
-        let (device, line) = pick(Backend::Wgpu);
-        if !line.contains("wgpu (") {
-            skip(&format!(
-                "{line} (install mesa-vulkan-drivers for a CPU Vulkan adapter)"
-            ));
+        let Some((device, line)) = wgpu_or_skip() else {
             return;
-        }
+        };
         eprintln!("{line}");
         let (before, after, _) = dqn::tests::chain_toy(&device);
         eprintln!("dqn toy on wgpu: {before}/4 -> {after}/4 greedy actions right");
@@ -149,13 +160,9 @@ mod tests {
     fn net_runs_and_trains_on_wgpu() {
         use crate::learn::net::{Dt, Net};
         use burn::prelude::*;
-        let (device, line) = pick(Backend::Wgpu);
-        if !line.contains("wgpu (") {
-            skip(&format!(
-                "{line} (install mesa-vulkan-drivers for a CPU Vulkan adapter)"
-            ));
+        let Some((device, line)) = wgpu_or_skip() else {
             return;
-        }
+        };
         let proto = crate::onnx::builder::tiny_resnet(1);
         let bytes = prost::Message::encode_to_vec(&proto);
         let model = crate::onnx::decode_model(bytes.into(), None).unwrap();

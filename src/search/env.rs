@@ -339,6 +339,44 @@ pub fn cached_fit_options(kind: runtime::Kind) -> recover::Options {
     }
 }
 
+/// What the search agents ask of whoever scores their candidates: [`Oracle`] on a real model
+/// (surgery, recovery, evaluation); a test can score plans synthetically.
+pub trait Measure {
+    /// The score of the candidate `keep` on the first `n` validation samples.
+    fn measure_on(&mut self, keep: &[bool], n: usize) -> Result<f64>;
+    /// The score of `keep` on the whole validation subset.
+    fn measure(&mut self, keep: &[bool]) -> Result<f64> {
+        let n = self.val_len();
+        self.measure_on(keep, n)
+    }
+    /// The original model's score on the first `n` validation samples.
+    fn original_on(&self, n: usize) -> f64;
+    /// The original model's score on the whole validation subset.
+    fn original(&self) -> f64;
+    /// Samples in the validation subset.
+    fn val_len(&self) -> usize;
+    /// Candidates measured so far (not counting cache hits).
+    fn evaluations(&self) -> usize;
+}
+
+impl Measure for Oracle<'_> {
+    fn measure_on(&mut self, keep: &[bool], n: usize) -> Result<f64> {
+        Oracle::measure_on(self, keep, n)
+    }
+    fn original_on(&self, n: usize) -> f64 {
+        Oracle::original_on(self, n)
+    }
+    fn original(&self) -> f64 {
+        self.original
+    }
+    fn val_len(&self) -> usize {
+        Oracle::val_len(self)
+    }
+    fn evaluations(&self) -> usize {
+        self.evaluations
+    }
+}
+
 /// Measures candidates: surgery, fast recovery, evaluation; cached by plan.
 pub struct Oracle<'a> {
     p: &'a Pruner,

@@ -16,7 +16,7 @@ use crate::learn::ddpg::{self, Ddpg};
 use crate::learn::dqn::{self, Dqn};
 use crate::learn::reinforce::{self, Policy};
 use crate::search::datafree::Method;
-use crate::search::env::{Env, Oracle, STATE_DIM};
+use crate::search::env::{Env, Measure, STATE_DIM};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub struct Outcome {
 pub fn search(
     agent: Agent,
     env: &mut Env,
-    oracle: &mut Oracle,
+    oracle: &mut dyn Measure,
     o: &Options,
     log: &mut dyn FnMut(&Episode),
 ) -> Result<Outcome> {
@@ -152,7 +152,7 @@ type Best = Option<(f64, Vec<bool>, Vec<f64>, usize)>;
 fn outcome(
     agent: Agent,
     env: &Env,
-    oracle: &Oracle,
+    oracle: &dyn Measure,
     best: Best,
     curve: Vec<Episode>,
     t0: Instant,
@@ -177,7 +177,7 @@ fn outcome(
             .collect(),
         curve,
         best_episode,
-        evaluations: oracle.evaluations,
+        evaluations: oracle.evaluations(),
         seconds: t0.elapsed().as_secs_f64(),
         notes,
         candidates,
@@ -203,7 +203,7 @@ pub const FAIR_SPAN: f64 = 0.25;
 /// AMC's DDPG search.
 fn ddpg_search(
     env: &mut Env,
-    oracle: &mut Oracle,
+    oracle: &mut dyn Measure,
     o: &Options,
     log: &mut dyn FnMut(&Episode),
 ) -> Result<Outcome> {
@@ -356,6 +356,19 @@ fn fair_action(env: &Env) -> usize {
     best.1
 }
 
+/// A training step's action (`--dqn-spread`): PuRL's ε-greedy over every α when
+/// `spread` ≥ the number of actions; else the fair-share action in the demonstration episode
+/// (`demo`), and otherwise ε-greedy with random actions within `spread` of it.
+pub fn dqn_explore(ag: &mut Dqn, s: &[f32], fair: usize, spread: usize, demo: bool) -> usize {
+    if spread >= ALPHAS.len() {
+        ag.act(s)
+    } else if demo {
+        fair
+    } else {
+        ag.act_around(s, fair, spread)
+    }
+}
+
 /// Chooses a step's action from (agent, state, step): the action index to learn from, if any,
 /// and the α applied.
 /// The last argument is the action whose α keeps closest to the step's fair share.
@@ -364,7 +377,7 @@ type Pick<'a> = dyn FnMut(&mut Dqn, &[f32], usize, usize) -> (Option<usize>, f64
 /// PuRL's DQN search with dense rewards.
 fn dqn_search(
     env: &mut Env,
-    oracle: &mut Oracle,
+    oracle: &mut dyn Measure,
     o: &Options,
     log: &mut dyn FnMut(&Episode),
 ) -> Result<Outcome> {
@@ -387,7 +400,7 @@ fn dqn_search(
     // the full validation subset at the episode's end).
     let t_p = (1.0 - env.target as f64 / base).max(1e-6);
     let probe = o.probe.min(oracle.val_len());
-    let (ta_probe, ta_full) = (oracle.original_on(probe), oracle.original);
+    let (ta_probe, ta_full) = (oracle.original_on(probe), oracle.original());
     let reward = |acc: f64, ta: f64, macs: u64, share: f64| {
         let p = 1.0 - macs as f64 / base;
         let tp = (t_p * share).max(1e-6);
@@ -398,7 +411,7 @@ fn dqn_search(
     // One episode; `pick` chooses the action index (or a continuous α) from the state.
     // Returns (final accuracy, α per step).
     let run = |env: &mut Env,
-               oracle: &mut Oracle,
+               oracle: &mut dyn Measure,
                agent: &mut Dqn,
                pick: &mut Pick,
                learn: bool|
@@ -471,13 +484,7 @@ fn dqn_search(
             oracle,
             &mut agent,
             &mut |ag, s, _, fair| {
-                let a = if spread >= ALPHAS.len() {
-                    ag.act(s)
-                } else if demo {
-                    fair
-                } else {
-                    ag.act_around(s, fair, spread)
-                };
+                let a = dqn_explore(ag, s, fair, spread, demo);
                 (Some(a), ALPHAS[a])
             },
             true,
@@ -547,6 +554,80 @@ fn standardised(env: &Env, v: &[f64]) -> Vec<f64> {
     x.iter().map(|v| (v - m) / sd).collect()
 }
 
+/// Spends MAC budget that a plan leaves unused. Huang et al.'s reward pays for every filter
+/// removed (φ), so under a MAC target reinforce ends well below it (measured on the synthetic
+/// chain of tests/agents.rs: 29% of the MACs for a 50% target). Every group's keep ratio moves
+/// the same fraction λ of the way to keeping all (the largest λ within the target, by
+/// bisection), so the groups the agent pruned hardest stay the most pruned; within a group the
+/// agent's own filters come first (`env.select`). The topped-up plan is measured and kept when
+/// it scores at least as well. Returns the plan, its score and a note.
+fn top_up(
+    env: &Env,
+    oracle: &mut dyn Measure,
+    keep: Vec<bool>,
+    acc: f64,
+) -> Result<(Vec<bool>, f64, Option<String>)> {
+    let p = env.p;
+    let used = p.macs(&keep);
+    if used as f64 >= 0.99 * env.target as f64 {
+        return Ok((keep, acc, None));
+    }
+    let ratios: Vec<f64> = p
+        .free_atoms()
+        .iter()
+        .map(|f| {
+            let kept = f.iter().filter(|&&a| keep[a]).count();
+            if f.is_empty() {
+                1.0
+            } else {
+                kept as f64 / f.len() as f64
+            }
+        })
+        .collect();
+    let build = |lam: f64| {
+        let r: Vec<f64> = ratios.iter().map(|&r| r + lam * (1.0 - r)).collect();
+        let mut k = p.keep_from_ratios(&r, &env.select, env.round_to);
+        for (k, &was) in k.iter_mut().zip(&keep) {
+            *k |= was;
+        }
+        k
+    };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..30 {
+        let mid = 0.5 * (lo + hi);
+        if p.macs(&build(mid)) <= env.target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let trial = build(lo);
+    if trial == keep || p.macs(&trial) > env.target {
+        return Ok((keep, acc, None));
+    }
+    let score = oracle.measure(&trial)?;
+    let base = p.base_macs.max(1) as f64;
+    let what = format!(
+        "the plan used {:.1}% of the MACs; topped up to {:.1}% (λ {lo:.2}): {acc:.4} -> {score:.4}",
+        100.0 * used as f64 / base,
+        100.0 * p.macs(&trial) as f64 / base
+    );
+    Ok(if score >= acc {
+        (trial, score, Some(format!("reinforce: {what} (taken)")))
+    } else {
+        (keep, acc, Some(format!("reinforce: {what} (not taken)")))
+    })
+}
+
+/// Huang et al.'s reward of a mask that keeps `kept` of a group's `c` filters and costs
+/// `drop` accuracy: ψ·φ with ψ = (b − drop)/b (accuracy; negative past the drop bound b) and
+/// φ = ln(c/kept) (the fewer kept, the larger).
+pub fn reinforce_reward(b: f64, drop: f64, c: usize, kept: usize) -> f64 {
+    let psi = (b - drop) / b;
+    let phi = (c as f64 / kept.max(1) as f64).ln();
+    psi * phi
+}
+
 /// Per-filter features of the current group for the reinforce policy: L1 and L2 norm relative
 /// to the group mean, standardised L1, and rank (0 = largest); with a channel criterion other
 /// than L1 (`--method ls`), its standardised value as a fifth.
@@ -590,7 +671,7 @@ fn filter_features(env: &Env, l2: &[f64]) -> Vec<Vec<f32>> {
 /// budget (so the target is always met without starving the last groups).
 fn reinforce_search(
     env: &mut Env,
-    oracle: &mut Oracle,
+    oracle: &mut dyn Measure,
     o: &Options,
     log: &mut dyn FnMut(&Episode),
 ) -> Result<Outcome> {
@@ -658,9 +739,7 @@ fn reinforce_search(
                 // top-1 on the 10k test set): rewards on the 200-image probe instead gave
                 // resnet56 0.6606 (vs 0.6530; 2.7× faster) but resnet20 0.5631 (vs 0.5910).
                 let acc = oracle.measure(&keep)?;
-                let psi = (b - (before - acc)) / b;
-                let phi = (c as f64 / c_kept as f64).ln();
-                let r = psi * phi;
+                let r = reinforce_reward(b, before - acc, c, c_kept);
                 top = top.max(acc);
                 if chosen.as_ref().is_none_or(|ch| r > ch.0) {
                     chosen = Some((r, acc, e2));
@@ -693,8 +772,18 @@ fn reinforce_search(
     ));
     let keep = env.keep();
     let acc = oracle.measure(&keep)?;
+    let (keep, acc, note) = top_up(env, oracle, keep, acc)?;
+    notes.extend(note);
     let candidates = vec![(acc, keep.clone())];
-    let best: Best = (env.macs() <= env.target).then(|| (acc, keep, env.step_ratios(), ep));
+    let ratios = env
+        .groups
+        .iter()
+        .map(|g| {
+            let kept = g.free.iter().filter(|&&a| keep[a]).count();
+            kept as f64 / g.free.len().max(1) as f64
+        })
+        .collect();
+    let best: Best = (env.p.macs(&keep) <= env.target).then_some((acc, keep, ratios, ep));
     outcome(
         Agent::Reinforce,
         env,
