@@ -76,11 +76,6 @@ pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
                 x.shape, y.shape
             )));
         }
-        let scale = x
-            .data
-            .iter()
-            .fold(0f64, |m, v| m.max(v.abs() as f64))
-            .max(1.0);
         let md = x.data.iter().zip(&y.data).fold(0f64, |m, (p, q)| {
             if p.is_nan() && q.is_nan() {
                 m
@@ -88,6 +83,7 @@ pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
                 m.max((*p as f64 - *q as f64).abs())
             }
         });
+        // One pass over the reference: its range gives max|a| and the spread.
         let (lo, hi) = x
             .data
             .iter()
@@ -98,10 +94,13 @@ pub fn compare(a: &[HostTensor], b: &[HostTensor]) -> Result<Diff> {
                     (l.min(*v as f64), h.max(*v as f64))
                 }
             });
-        let spread = if hi >= lo { hi - lo } else { 0.0 };
+        let (spread, maxabs) = if hi >= lo {
+            (hi - lo, lo.abs().max(hi.abs()))
+        } else {
+            (0.0, 0.0)
+        };
         d.max_abs = d.max_abs.max(md);
-        d.max_rel = d.max_rel.max(md / scale);
-        let maxabs = lo.abs().max(hi.abs());
+        d.max_rel = d.max_rel.max(md / maxabs.max(1.0));
         let scale = spread.max(SPREAD_FLOOR * maxabs);
         let scaled = if md == 0.0 {
             0.0

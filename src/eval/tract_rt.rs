@@ -138,10 +138,17 @@ pub fn compare_models(
     seed: u64,
     runs: u64,
 ) -> Result<super::Diff> {
+    let sets: Vec<_> = (0..runs)
+        .map(|r| super::random_inputs(shapes, seed.wrapping_add(r)))
+        .collect();
+    compare_on(a, b, &sets)
+}
+
+/// Runs both models on each of the given input sets and returns the worst difference.
+pub fn compare_on(a: &Path, b: &Path, sets: &[Vec<HostTensor>]) -> Result<super::Diff> {
     let mut worst = super::Diff::default();
-    for r in 0..runs {
-        let inputs = super::random_inputs(shapes, seed.wrapping_add(r));
-        let d = super::compare(&run(a, &inputs)?, &run(b, &inputs)?)?;
+    for inputs in sets {
+        let d = super::compare(&run(a, inputs)?, &run(b, inputs)?)?;
         worst.max_abs = worst.max_abs.max(d.max_abs);
         worst.max_rel = worst.max_rel.max(d.max_rel);
         worst.max_scaled = worst.max_scaled.max(d.max_scaled);

@@ -199,23 +199,17 @@ pub fn tract_diff_on(
             s[0] = n;
         }
     }
-    if inputs == Inputs::Normal {
-        return eval::tract_rt::compare_models(a, b, &shapes, 0, 2)
-            .unwrap()
-            .max_scaled;
-    }
-    let mut worst = 0f64;
-    for seed in 0..2 {
-        let xs: Vec<eval::HostTensor> = shapes
-            .iter()
-            .map(|s| eval::HostTensor {
-                shape: s.clone(),
-                data: text_like(s, seed),
-            })
-            .collect();
-        let ya = eval::tract_rt::run(a, &xs).unwrap();
-        let yb = eval::tract_rt::run(b, &xs).unwrap();
-        worst = worst.max(eval::compare(&ya, &yb).unwrap().max_scaled);
-    }
-    worst
+    let sets: Vec<Vec<eval::HostTensor>> = (0..2)
+        .map(|seed| match inputs {
+            Inputs::Normal => eval::random_inputs(&shapes, seed),
+            Inputs::Text => shapes
+                .iter()
+                .map(|s| eval::HostTensor {
+                    shape: s.clone(),
+                    data: text_like(s, seed),
+                })
+                .collect(),
+        })
+        .collect();
+    eval::tract_rt::compare_on(a, b, &sets).unwrap().max_scaled
 }
