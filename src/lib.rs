@@ -8,6 +8,7 @@ pub mod eval;
 pub mod ir;
 pub mod learn;
 pub mod onnx;
+pub mod order;
 pub mod report;
 pub mod rewrite;
 pub mod search;

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    onnx_prune::onnx::set_constant_initializer_inputs(cli.constant_initializer_inputs);
     match cli.cmd {
         Some(Cmd::Inspect {
             model,

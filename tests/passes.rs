@@ -299,3 +299,74 @@ fn external_data_round_trip() {
         }
     }
 }
+
+/// `inspect --groups` analyses the model as the pruner does (issue #23 item 5): BatchNorm
+/// parameters reached through `Identity` nodes (as torch's exporter writes them) are constant
+/// after simplification, so their groups are prunable in `inspect` exactly as pruning cuts them;
+/// before, every such group was listed as declined ("per-channel parameters are not constant").
+#[test]
+fn inspect_lists_groups_as_the_pruner_sees_them() {
+    let mut b = ModelBuilder::new(17, 5);
+    let x = b.input("x", &[1, 3, 8, 8]);
+    let c1 = b.conv(&x, 3, 8, 3, 1, 1);
+    let n1 = b.bn(&c1, 8);
+    // Route every BN parameter through an Identity node.
+    let bn = b.graph.node.len() - 1;
+    for i in 1..5 {
+        let p = b.graph.node[bn].input[i].clone();
+        let id = b.op("Identity", &[&p], vec![]);
+        b.graph.node[bn].input[i] = id;
+    }
+    // The Identity nodes were appended after the BN: restore topological order.
+    let bn_node = b.graph.node.remove(bn);
+    b.graph.node.push(bn_node);
+    let r1 = b.op("Relu", &[&n1], vec![]);
+    let c2 = b.conv(&r1, 8, 4, 3, 1, 1);
+    b.rename_last_output("y");
+    b.output("y", &[1, 4, 8, 8]);
+    let _ = c2;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("bn_identity.onnx");
+    save_pb(&b.build(), &p);
+    let out = common::bin()
+        .args(["inspect", "--json", "--groups"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = j["groups"].as_array().unwrap();
+    let conv1 = groups
+        .iter()
+        .find(|g| g["channels"] == 8)
+        .unwrap_or_else(|| panic!("no 8-channel group: {groups:?}"));
+    assert!(conv1["declined"].is_null(), "{conv1}");
+    assert_eq!(conv1["prunable"], 8, "{conv1}");
+    // And pruning does cut it: the same model at 0.5 MACs keeps fewer than 8 channels there.
+    let o = d.path().join("out.onnx");
+    let st = common::bin()
+        .arg(&p)
+        .arg("-o")
+        .arg(&o)
+        .args(["--target-flops", "0.6", "--round-to", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let m = onnx::load(&o).unwrap();
+    let w = m
+        .graph
+        .live_nodes()
+        .find(|(_, n)| n.op_type == "Conv")
+        .map(|(_, n)| n.inputs[1].unwrap())
+        .unwrap();
+    let dims = &m.graph.foldable_const(w).unwrap().dims;
+    assert!(dims[0] < 8, "first conv kept {dims:?}");
+}

@@ -94,6 +94,34 @@ fn zero_filters_through_relu_are_removed() {
     assert_eq!(before - after, (conv2 + conv3) * 3 / 8);
 }
 
+/// PRelu after a dead filter (issue #23 item 4): PRelu(0) = 0 for any slope, so the filter and
+/// the next conv's input channel go, and the per-channel slope is cut with them.
+#[test]
+fn zero_filters_through_prelu_are_removed() {
+    let mut b = ModelBuilder::new(17, 22);
+    let x = b.input("x", &[1, 3, 8, 8]);
+    let c1 = b.conv(&x, 3, 8, 3, 1, 1);
+    let (w1, b1) = {
+        let n = b.graph.node.last().unwrap();
+        (n.input[1].clone(), n.input[2].clone())
+    };
+    let slope = b.weight("slope", &[8, 1, 1], 0.5);
+    let a1 = b.op("PRelu", &[&c1, &slope], vec![]);
+    let c2 = b.conv(&a1, 8, 6, 3, 1, 1);
+    let gap = b.op("GlobalAveragePool", &[&c2], vec![]);
+    let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
+    let w = b.weight("fc", &[4, 6], 0.5);
+    b.op("Gemm", &[&fl, &w], vec![attr_i("transB", 1)]);
+    b.rename_last_output("y");
+    b.output("y", &[1, 4]);
+    let mut m = b.build();
+    zero_filters(&mut m, &w1, Some(&b1), &[0, 4]);
+    let (before, after) = shrink("prelu", &m);
+    let conv1 = 8 * 3 * 64 * 9;
+    let conv2 = 6 * 8 * 64 * 9;
+    assert_eq!(before - after, (conv1 + conv2) * 2 / 8);
+}
+
 #[test]
 fn nothing_dead_nothing_removed() {
     let (m, _, _) = chain("Relu");

@@ -219,6 +219,8 @@ static RULES: &[(&str, Rule)] = &[
     ("MatMul", matmul),
     ("BatchNormalization", per_channel_params),
     ("InstanceNormalization", per_channel_params),
+    ("GroupNormalization", group_norm),
+    ("LayerNormalization", layer_norm),
     ("PRelu", elementwise),
     ("Relu", passthrough),
     ("LeakyRelu", passthrough),
@@ -654,6 +656,70 @@ fn per_channel_params(cx: &mut Cx) -> Result<(), String> {
     Ok(())
 }
 
+/// GroupNormalization: statistics run over each group of C/G consecutive channels, so the
+/// channels of one group are one atom (all go or none stay) and removing whole groups is exact.
+/// `scale`/`bias` (per channel from opset 21, per group in opset 18) must be constant.
+/// <https://onnx.ai/onnx/operators/onnx__GroupNormalization.html>
+fn group_norm(cx: &mut Cx) -> Result<(), String> {
+    let Some(s) = cx.space(cx.input(0)) else {
+        return Ok(());
+    };
+    if cx.ch.spaces[s].axis != 1 {
+        return Err("channels are not on GroupNormalization's axis 1".into());
+    }
+    for i in 1..cx.node().inputs.len() {
+        if let Some(v) = cx.input(i) {
+            if !cx.is_const(v) {
+                return Err("group-norm scale/bias are not constant".into());
+            }
+        }
+    }
+    let g = cx.node().attr_i("num_groups").ok_or("no num_groups")?;
+    let c = cx.ch.spaces[s].len as i64;
+    if g <= 0 || c % g != 0 {
+        return Err(format!("{c} channels in {g} norm groups"));
+    }
+    let k = (c / g) as usize;
+    for gi in 0..g as usize {
+        for j in 1..k {
+            let (u, v) = (cx.ch.slot(s, gi * k), cx.ch.slot(s, gi * k + j));
+            cx.ch.union(u, v);
+        }
+    }
+    cx.alias(0);
+    Ok(())
+}
+
+/// LayerNormalization normalises over axes `axis..rank`. Over the channel axis (ConvNeXt's
+/// Transpose → LayerNormalization → …) its mean and variance mix channels: removing one changes
+/// every other channel's output, so the masked original is not the pruned model. That is not
+/// exact, so it is declined with that reason (recovery could correct it, but this tool rewrites
+/// only what is exact). Over other axes the channels pass through unchanged.
+/// <https://onnx.ai/onnx/operators/onnx__LayerNormalization.html>
+fn layer_norm(cx: &mut Cx) -> Result<(), String> {
+    let Some(s) = cx.space(cx.input(0)) else {
+        return Ok(());
+    };
+    let rank = cx
+        .shape(cx.input(0).unwrap())
+        .ok_or("input shape unknown")?
+        .len() as i64;
+    let a = cx.node().attr_i("axis").unwrap_or(-1);
+    let first = if a < 0 { a + rank } else { a };
+    if cx.ch.spaces[s].axis as i64 >= first {
+        return Err(
+            "LayerNormalization over the channel axis: its statistics mix channels, so removing \
+             one changes the others (not exact)"
+                .into(),
+        );
+    }
+    if cx.node().outputs.iter().skip(1).flatten().count() > 0 {
+        return Err("LayerNormalization's mean/inv-std outputs are used".into());
+    }
+    cx.alias(0);
+    Ok(())
+}
+
 fn resize(cx: &mut Cx) -> Result<(), String> {
     let Some(s) = cx.space(cx.input(0)) else {
         return Ok(());
@@ -665,6 +731,13 @@ fn resize(cx: &mut Cx) -> Result<(), String> {
     let y = out_shape(cx, 0)?;
     if x.get(axis) != y.get(axis) {
         return Err("resize changes the channel axis".into());
+    }
+    // `sizes` names the channel count: the rewrite resizes a constant one; a computed one
+    // would keep the old count.
+    if let Some(sz) = cx.input(3).filter(|_| cx.node().op_type == "Resize") {
+        if !cx.is_const(sz) {
+            return Err("resize output sizes are computed at run time".into());
+        }
     }
     cx.alias(0);
     Ok(())
@@ -817,6 +890,11 @@ fn slice(cx: &mut Cx) -> Result<(), String> {
         }
         Some((st, en, sp)) => {
             let (b, _, len) = crate::ir::ops::slice_clamp(st, en, sp, x[axis]);
+            if sp != 1 && len > 1 {
+                // The skipped channels' fate would have to follow the kept ones' for the
+                // pruned slice to be a strided slice again.
+                return Err(format!("channel Slice with step {sp}"));
+            }
             let outs = cx.ch.new_space(o, axis, len as usize);
             for j in 0..len {
                 let (a, c) = (
@@ -989,7 +1067,79 @@ fn reshape(cx: &mut Cx) -> Result<(), String> {
     if unit_axes_only(cx, s, &x, &y) {
         return Ok(());
     }
-    Err("reshape that moves channels (e.g. channel shuffle) is not mapped".into())
+    if split_or_merge(cx, s, &x, &y)? {
+        return Ok(());
+    }
+    Err("reshape that moves channels in a way that is not mapped".into())
+}
+
+/// Reshapes that split the channel axis into several or merge it with neighbours, every other
+/// dim unchanged (a channel shuffle is split → `Transpose` → merge):
+/// - split `C → (…, k)`: the channels stay on the last non-unit new axis (length `k`), and
+///   channel `b` of it ties input channels `o·k + b` for every outer index `o`, so each outer
+///   block keeps the same positions and the reshape of the pruned tensor is the pruned reshape;
+/// - merge of axes `[lo, hi)` holding the channel axis: merged index `(o·C + c)·inner + r` ties
+///   channel `c` (outer `o` over the axes before it, `r` over those after it).
+///
+/// The rewrite resizes the target's entry on the channel axis, so the target must be constant.
+fn split_or_merge(cx: &mut Cx, s: SpaceId, x: &[i64], y: &[i64]) -> Result<bool, String> {
+    let axis = cx.ch.spaces[s].axis;
+    let c = x[axis];
+    let o = cx.output(0).ok_or("no output")?;
+    let target_const = cx.input(1).is_some_and(|t| cx.is_const(t));
+    let (p, q) = (axis, x.len() - axis - 1);
+    // Split.
+    if y.len() > x.len() && y[..p] == x[..p] && y[y.len() - q..] == x[axis + 1..] {
+        let f = &y[p..y.len() - q];
+        if f.iter().all(|&d| d > 0) && f.iter().product::<i64>() == c {
+            if !target_const {
+                return Err("reshape splitting channels has a computed target".into());
+            }
+            let j = f.iter().rposition(|&d| d != 1).ok_or("unit channel axis")?;
+            let len = f[j] as usize;
+            let outer = c as usize / len;
+            let os = cx.ch.new_space(o, p + j, len);
+            for ob in 0..outer {
+                for b in 0..len {
+                    let (u, v) = (cx.ch.slot(os, b), cx.ch.slot(s, ob * len + b));
+                    cx.ch.union(u, v);
+                }
+            }
+            return Ok(true);
+        }
+    }
+    // Merge.
+    if y.len() < x.len() {
+        let lo_hi = (0..=axis).find_map(|lo| {
+            let hi = lo + x.len() + 1 - y.len();
+            (hi > axis
+                && hi <= x.len()
+                && y[..lo] == x[..lo]
+                && y[lo + 1..] == x[hi..]
+                && y[lo] == x[lo..hi].iter().product::<i64>())
+            .then_some((lo, hi))
+        });
+        if let Some((lo, hi)) = lo_hi {
+            if !target_const {
+                return Err("reshape merging channels has a computed target".into());
+            }
+            let outer = x[lo..axis].iter().product::<i64>() as usize;
+            let inner = x[axis + 1..hi].iter().product::<i64>() as usize;
+            let c = c as usize;
+            let os = cx.ch.new_space(o, lo, y[lo] as usize);
+            for ob in 0..outer {
+                for ci in 0..c {
+                    for r in 0..inner {
+                        let u = cx.ch.slot(os, (ob * c + ci) * inner + r);
+                        let v = cx.ch.slot(s, ci);
+                        cx.ch.union(u, v);
+                    }
+                }
+            }
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn squeeze_unsqueeze(cx: &mut Cx) -> Result<(), String> {

@@ -20,6 +20,11 @@ use std::path::PathBuf;
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) cmd: Option<Cmd>,
+    /// Treat initializers that a model also lists as graph inputs as constant weights (IR < 4
+    /// files always are; newer exporters rarely list them). Without it, in IR >= 4 such inputs
+    /// are defaults a caller may override, so nothing behind them is folded or pruned
+    #[arg(long, global = true)]
+    pub(crate) constant_initializer_inputs: bool,
     #[command(flatten)]
     pub(crate) prune: PruneArgs,
 }

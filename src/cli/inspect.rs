@@ -33,8 +33,24 @@ pub(crate) fn inspect(
     let a = analysis::infer(&model, ShapeMode::Bound, shapes)
         .with_context(|| path.display().to_string())?;
     let cost = analysis::cost(&model, &a).map_err(|e| e.in_file(path))?;
-    let ch = analysis::channels::analyse(&model, &a);
-    let groups = group_rows(&model, &ch, &cost);
+    // Groups as the pruner sees them: after simplification (Identity removal, constant and
+    // BatchNorm folding) and its trial rewrites, so what `--groups` calls prunable is what
+    // pruning cuts. A model the pruner refuses (say, non-finite weights) gets the raw analysis
+    // of the file, with the refusal printed.
+    let groups = match onnx_prune::search::datafree::Pruner::new(&model, shapes) {
+        Ok(p) => {
+            let cost = analysis::cost(&p.model, &p.analysis).map_err(|e| e.in_file(path))?;
+            group_rows(&p.model, &p.ch, &cost)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: {}: the pruner refuses this model ({e}); groups are from the file as \
+                 it is, unsimplified",
+                path.display()
+            );
+            group_rows(&model, &analysis::channels::analyse(&model, &a), &cost)
+        }
+    };
     let g = &model.graph;
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     for (_, n) in g.live_nodes() {

@@ -189,7 +189,7 @@ pub fn fidelity(reference: &[f32], model: &[f32], k: usize) -> Fidelity {
 /// Ranks with ties averaged (1-based).
 fn ranks(v: &[f64]) -> Vec<f64> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].partial_cmp(&v[b]).unwrap_or(std::cmp::Ordering::Equal));
+    idx.sort_by(|&a, &b| crate::order::fcmp(v[a], v[b]));
     let mut r = vec![0.0; v.len()];
     let mut i = 0;
     while i < idx.len() {

@@ -1,16 +1,17 @@
 //! ONNX Runtime through the `ort` crate, loading `libonnxruntime` dynamically.
 //!
 //! The library is found from `ORT_DYLIB_PATH`, else from the `onnxruntime` / `onnxruntime-gpu`
-//! Python wheels (`onnxruntime/capi/libonnxruntime.so.X.Y.Z`). `ort` 2.0.0-rc.15 needs C API 17,
-//! i.e. ONNX Runtime 1.20 to 1.31; other versions are refused with a message rather than loaded.
+//! Python wheels (`onnxruntime/capi/libonnxruntime.so.X.Y.Z`). `ort` asks the library for C API
+//! version [`MIN_MINOR`] (`ort::MINOR_VERSION`); the C API is backward compatible, so every ONNX
+//! Runtime from 1.[`MIN_MINOR`] upward loads (1.32.0, today's `pip install onnxruntime`, included).
+//! An older one cannot serve that API version and is refused with a message rather than loaded.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// Supported ONNX Runtime versions (minor, for major 1).
-pub const MIN_MINOR: u32 = 20;
-pub const MAX_MINOR: u32 = 31;
+/// The oldest ONNX Runtime (minor, for major 1) that serves the C API version `ort` requests.
+pub const MIN_MINOR: u32 = ort::MINOR_VERSION;
 
 /// Version "1.31.1" from a file name like `libonnxruntime.so.1.31.1`.
 pub fn version_of(lib: &Path) -> Option<(u32, u32, u32)> {
@@ -96,12 +97,21 @@ pub fn find_library() -> std::result::Result<PathBuf, String> {
     Err("no ONNX Runtime library found: set ORT_DYLIB_PATH or `pip install onnxruntime`".into())
 }
 
-/// Refuses a library whose file name says it is outside 1.[`MIN_MINOR`]–1.[`MAX_MINOR`] (a name
-/// without a version is let through: the C API handshake then decides).
+/// Refuses a library whose file name says it is older than 1.[`MIN_MINOR`], which cannot serve the
+/// C API version `ort` requests (`GetApi` would return null). Newer ones are accepted: the C API
+/// is backward compatible. A name without a version is let through: the handshake then decides.
 pub fn check_version(lib: &Path) -> std::result::Result<(), String> {
     match version_of(lib) {
-        Some((maj, min, _)) if maj != 1 || !(MIN_MINOR..=MAX_MINOR).contains(&min) => Err(format!(
-            "{}: ONNX Runtime {maj}.{min} is not supported (1.{MIN_MINOR}–1.{MAX_MINOR})",
+        Some((maj, min, _)) if maj < 1 || (maj == 1 && min < MIN_MINOR) => Err(format!(
+            "{}: ONNX Runtime {maj}.{min} is too old: it does not provide C API version {MIN_MINOR}, \
+             which this build needs (ONNX Runtime 1.{MIN_MINOR} or newer; `pip install -U onnxruntime`)",
+            lib.display()
+        )),
+        // `ort` compares minor versions only and would refuse a 2.x library with a bare
+        // "bad version"; say why instead.
+        Some((maj, min, _)) if maj > 1 => Err(format!(
+            "{}: ONNX Runtime {maj}.{min} is a new major version whose C API this build does not \
+             know (it supports 1.{MIN_MINOR} and every later 1.x)",
             lib.display()
         )),
         _ => Ok(()),
@@ -259,28 +269,30 @@ mod tests {
         }
     }
 
-    /// Versions outside the C API range `ort` speaks are refused by name, with the range.
+    /// Versions older than the C API `ort` requests are refused by name, with the reason; every
+    /// later 1.x (1.32 is what `pip install onnxruntime` gives today) is accepted.
     #[test]
-    fn unsupported_versions_are_refused() {
+    fn too_old_versions_are_refused_and_newer_ones_accepted() {
         let lib = |v: &str| PathBuf::from(format!("/x/capi/libonnxruntime.so.{v}"));
         assert_eq!(version_of(&lib("1.31.1")), Some((1, 31, 1)));
         assert_eq!(
             version_of(Path::new("libonnxruntime.1.22.0.dylib")),
             Some((1, 22, 0))
         );
-        for ok in ["1.20.0", "1.31.1", &format!("1.{MAX_MINOR}.0")] {
+        assert_eq!(
+            MIN_MINOR, 17,
+            "ort's requested C API version moved: update docs/cli.md"
+        );
+        for ok in ["1.17.0", "1.20.0", "1.31.1", "1.32.0", "1.40.2"] {
             assert!(check_version(&lib(ok)).is_ok(), "{ok}");
         }
-        for bad in [
-            "1.19.2",
-            &format!("1.{}.0", MAX_MINOR + 1),
-            "2.0.0",
-            "0.31.0",
-        ] {
+        for bad in ["1.16.3", "1.0.0", "0.31.0"] {
             let e = check_version(&lib(bad)).unwrap_err();
-            let range = format!("is not supported (1.{MIN_MINOR}–1.{MAX_MINOR})");
-            assert!(e.contains(&range), "{bad}: {e}");
+            let why = format!("too old: it does not provide C API version {MIN_MINOR}");
+            assert!(e.contains(&why), "{bad}: {e}");
         }
+        let e = check_version(&lib("2.0.0")).unwrap_err();
+        assert!(e.contains("new major version"), "{e}");
         // No version in the name: left to the library's own handshake.
         assert!(check_version(Path::new("/opt/libonnxruntime.so")).is_ok());
     }

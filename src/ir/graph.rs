@@ -302,6 +302,28 @@ impl Graph {
         self.values[v.0].constant().map(|c| &c.tensor)
     }
 
+    /// Treats every initializer that is also listed as a graph input as a constant (foldable,
+    /// prunable) instead of an overridable default; the input declarations stay, and the writer
+    /// keeps their dims equal to the (possibly pruned) initializer's. Done on read for IR < 4,
+    /// where listing initializers as inputs was mandatory; `--constant-initializer-inputs` asks
+    /// for it on newer files that still list them. Returns how many it changed.
+    pub fn freeze_initializer_inputs(&mut self) -> usize {
+        let mut n = 0;
+        for v in &mut self.values {
+            if let ValueDef::Const(Constant {
+                origin: ConstOrigin::Initializer { overridable, .. },
+                ..
+            }) = &mut v.def
+            {
+                if *overridable {
+                    *overridable = false;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// Constant that passes may fold through (not an overridable graph-input default).
     pub fn foldable_const(&self, v: ValueId) -> Option<&Arc<Tensor>> {
         match &self.values[v.0].def {

@@ -17,7 +17,9 @@ pub mod builder;
 mod read;
 mod write;
 
-pub use read::{decode_model, load, MAX_IR_VERSION, MIN_IR_VERSION};
+pub use read::{
+    decode_model, load, set_constant_initializer_inputs, MAX_IR_VERSION, MIN_IR_VERSION,
+};
 pub use write::{encode_model, save, to_proto, write_atomic, ExternalData, SaveOptions};
 
 /// "name version" of the producer recorded in the model, if any.

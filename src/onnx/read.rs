@@ -36,6 +36,18 @@ pub fn load(path: &Path) -> Result<Model> {
 
 /// Decodes a model from memory. External data is resolved against `base_dir`; with `None`, a
 /// model that references external data is an error.
+static CONSTANT_INITIALIZER_INPUTS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every model this process reads treat initializers that are also listed as graph
+/// inputs as constant weights, whatever its IR version (the CLI's
+/// `--constant-initializer-inputs`; IR < 4 files always are). Such an input is then no longer an
+/// override point: folding and pruning see through it, and an input whose weight pruning
+/// replaced is dropped from the written model's inputs (IR ≥ 4 does not require the listing).
+pub fn set_constant_initializer_inputs(on: bool) {
+    CONSTANT_INITIALIZER_INPUTS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn decode_model(bytes: Bytes, base_dir: Option<&Path>) -> Result<Model> {
     if bytes.is_empty() {
         return Err(Error::Invalid(
@@ -72,7 +84,12 @@ pub fn decode_model(bytes: Bytes, base_dir: Option<&Path>) -> Result<Model> {
         base: base_dir.map(Path::to_path_buf),
         files: HashMap::new(),
     };
-    let graph = read_graph(g, &mut ext)?;
+    let mut graph = read_graph(g, &mut ext)?;
+    if ir_version < 4 || CONSTANT_INITIALIZER_INPUTS.load(std::sync::atomic::Ordering::Relaxed) {
+        // Before IR 4 every initializer had to be listed as a graph input too; those entries
+        // declare weights, not defaults a caller overrides (the classic ONNX Model Zoo).
+        graph.freeze_initializer_inputs();
+    }
     Ok(Model {
         graph,
         ir_version,

@@ -64,7 +64,11 @@ fn to_proto_with(model: &Model, external: &mut ExternalHook<'_>) -> Result<pb::M
             })
             .collect();
     }
-    m.graph = Some(write_graph(&model.graph, external)?);
+    let mut g = write_graph(&model.graph, external)?;
+    if model.ir_version < 4 {
+        declare_initializers(&mut g);
+    }
+    m.graph = Some(g);
     Ok(m)
 }
 
@@ -78,6 +82,27 @@ pub fn encode_model(model: &Model) -> Result<Vec<u8>> {
         )));
     }
     Ok(m.encode_to_vec())
+}
+
+/// IR < 4 requires every initializer to be listed as a graph input too: the ones surgery or
+/// folding created are appended after the existing inputs, typed by their tensor.
+fn declare_initializers(g: &mut pb::GraphProto) {
+    let listed: std::collections::HashSet<String> =
+        g.input.iter().filter_map(|i| i.name.clone()).collect();
+    let extra: Vec<pb::ValueInfoProto> = g
+        .initializer
+        .iter()
+        .filter(|t| !t.name.as_ref().is_some_and(|n| listed.contains(n)))
+        .map(|t| pb::ValueInfoProto {
+            name: t.name.clone(),
+            r#type: Some(tensor_type(
+                t.data_type.unwrap_or(0),
+                Some(t.dims.iter().map(|&d| Dim::Known(d)).collect()),
+            )),
+            ..Default::default()
+        })
+        .collect();
+    g.input.extend(extra);
 }
 
 fn write_graph(g: &Graph, external: &mut ExternalHook<'_>) -> Result<pb::GraphProto> {
@@ -268,6 +293,15 @@ fn write_value_info(g: &Graph, v: ValueId) -> pb::ValueInfoProto {
     if let Some(info) = &val.info {
         p = decode(&info.residue);
         p.r#type = write_type(info);
+        // An initializer listed as an input: its declaration follows the tensor's dims when a
+        // pass changed them in place.
+        if let (ValueDef::Const(c), Some(ValueType::Tensor { elem, shape })) = (&val.def, &info.ty)
+        {
+            let dims: Vec<Dim> = c.tensor.dims.iter().map(|&d| Dim::Known(d)).collect();
+            if shape.as_ref() != Some(&dims) {
+                p.r#type = Some(tensor_type(elem.0, Some(dims)));
+            }
+        }
     } else if let ValueDef::Const(c) = &val.def {
         // An initializer listed as an input/output with no declared type: describe it.
         p.r#type = Some(tensor_type(

@@ -1,5 +1,8 @@
 //! Dead-code elimination: nodes none of whose outputs are read or are graph outputs, and
-//! constants nobody reads. Graph inputs are never removed (they are the model's interface).
+//! constants nobody reads. Graph inputs are never removed (they are the model's interface),
+//! except an initializer listed as an input that was frozen into a constant
+//! ([`crate::ir::Graph::freeze_initializer_inputs`]: IR < 4 weights): once nobody reads it (say
+//! surgery replaced it by its pruned copy), its declaration and data go.
 
 use super::{Pass, PassOptions};
 use crate::error::Result;
@@ -27,6 +30,14 @@ impl Pass for DeadCode {
                 n += 1;
             }
         }
+        let frozen_unused = |g: &crate::ir::Graph, v: ValueId| {
+            g.value(v).uses.is_empty() && !g.is_graph_output(v) && g.foldable_const(v).is_some()
+        };
+        let inputs = std::mem::take(&mut g.inputs);
+        g.inputs = inputs
+            .into_iter()
+            .filter(|&v| !frozen_unused(g, v))
+            .collect();
         for i in 0..g.values.len() {
             let v = ValueId(i);
             if matches!(g.value(v).def, ValueDef::Const(_))

@@ -169,6 +169,8 @@ fn rewrite_node(
         "Slice" => slice(&mut rw),
         "Split" => split(&mut rw),
         "Reshape" => reshape(&mut rw),
+        "Resize" => resize_sizes(&mut rw),
+        "GroupNormalization" => group_norm(&mut rw),
         _ => Ok(()),
     }
 }
@@ -369,28 +371,6 @@ fn slice(rw: &mut Rw) -> Result<()> {
     {
         return Ok(());
     }
-    // New positions (in the pruned input) of the kept output channels.
-    let axis = rw.ch.spaces[is].axis;
-    let pos: Vec<i64> = rw
-        .ch
-        .kept(os, rw.keep)
-        .iter()
-        .map(|&j| {
-            let slot = rw.ch.atom(os, j);
-            in_kept
-                .iter()
-                .position(|&c| rw.ch.atom(is, c) == slot)
-                .map(|p| p as i64)
-                .unwrap_or(-1)
-        })
-        .collect();
-    let step = if pos.len() > 1 { pos[1] - pos[0] } else { 1 };
-    if pos.contains(&-1) || step <= 0 || pos.windows(2).any(|w| w[1] - w[0] != step) {
-        return Err(Error::Usage(format!(
-            "{}: kept channels of a channel Slice are not evenly spaced",
-            rw.label()
-        )));
-    }
     let label = rw.label();
     let axes_t = rw.input(3).map(|_| rw.const_input(3)).transpose()?;
     let rank = rw.a.fact(rw.input(0).unwrap()).rank().unwrap_or(0);
@@ -409,10 +389,38 @@ fn slice(rw: &mut Rw) -> Result<()> {
             .collect(),
         None => (0..rw.const_input(1)?.numel() as usize).collect(),
     };
+    let axis = rw.ch.spaces[is].axis;
     let k = axes
         .iter()
         .position(|&x| x == axis)
         .ok_or_else(|| Error::Invalid(format!("{label}: channel axis not sliced")))?;
+    // Output channel j is input channel first + j·step of the original slice (found by
+    // channel, not by atom: a depthwise conv's input and output share atoms, so a GhostNet
+    // concat holds each atom twice).
+    let at = |i: usize| -> Result<i64> { Ok(rw.const_input(i)?.as_i64s().unwrap_or_default()[k]) };
+    let step0 = if rw.input(4).is_some() { at(4)? } else { 1 };
+    let len = rw.ch.spaces[is].len as i64;
+    let (first, _, _) = crate::ir::ops::slice_clamp(at(1)?, at(2)?, step0, len);
+    // New positions (in the pruned input) of the kept output channels.
+    let pos: Vec<i64> = rw
+        .ch
+        .kept(os, rw.keep)
+        .iter()
+        .map(|&j| {
+            let c = (first + j as i64 * step0) as usize;
+            in_kept
+                .iter()
+                .position(|&i| i == c)
+                .map(|p| p as i64)
+                .unwrap_or(-1)
+        })
+        .collect();
+    let step = if pos.len() > 1 { pos[1] - pos[0] } else { 1 };
+    if pos.contains(&-1) || step <= 0 || pos.windows(2).any(|w| w[1] - w[0] != step) {
+        return Err(Error::Invalid(format!(
+            "internal: {label}: kept channels of a channel Slice are not evenly spaced"
+        )));
+    }
     let mut starts = rw.const_input(1)?;
     let mut ends = rw.const_input(2)?;
     let mut sv = starts.as_i64s().unwrap_or_default();
@@ -485,6 +493,71 @@ fn reshape(rw: &mut Rw) -> Result<()> {
     if v.get(axis) == Some(&full) {
         v[axis] = k.len() as i64;
         rw.set_const(1, Tensor::i64(&t.dims, v));
+    }
+    Ok(())
+}
+
+/// A constant `sizes` of `Resize` states the channel count: set it to the kept count.
+fn resize_sizes(rw: &mut Rw) -> Result<()> {
+    let Some((s, k)) = rw.kept(rw.output(0)) else {
+        return Ok(());
+    };
+    if rw.input(3).is_none() {
+        return Ok(());
+    }
+    let t = rw.const_input(3)?;
+    let mut v = t.as_i64s().unwrap_or_default();
+    let axis = rw.ch.spaces[s].axis;
+    if let Some(d) = v.get_mut(axis) {
+        *d = k.len() as i64;
+        rw.set_const(3, Tensor::i64(&t.dims, v));
+    }
+    Ok(())
+}
+
+/// GroupNormalization keeps whole groups (the analysis made each group one atom): `num_groups`
+/// becomes the kept count; `scale`/`bias` are cut per channel (opset 21: C values) or per group
+/// (opset 18: one value per group).
+fn group_norm(rw: &mut Rw) -> Result<()> {
+    let Some((s, k)) = rw.kept(rw.input(0)) else {
+        return Ok(());
+    };
+    let c = rw.ch.spaces[s].len;
+    let label = rw.label();
+    let g =
+        rw.m.graph
+            .node(rw.id)
+            .attr_i("num_groups")
+            .unwrap_or(1)
+            .max(1) as usize;
+    let per = c / g;
+    let groups: Vec<usize> = k
+        .iter()
+        .step_by(per.max(1))
+        .map(|&i| i / per.max(1))
+        .collect();
+    if per == 0 || k.len() != groups.len() * per {
+        return Err(Error::Invalid(format!(
+            "internal: {label}: kept channels are not whole norm groups"
+        )));
+    }
+    rw.m.graph
+        .node_mut(rw.id)
+        .set_attr("num_groups", AttrValue::Int(groups.len() as i64));
+    for i in 1..3 {
+        if rw.input(i).is_none() {
+            continue;
+        }
+        let n = rw.const_input(i)?.numel() as usize;
+        if n == c {
+            rw.slice_input(i, 0, &k)?;
+        } else if n == g {
+            rw.slice_input(i, 0, &groups)?;
+        } else {
+            return Err(Error::Invalid(format!(
+                "{label}: scale/bias of {n} values for {c} channels in {g} groups"
+            )));
+        }
     }
     Ok(())
 }

@@ -51,6 +51,7 @@ impl Pruner {
         let a = analysis::infer(&m, ShapeMode::Bound, shapes)?;
         let cost = analysis::cost(&m, &a)?;
         let ch = channels::analyse(&m, &a);
+        super::safety::check_finite_weights(&m, &ch)?;
         let mut terms = vec![];
         for &(id, macs) in &cost.per_node {
             let n = m.graph.node(id);
@@ -81,7 +82,7 @@ impl Pruner {
                 *atom_spaces[ch.atom(s, i)].entry(s).or_default() += 1;
             }
         }
-        Ok(Pruner {
+        let mut p = Pruner {
             base_macs: cost.macs,
             base_params: cost.params,
             model: m,
@@ -93,7 +94,9 @@ impl Pruner {
                 .map(|h| h.into_iter().collect())
                 .collect(),
             shapes: shapes.clone(),
-        })
+        };
+        p.decline_failing_surgery();
+        Ok(p)
     }
 
     /// Kept channel count of every space.
@@ -185,12 +188,7 @@ impl Pruner {
 
     fn keep_top(&self, keep: &mut [bool], group_free: &[usize], imp: &[f64], k: usize) {
         let mut sorted = group_free.to_vec();
-        sorted.sort_by(|&a, &b| {
-            imp[b]
-                .partial_cmp(&imp[a])
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(&b))
-        });
+        sorted.sort_by(|&a, &b| crate::order::fcmp(imp[b], imp[a]).then(a.cmp(&b)));
         for (i, &a) in sorted.iter().enumerate() {
             keep[a] = i < k;
         }
@@ -282,11 +280,7 @@ impl Pruner {
                     )
                 })
                 .collect();
-            order.sort_by(|a, b| {
-                a.0.partial_cmp(&b.0)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(a.1.cmp(&b.1))
-            });
+            order.sort_by(|a, b| crate::order::fcmp(a.0, b.0).then(a.1.cmp(&b.1)));
             let mut added = false;
             for (_, gi) in order {
                 let mut removed: Vec<usize> =
@@ -294,12 +288,7 @@ impl Pruner {
                 if removed.len() < chunk {
                     continue;
                 }
-                removed.sort_by(|&a, &b| {
-                    imp[b]
-                        .partial_cmp(&imp[a])
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                        .then(a.cmp(&b))
-                });
+                removed.sort_by(|&a, &b| crate::order::fcmp(imp[b], imp[a]).then(a.cmp(&b)));
                 let back = &removed[..chunk];
                 if !self.ch.equal_parts.is_empty() {
                     // Grouped convs: evaluate the repaired trial (partitions kept equal).
@@ -377,11 +366,7 @@ impl Pruner {
             let mean = f.iter().map(|&a| imp[a]).sum::<f64>() / f.len() as f64 + 1e-12;
             cand.extend(f.iter().map(|&a| (imp[a] / mean, a, gi)));
         }
-        cand.sort_by(|x, y| {
-            x.0.partial_cmp(&y.0)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(x.1.cmp(&y.1))
-        });
+        cand.sort_by(|x, y| crate::order::fcmp(x.0, y.0).then(x.1.cmp(&y.1)));
         let mut counts = self.counts(&keep);
         let mut left: Vec<usize> = self.ch.groups.iter().map(|g| g.atoms.len()).collect();
         for &(_, a, gi) in &cand {
@@ -445,12 +430,7 @@ impl Pruner {
                         let best = (p * part..(p + 1) * part)
                             .map(|i| self.ch.atom(s, i))
                             .filter(|&a| !keep[a])
-                            .max_by(|&a, &b| {
-                                imp[a]
-                                    .partial_cmp(&imp[b])
-                                    .unwrap_or(std::cmp::Ordering::Equal)
-                                    .then(b.cmp(&a))
-                            });
+                            .max_by(|&a, &b| crate::order::fcmp(imp[a], imp[b]).then(b.cmp(&a)));
                         match best {
                             Some(a) => {
                                 keep[a] = true;
@@ -478,11 +458,7 @@ impl Pruner {
             };
             let best = (0..self.ch.spaces[s].len)
                 .map(|i| self.ch.atom(s, i))
-                .max_by(|&a, &b| {
-                    imp[a]
-                        .partial_cmp(&imp[b])
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                })
+                .max_by(|&a, &b| crate::order::fcmp(imp[a], imp[b]))
                 .unwrap();
             keep[best] = true;
         }

@@ -7,4 +7,5 @@ pub mod env;
 pub mod plan;
 pub mod recover;
 pub mod rl;
+pub mod safety;
 pub mod shrink;

@@ -159,7 +159,7 @@ fn outcome(
     notes: Vec<String>,
     mut candidates: Vec<(f64, Vec<bool>)>,
 ) -> Result<Outcome> {
-    candidates.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+    candidates.sort_by(|a, b| crate::order::fcmp(b.0, a.0));
     let mut seen = std::collections::HashSet::new();
     candidates.retain(|c| seen.insert(c.1.clone()));
     let (best_v, keep, ratios, best_episode) = best.ok_or_else(|| {
@@ -639,11 +639,7 @@ fn filter_features(env: &Env, l2: &[f64]) -> Vec<Vec<f32>> {
     let (m1, m2) = (l1.iter().sum::<f64>() / n, l2.iter().sum::<f64>() / n);
     let z1 = standardised(env, &env.imp);
     let mut order: Vec<usize> = (0..l1.len()).collect();
-    order.sort_by(|&a, &b| {
-        l1[b]
-            .partial_cmp(&l1[a])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    order.sort_by(|&a, &b| crate::order::fcmp(l1[b], l1[a]));
     let mut rank = vec![0f64; l1.len()];
     for (r, &i) in order.iter().enumerate() {
         rank[i] = r as f64 / n;

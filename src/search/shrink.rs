@@ -14,6 +14,9 @@ use std::collections::HashMap;
 const ZERO_PRESERVING: &[&str] = &[
     "Relu",
     "LeakyRelu",
+    // PRelu(0, slope) = 0 whatever the (per-channel) slope, input 1.
+    "PRelu",
+    "ThresholdedRelu",
     "HardSwish",
     "Tanh",
     "Gelu",

@@ -34,6 +34,13 @@ pub fn zip2<T: Copy, U>(a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -> U) -> 
     Some(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
 }
 
+/// Whether a constant result of this shape is small enough to fold ([`MAX_FOLD_ELEMS`]). Ops
+/// whose output shape does not depend on folding (ConstantOfShape, Expand) give the shape alone
+/// when it is not: a 25088×4096 weight filled by ConstantOfShape still has a known shape.
+pub fn fits(shape: &[usize]) -> bool {
+    check_size(shape).is_ok()
+}
+
 pub fn check_size(shape: &[usize]) -> OpResult<()> {
     let n = shape
         .iter()

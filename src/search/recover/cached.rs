@@ -466,11 +466,7 @@ fn removal_order(free: &[usize], ts: &mut [Lsq]) -> Vec<usize> {
             .iter()
             .map(|&a| (ts.iter().map(|t| t.cost(a)).sum::<f64>(), a))
             .collect();
-        scored.sort_by(|x, y| {
-            x.0.partial_cmp(&y.0)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(x.1.cmp(&y.1))
-        });
+        scored.sort_by(|x, y| crate::order::fcmp(x.0, y.0).then(x.1.cmp(&y.1)));
         let k = (remaining.len() / 32).clamp(1, remaining.len() - 1);
         let drop: Vec<usize> = scored[..k].iter().map(|&(_, a)| a).collect();
         ts.iter_mut().for_each(|t| t.remove(&drop));

@@ -1,0 +1,211 @@
+//! What keeps a valid model from ending in a failed job: weights that cannot be scored are
+//! refused up front, and every group's surgery is tried once before any plan is made.
+//!
+//! Invariant: after [`Pruner::new`], every group that is not declined can lose channels (at half
+//! its free atoms, the probe plan) without the pruned model failing shape inference or changing
+//! its output shapes. A group whose trial rewrite fails is declined with the reason, so the
+//! allocators fill the budget from the other groups; the job never exits on one group.
+
+use super::datafree::{Method, Pruner};
+use crate::analysis::channels::{ChannelAnalysis, Role};
+use crate::analysis::{self, ShapeMode};
+use crate::error::{Error, Result};
+use crate::ir::Model;
+
+/// Refuses weights that are NaN or infinite in the nodes whose channels are scored and cut (a
+/// damaged file, or a training run that diverged): their importances and least-squares fits
+/// would be meaningless. Names the initializer and the node.
+pub(super) fn check_finite_weights(m: &Model, ch: &ChannelAnalysis) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for r in &ch.roles {
+        let (Role::Producer { node, .. } | Role::Consumer { node, .. }) = *r;
+        if !seen.insert(node) {
+            continue;
+        }
+        let n = m.graph.node(node);
+        for v in n.inputs.iter().flatten() {
+            let Some(t) = m.graph.foldable_const(*v) else {
+                continue;
+            };
+            let flags: Vec<bool> = match t.to_arr() {
+                Some(crate::ir::Arr::F32(x)) => x.iter().map(|v| v.is_finite()).collect(),
+                Some(crate::ir::Arr::F64(x)) => x.iter().map(|v| v.is_finite()).collect(),
+                _ => continue,
+            };
+            let bad: Vec<usize> = (0..flags.len()).filter(|&i| !flags[i]).collect();
+            if let Some(&first) = bad.first() {
+                return Err(Error::Node {
+                    node: n.label(node),
+                    msg: format!(
+                        "weight '{}' has {} non-finite value(s) (NaN or ±Inf; the first at flat \
+                         index {first} of {}): the file is damaged or its training diverged, and \
+                         pruning needs finite weights",
+                        m.graph.value(*v).name,
+                        bad.len(),
+                        t.numel()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Pruner {
+    /// Tries the surgery of a plan that keeps half of every group's free atoms; when it fails,
+    /// finds the groups whose rewrite fails (bisection over groups, each tried alone at the
+    /// end) and declines them with the reason. Repeats until the probe passes.
+    pub(super) fn decline_failing_surgery(&mut self) {
+        for _ in 0..8 {
+            let groups = self.prunable_groups();
+            if groups.is_empty() {
+                return;
+            }
+            let imp = self.importance(Method::L1, 0);
+            let half = vec![0.5; self.ch.groups.len()];
+            let keep = self.keep_from_ratios(&half, &imp, 1);
+            let cut: Vec<usize> = groups
+                .into_iter()
+                .filter(|&g| self.ch.groups[g].atoms.iter().any(|&a| !keep[a]))
+                .collect();
+            let mut failing = vec![];
+            self.find_failing(&keep, &cut, &mut failing);
+            if failing.is_empty() {
+                return;
+            }
+            for (g, why) in failing {
+                let why = format!("its channel surgery failed a trial rewrite: {why}");
+                for &a in &self.ch.groups[g].atoms {
+                    self.ch.atoms[a].blocked.get_or_insert_with(|| why.clone());
+                }
+                self.ch.groups[g].declined = Some(why);
+            }
+        }
+    }
+
+    fn find_failing(&self, keep: &[bool], groups: &[usize], out: &mut Vec<(usize, String)>) {
+        if groups.is_empty() {
+            return;
+        }
+        let mut only = vec![true; keep.len()];
+        for &g in groups {
+            for &a in &self.ch.groups[g].atoms {
+                only[a] = keep[a];
+            }
+        }
+        let Err(why) = self.try_surgery(&only) else {
+            return;
+        };
+        if groups.len() == 1 {
+            out.push((groups[0], why));
+            return;
+        }
+        let before = out.len();
+        let (l, r) = groups.split_at(groups.len() / 2);
+        self.find_failing(keep, l, out);
+        self.find_failing(keep, r, out);
+        if out.len() == before {
+            // Only together do they fail: decline them all rather than guess.
+            out.extend(groups.iter().map(|&g| (g, why.clone())));
+        }
+    }
+
+    /// The pruned model of `keep` builds, its shapes infer, and its outputs keep their shapes.
+    fn try_surgery(&self, keep: &[bool]) -> std::result::Result<(), String> {
+        let m = self.apply(keep).map_err(|e| e.to_string())?;
+        let a = analysis::infer(&m, ShapeMode::Bound, &self.shapes).map_err(|e| e.to_string())?;
+        for (&o, &p) in self.model.graph.outputs.iter().zip(&m.graph.outputs) {
+            let (before, after) = (self.analysis.fact(o).concrete(), a.fact(p).concrete());
+            if before != after {
+                return Err(format!(
+                    "output '{}' changes shape ({before:?} -> {after:?})",
+                    m.graph.value(p).name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::builder::{attr_i, attr_s, ModelBuilder};
+    use crate::search::datafree::Allocation;
+    use std::collections::HashMap;
+
+    /// conv → relu → conv(stride 2) → Resize(const sizes) → Concat(skip) → conv → head.
+    fn unet() -> Model {
+        let mut b = ModelBuilder::new(17, 3);
+        let x = b.input("x", &[1, 3, 8, 8]);
+        let e1 = b.conv(&x, 3, 8, 3, 1, 1);
+        let r1 = b.op("Relu", &[&e1], vec![]);
+        let e2 = b.conv(&r1, 8, 12, 3, 2, 1);
+        let r2 = b.op("Relu", &[&e2], vec![]);
+        let roi = b.init_f32("roi", &[0], &[]);
+        let sz = b.init_i64("sizes", &[4], &[1, 12, 8, 8]);
+        let u = b.op(
+            "Resize",
+            &[&r2, &roi, "", &sz],
+            vec![attr_s("mode", "nearest")],
+        );
+        let cat = b.op("Concat", &[&u, &r1], vec![attr_i("axis", 1)]);
+        let d = b.conv(&cat, 20, 8, 3, 1, 1);
+        let gap = b.op("GlobalAveragePool", &[&d], vec![]);
+        let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
+        let w = b.weight("fc", &[5, 8], 0.5);
+        b.op("Gemm", &[&fl, &w], vec![attr_i("transB", 1)]);
+        b.rename_last_output("y");
+        b.output("y", &[1, 5]);
+        crate::onnx::decode_model(b.to_bytes().into(), None).unwrap()
+    }
+
+    /// A group whose rewrite fails (simulated: the Resize's `sizes` made non-constant after
+    /// the analysis accepted it, so the rewrite cannot resize it) is declined with the reason,
+    /// the other stays prunable, and a plan at 75% MACs is met from it and applies.
+    #[test]
+    fn a_group_whose_surgery_fails_is_declined_and_the_budget_refilled() {
+        let mut p = Pruner::new(&unet(), &HashMap::new()).unwrap();
+        // Two groups: the encoder's (its convs share the concat) and the decoder conv's.
+        let before = p.prunable_groups();
+        assert_eq!(before.len(), 2, "{before:?}");
+        let g = &mut p.model.graph;
+        let rz = g
+            .live_nodes()
+            .find(|(_, n)| n.op_type == "Resize")
+            .unwrap()
+            .0;
+        let sizes = g.node(rz).inputs[3];
+        let id = crate::ir::Node {
+            name: "id".into(),
+            op_type: "Identity".into(),
+            domain: String::new(),
+            inputs: vec![sizes],
+            outputs: vec![],
+            implicit_inputs: vec![],
+            attrs: vec![],
+            doc_string: String::new(),
+            residue: Default::default(),
+            order: g.node(rz).order,
+        };
+        let idn = g.add_node(id, &["sizes_id".into()]);
+        let out = g.node(idn).outputs[0];
+        g.set_input(rz, 3, out);
+        let space = p.ch.space_of[&g.node(rz).inputs[0].unwrap()];
+        let cut = p.ch.atoms[p.ch.atom(space, 0)].group;
+        p.decline_failing_surgery();
+        let why = p.ch.groups[cut].declined.clone().unwrap_or_default();
+        assert!(
+            why.contains("trial rewrite") && why.contains("not constant"),
+            "{why}"
+        );
+        let after = p.prunable_groups();
+        assert_eq!(after.len(), before.len() - 1, "only the failing group goes");
+        let imp = p.importance(Method::L1, 0);
+        let target = (p.base_macs as f64 * 0.75) as u64;
+        let keep = p.allocate(target, &imp, Allocation::Uniform, 1);
+        assert!(p.macs(&keep) <= target, "{} > {target}", p.macs(&keep));
+        assert!(p.ch.groups[cut].atoms.iter().all(|&a| keep[a]));
+        p.apply(&keep).unwrap();
+    }
+}
