@@ -5,8 +5,11 @@
 //! The split (documented in docs/methods.md, "The time limit and fine-tuning"):
 //! - the **search** may take up to [`SEARCH_SHARE`] of the limit (and no more than
 //!   `--time-budget` when that is given); it stops earlier when its episodes are done;
-//! - **recovery** (re-ranking and the final least squares) takes what it takes — seconds on the
-//!   CIFAR ResNets — and is not cut;
+//! - **recovery** (re-ranking and the final least squares): each re-ranked candidate is a full
+//!   recovery; while fine-tuning follows, the re-ranking stops once another candidate would take
+//!   it past [`RERANK_SHARE`] of the time left before fine-tuning's deadline ([`rerank_more`]:
+//!   on a slow runtime four candidates ate a whole 4-minute limit); the first candidate is always
+//!   recovered;
 //! - **fine-tuning** gets everything from its start up to the limit less a **reserve** for the
 //!   final measurement and the write ([`reserve`]); its step count is planned from the measured
 //!   time of a step, and it stops at its deadline whatever the plan said;
@@ -109,6 +112,19 @@ impl Deadline {
 
 /// The search's share of the limit at most.
 pub const SEARCH_SHARE: f64 = 0.25;
+/// The re-ranking's share, at most, of the time left before fine-tuning's deadline when it
+/// starts (only when fine-tuning follows).
+pub const RERANK_SHARE: f64 = 0.25;
+
+/// Whether the re-ranking recovers another candidate: `done` of them took `elapsed`, and at that
+/// pace one more must end within `cap` (none: no limit). The first is always recovered.
+pub fn rerank_more(elapsed: Duration, done: usize, cap: Option<Duration>) -> bool {
+    match cap {
+        None => true,
+        Some(_) if done == 0 => true,
+        Some(c) => elapsed + elapsed / done as u32 <= c,
+    }
+}
 /// Fine-tuning with less time than this is skipped.
 pub const MIN_FINETUNE: Duration = Duration::from_secs(10);
 /// The default `--time-limit` of the main command.
@@ -211,6 +227,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    /// Re-ranking under a cap: the first candidate always; another only if it ends within the
+    /// cap at the pace so far; no cap, every candidate.
+    #[test]
+    fn rerank_stops_when_another_candidate_would_pass_its_cap() {
+        use super::rerank_more;
+        let s = Duration::from_secs;
+        assert!(rerank_more(s(0), 0, Some(s(1))));
+        assert!(
+            rerank_more(s(500), 0, Some(s(1))),
+            "the first is always recovered"
+        );
+        assert!(rerank_more(s(50), 1, Some(s(100))), "50 + 50 <= 100");
+        assert!(!rerank_more(s(56), 1, Some(s(100))), "56 + 56 > 100");
+        assert!(rerank_more(s(60), 2, Some(s(100))), "60 + 30 <= 100");
+        assert!(!rerank_more(s(80), 2, Some(s(100))), "80 + 40 > 100");
+        assert!(rerank_more(s(10_000), 7, None));
+    }
+
     use super::*;
 
     fn secs(s: f64) -> Duration {

@@ -296,13 +296,20 @@ pub(crate) fn with_data(
             }
         } else if args.rerank > 0 && c.val.n > 0 {
             if !cands.iter().any(|x| x.3) {
-                cands.push((baseline.to_string(), None, df, true));
+                // Second, after the search's best: a re-ranking cut short by the time limit
+                // still weighs the search against the unsearched plan.
+                cands.insert(1.min(cands.len()), (baseline.to_string(), None, df, true));
             }
         } else {
             cands.truncate(1);
         }
         if cands.len() > 1 {
-            let (keep, m, rep, lp) = rerank(p, c, args, cands, extra, job.stop)?;
+            // With fine-tuning to follow, the re-ranking may take a share of what is left.
+            let cap = (length != Length::Off)
+                .then(|| job.finetune_deadline().left())
+                .flatten()
+                .map(|l| l.mul_f64(budget::RERANK_SHARE));
+            let (keep, m, rep, lp) = rerank(p, c, args, cands, extra, job.stop, cap)?;
             (keep, m, rep, Some(lp))
         } else {
             let keep = cands.remove(0).2;

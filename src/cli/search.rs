@@ -196,7 +196,8 @@ pub(crate) type Rerank = (
 
 /// Re-ranks candidates (the search's best plans and the unsearched plan) by what is shipped:
 /// each is recovered exactly as the final model is and scored on the whole validation subset;
-/// the best wins. Returns it with its recovered model.
+/// the best wins. Returns it with its recovered model. With `cap`, no candidate is started that
+/// would, at the pace so far, end past it (the first always runs; `budget::rerank_more`).
 #[cfg(any(feature = "tract", feature = "ort"))]
 pub(crate) fn rerank(
     p: &onnx_prune::search::datafree::Pruner,
@@ -205,6 +206,7 @@ pub(crate) fn rerank(
     cands: Vec<Cand>,
     extra: &mut serde_json::Map<String, serde_json::Value>,
     stop: &std::sync::atomic::AtomicBool,
+    cap: Option<std::time::Duration>,
 ) -> Result<Rerank> {
     use onnx_prune::eval::{self, runtime};
     let tmp = eval::TempDir::new("rerank")?;
@@ -225,6 +227,16 @@ pub(crate) fn rerank(
     for (i, (source, proxy, keep, unsearched)) in cands.into_iter().enumerate() {
         if i > 0 && stop.load(std::sync::atomic::Ordering::SeqCst) {
             eprintln!("rerank: interrupted after {i} of {total} candidates");
+            break;
+        }
+        if !onnx_prune::budget::rerank_more(t0.elapsed(), i, cap) {
+            eprintln!(
+                "rerank: stopped after {i} of {total} candidates ({:.0}s): another would take \
+                 more than its share of the time limit ({:.0}s), which fine-tuning needs",
+                t0.elapsed().as_secs_f64(),
+                cap.unwrap_or_default().as_secs_f64()
+            );
+            rows.push(json!({"source": source, "skipped": "time limit"}));
             break;
         }
         let (m, rep) = recover_model(p, &keep, c, args)?;
@@ -262,6 +274,7 @@ pub(crate) fn rerank(
     _: Vec<Cand>,
     _: &mut serde_json::Map<String, serde_json::Value>,
     _: &std::sync::atomic::AtomicBool,
+    _: Option<std::time::Duration>,
 ) -> Result<Rerank> {
     bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
