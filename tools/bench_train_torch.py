@@ -9,7 +9,7 @@ with BatchNorm (what a user would train in PyTorch; it does more work) and witho
 mobilenet_v2, torchvision's module (with BatchNorm). Each measurement runs in
 a child process of its own so that its peak RSS is its own:
 
-    python3 tools/bench_train_torch.py --threads 2 --batch 64 MODEL.onnx[:HxW] ...
+    python3 tools/bench_train_torch.py --threads 2 --batch 64 [--device cuda] MODEL.onnx[:HxW] ...
 
 prints one line per measurement:
 
@@ -78,10 +78,13 @@ def cifar_resnet(depth, bn=True):
     return Net()
 
 
-def child(spec, variant, threads, batch, steps):
+def child(spec, variant, threads, batch, steps, device="cpu"):
     import torch
 
     torch.set_num_threads(threads)
+    dev = torch.device(device)
+    # On a GPU, a step is timed to its end (kernels run asynchronously).
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     path, _, hw = spec.partition(":")
     if variant == "onnx2torch":
@@ -107,28 +110,33 @@ def child(spec, variant, threads, batch, steps):
         classes = 10
     if hw:
         h, w = (int(v) for v in hw.split("x"))
+    net = net.to(dev)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(batch, 3, h, w)
+    x = torch.randn(batch, 3, h, w, device=dev)
     with torch.no_grad():
         out = net(x)
     classes = classes or out.shape[-1]
-    y = torch.randint(0, classes, (batch,))
+    y = torch.randint(0, classes, (batch,), device=dev)
     times = []
     for i in range(steps + 2):
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
+        sync()
         times.append(time.perf_counter() - t0)
     # The teacher's forward pass alone (distillation runs it every step).
     net.eval()
     ft = []
     with torch.no_grad():
         for i in range(steps + 2):
+            sync()
             t0 = time.perf_counter()
             net(x)
+            sync()
             ft.append(time.perf_counter() - t0)
     med = statistics.median(times[2:])
     fmed = statistics.median(ft[2:])
@@ -143,14 +151,16 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (the GPU anchor)")
     ap.add_argument("--child", nargs=2)
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], a.child[1], a.threads, a.batch, a.steps)
+        child(a.child[0], a.child[1], a.threads, a.batch, a.steps, a.device)
         return
     import torch
 
-    print(f"# torch {torch.__version__}, {a.threads} threads, batch {a.batch}", flush=True)
+    print(f"# torch {torch.__version__}, {a.threads} threads, batch {a.batch}, device {a.device}",
+          flush=True)
     for spec in a.models:
         name = os.path.basename(spec.split(":")[0])
         variants = ["onnx2torch"]
@@ -162,7 +172,7 @@ def main():
         for v in variants:
             r = subprocess.run(
                 [sys.executable, __file__, "--threads", str(a.threads), "--batch",
-                 str(a.batch), "--steps", str(a.steps), "--child", spec, v],
+                 str(a.batch), "--steps", str(a.steps), "--device", a.device, "--child", spec, v],
                 capture_output=True, text=True,
             )
             line = next((l for l in r.stdout.splitlines() if l.startswith("TORCH")), None)
