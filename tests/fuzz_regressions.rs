@@ -131,3 +131,51 @@ fn damaged_weights_end_in_an_error_or_a_model_never_a_panic() {
         "{ok} pruned, {refused} refused: the damage is not exercising both paths"
     );
 }
+
+/// The whole-pipeline fuzzer's first find (a mutated `light_inception_v2`): a BatchNormalization
+/// whose parameters are shorter than its channels made the surgery index past them and panic.
+/// Now the channel analysis declines such a group (and surgery that would cut past a constant
+/// is an error, not a panic); the rest of the model prunes.
+#[test]
+fn batchnorm_parameters_shorter_than_the_channels_decline_their_group() {
+    use onnx_prune::onnx::builder::{attr_f, attr_i, ModelBuilder};
+    use onnx_prune::search::datafree::{Allocation, Method, Pruner};
+    let mut b = ModelBuilder::new(17, 3);
+    let x = b.input("x", &[1, 3, 8, 8]);
+    let c1 = b.conv(&x, 3, 8, 3, 1, 1);
+    let short: Vec<String> = (0..4)
+        .map(|i| b.init_f32("bnp", &[6], &[0.5 + i as f32; 6]))
+        .collect();
+    let n1 = b.op(
+        "BatchNormalization",
+        &[&c1, &short[0], &short[1], &short[2], &short[3]],
+        vec![attr_f("epsilon", 1e-5)],
+    );
+    let r1 = b.op("Relu", &[&n1], vec![]);
+    let c2 = b.conv(&r1, 8, 6, 3, 1, 1);
+    let gap = b.op("GlobalAveragePool", &[&c2], vec![]);
+    let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
+    let w = b.weight("fc", &[4, 6], 0.5);
+    b.op("Gemm", &[&fl, &w], vec![attr_i("transB", 1)]);
+    b.rename_last_output("y");
+    b.output("y", &[1, 4]);
+    let m = onnx_prune::onnx::decode_model(b.to_bytes().into(), None).unwrap();
+    let r = std::panic::catch_unwind(|| {
+        let p = Pruner::new(&m, &HashMap::new()).map_err(|e| e.to_string())?;
+        let why: Vec<String> =
+            p.ch.groups
+                .iter()
+                .filter_map(|g| g.declined.clone())
+                .collect();
+        let imp = p.importance(Method::L1, 1);
+        let keep = p.allocate(p.base_macs / 2, &imp, Allocation::Uniform, 1);
+        p.apply(&keep).map_err(|e| e.to_string())?;
+        Ok::<_, String>(why)
+    });
+    let why = r.expect("no panic").expect("the model prunes what it can");
+    assert!(
+        why.iter()
+            .any(|w| w.contains("has shape [6] for 8 channels")),
+        "{why:?}"
+    );
+}

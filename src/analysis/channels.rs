@@ -639,13 +639,20 @@ fn passthrough(cx: &mut Cx) -> Result<(), String> {
 }
 
 fn per_channel_params(cx: &mut Cx) -> Result<(), String> {
-    if cx.space(cx.input(0)).is_none() {
+    let Some(s) = cx.space(cx.input(0)) else {
         return Ok(());
-    }
+    };
+    let c = cx.ch.spaces[s].len as i64;
     for i in 1..cx.node().inputs.len() {
         if let Some(v) = cx.input(i) {
             if !cx.is_const(v) {
                 return Err("per-channel parameters are not constant".into());
+            }
+            // One value per channel, or the surgery would cut past them (an invalid file).
+            if let Some(d) = cx.shape(v).filter(|d| d.iter().product::<i64>() != c) {
+                return Err(format!(
+                    "per-channel parameter #{i} has shape {d:?} for {c} channels"
+                ));
             }
         }
     }

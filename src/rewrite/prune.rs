@@ -78,6 +78,15 @@ fn select(t: &Tensor, axis: usize, idx: &[usize], what: &str) -> Result<Tensor> 
     if axis >= a.shape().len() {
         return Err(Error::Invalid(format!("{what}: axis {axis} out of range")));
     }
+    // A parameter shorter than the channels it is cut with (an invalid file: found by the
+    // fuzzer in a BatchNormalization) is an error, not an index panic.
+    let len = a.shape()[axis];
+    if let Some(&i) = idx.iter().find(|&&i| i >= len) {
+        return Err(Error::Invalid(format!(
+            "{what}: a constant with {len} entries along axis {axis} is cut as if it had \
+             channel {i}: its size does not match the channels it goes with"
+        )));
+    }
     Ok(crate::arr_map!(&a, x => x.select(Axis(axis), idx)).to_tensor())
 }
 
