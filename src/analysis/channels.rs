@@ -184,6 +184,10 @@ impl Cx<'_> {
     fn is_const(&self, v: ValueId) -> bool {
         self.g.foldable_const(v).is_some()
     }
+    /// Whether the node has outputs beyond the first (normalisations' statistics outputs).
+    fn extra_outputs_used(&self) -> bool {
+        self.node().outputs.iter().skip(1).flatten().count() > 0
+    }
     /// Blocks every channel space among the node's inputs.
     fn block_inputs(&mut self, why: &str) {
         let ins: Vec<_> = self
@@ -656,7 +660,7 @@ fn per_channel_params(cx: &mut Cx) -> Result<(), String> {
             }
         }
     }
-    if cx.node().outputs.iter().skip(1).flatten().count() > 0 {
+    if cx.extra_outputs_used() {
         return Err("training-mode outputs".into());
     }
     cx.alias(0);
@@ -720,7 +724,7 @@ fn layer_norm(cx: &mut Cx) -> Result<(), String> {
                 .into(),
         );
     }
-    if cx.node().outputs.iter().skip(1).flatten().count() > 0 {
+    if cx.extra_outputs_used() {
         return Err("LayerNormalization's mean/inv-std outputs are used".into());
     }
     cx.alias(0);

@@ -539,13 +539,10 @@ fn group_norm(rw: &mut Rw) -> Result<()> {
             .attr_i("num_groups")
             .unwrap_or(1)
             .max(1) as usize;
-    let per = c / g;
-    let groups: Vec<usize> = k
-        .iter()
-        .step_by(per.max(1))
-        .map(|&i| i / per.max(1))
-        .collect();
-    if per == 0 || k.len() != groups.len() * per {
+    // The analysis made each norm group of `per` channels one atom (and checked c % g == 0).
+    let per = (c / g).max(1);
+    let groups: Vec<usize> = k.iter().step_by(per).map(|&i| i / per).collect();
+    if k.len() != groups.len() * per {
         return Err(Error::Invalid(format!(
             "internal: {label}: kept channels are not whole norm groups"
         )));
