@@ -134,8 +134,8 @@ fn main() {
     println!(
         "## Training step (fwd + CE + bwd + SGD), {threads} threads, median of {steps} steps\n"
     );
-    println!("| model | batch | trainer | images/s | ms/step | peak RSS MiB | forward only, images/s | vs PyTorch (same graph) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| model | batch | trainer | images/s | ms/step | of which fwd + bwd, ms | peak RSS MiB | forward only, images/s | vs PyTorch (same graph) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for c in cases {
         let spec = format!("{}|{}|{}|{steps}|{device}", c.path.display(), c.batch, c.hw);
         let out = Command::new(std::env::current_exe().unwrap())
@@ -166,7 +166,7 @@ fn main() {
             }
             if torch_rows.is_empty() {
                 println!(
-                    "| {} | {} | PyTorch | failed: {} | | | | |",
+                    "| {} | {} | PyTorch | failed: {} | | | | | |",
                     c.name,
                     c.batch,
                     String::from_utf8_lossy(&o.stderr)
@@ -187,12 +187,12 @@ fn main() {
                     _ => String::new(),
                 };
                 println!(
-                    "| {} | {} | burn {} | {} | {} | {} | {} | {ratio} |",
-                    c.name, c.batch, v[1], v[2], v[3], v[4], v[5]
+                    "| {} | {} | burn {} | {} | {} | {} | {} | {} | {ratio} |",
+                    c.name, c.batch, v[1], v[2], v[3], v[6], v[4], v[5]
                 );
             }
             None => println!(
-                "| {} | {} | burn | failed: {} | | | | |",
+                "| {} | {} | burn | failed: {} | | | | | |",
                 c.name,
                 c.batch,
                 String::from_utf8_lossy(&out.stderr)
@@ -211,12 +211,12 @@ fn main() {
                     v => format!("PyTorch {v}"),
                 };
                 println!(
-                    "| {} | {} | {what} | {} | {} | {} | {} | |",
+                    "| {} | {} | {what} | {} | {} | | {} | {} | |",
                     c.name, c.batch, r[3], r[4], r[5], r[7]
                 );
             } else {
                 println!(
-                    "| {} | {} | PyTorch {} | {} | | | | |",
+                    "| {} | {} | PyTorch {} | {} | | | | | |",
                     c.name,
                     c.batch,
                     r[2],
@@ -283,7 +283,9 @@ fn torch_python() -> Option<PathBuf> {
     }
 }
 
-/// One model in this process: prints `RESULT backend img/s ms peakMiB fwd_img/s`.
+/// One model in this process: prints `RESULT backend img/s ms peakMiB fwd_img/s fwd_bwd_ms`
+/// (the last: forward + loss + backward without the optimiser's update,
+/// `Trainer::time_forward_backward`; the step's remainder is the update and its read-back).
 fn child(spec: &str) {
     use onnx_prune::learn::net::{Dt, Net};
     let p: Vec<&str> = spec.split('|').collect();
@@ -293,11 +295,9 @@ fn child(spec: &str) {
         p[2].parse::<usize>().unwrap(),
         p[3].parse::<usize>().unwrap(),
     );
-    if p[4] == "wgpu" {
-        onnx_prune::learn::select(onnx_prune::learn::Backend::Wgpu);
-    } else {
-        onnx_prune::learn::select(onnx_prune::learn::Backend::Cpu);
-    }
+    onnx_prune::learn::select(
+        onnx_prune::learn::Backend::parse(p[4]).unwrap_or(onnx_prune::learn::Backend::Cpu),
+    );
     let (device, line) = onnx_prune::learn::device();
     let name = line.trim_start_matches("burn backend: ").replace(' ', "_");
     let model = onnx_prune::onnx::load(Path::new(path)).unwrap();
@@ -325,6 +325,17 @@ fn child(spec: &str) {
     };
     let times = common::step_times(&mut net, &data, batch, steps + 2);
     let med = median(times[2..].to_vec());
+    let fwd_bwd = onnx_prune::learn::train::Trainer::new(
+        &net,
+        onnx_prune::learn::train::TrainOptions {
+            batch,
+            steps: steps + 2,
+            ..Default::default()
+        },
+    )
+    .time_forward_backward(&net, None, &data, steps)
+    .unwrap()
+    .as_secs_f64();
     let hwm = peak_rss_mib();
     // The teacher's forward pass: the same network without autodiff.
     let (idev, _) = onnx_prune::learn::infer_device();
@@ -343,10 +354,11 @@ fn child(spec: &str) {
     }
     let fmed = median(ft[2..].to_vec());
     println!(
-        "RESULT {name} {:.0} {:.0} {hwm} {:.0}",
+        "RESULT {name} {:.0} {:.0} {hwm} {:.0} {:.0}",
         batch as f64 / med,
         med * 1000.0,
-        batch as f64 / fmed
+        batch as f64 / fmed,
+        fwd_bwd * 1000.0
     );
 }
 

@@ -420,9 +420,11 @@ impl Trainer {
         Ok((loss, acc, b, updates))
     }
 
-    /// The time of one training step (forward, distillation, backward; not the update), on the
-    /// deadline's clock when there is one: the mean of `k` steps after one untimed warm-up.
-    /// The network is left as it was.
+    /// The time of one training step (forward, distillation, backward and the optimiser's
+    /// update with its gradient-norm read-back), on the deadline's clock when there is one: the
+    /// mean of `k` steps after one untimed warm-up. The network and the optimiser state are
+    /// left as they were (the updates go to a copy of the state and are dropped; the device is
+    /// synchronised before the clock is read, so an asynchronous GPU backend is timed whole).
     pub fn time_step(
         &self,
         net: &Net,
@@ -430,73 +432,59 @@ impl Trainer {
         data: &Dataset,
         k: usize,
     ) -> Result<Duration> {
+        self.timed(net, teacher, data, k, true)
+    }
+
+    /// As [`Trainer::time_step`] without the optimiser's update: forward, loss read back and
+    /// backward (the benchmarks show the split).
+    pub fn time_forward_backward(
+        &self,
+        net: &Net,
+        teacher: Option<&Net>,
+        data: &Dataset,
+        k: usize,
+    ) -> Result<Duration> {
+        self.timed(net, teacher, data, k, false)
+    }
+
+    fn timed(
+        &self,
+        net: &Net,
+        teacher: Option<&Net>,
+        data: &Dataset,
+        k: usize,
+        update: bool,
+    ) -> Result<Duration> {
         let clock: std::sync::Arc<dyn crate::budget::Clock> = match &self.deadline {
             Some(d) => d.clock.clone(),
             None => std::sync::Arc::new(crate::budget::SystemClock::new()),
         };
-        let (loss, ..) = self.loss_at(net, teacher, data, self.step)?;
-        drop(loss.backward());
-        let t0 = clock.now();
-        for j in 0..k.max(1) {
-            let (loss, ..) = self.loss_at(net, teacher, data, self.step + 1 + j)?;
+        let mut state = self.state.clone();
+        let once = |j: usize, state: &mut [Vec<Tensor<6>>]| -> Result<()> {
+            let t = self.step + j;
+            let (loss, ..) = self.loss_at(net, teacher, data, t)?;
             let g = loss.backward();
             let _ = loss.into_scalar::<f32>();
-            drop(g);
+            if update {
+                drop(updated(&self.o, state, net, &g, self.lr_at(t), t));
+            } else {
+                drop(g);
+            }
+            Ok(())
+        };
+        once(0, &mut state)?;
+        let _ = net.device().sync();
+        let t0 = clock.now();
+        for j in 0..k.max(1) {
+            once(1 + j, &mut state)?;
         }
+        let _ = net.device().sync();
         Ok(clock.now().saturating_sub(t0) / k.max(1) as u32)
     }
 
     fn apply(&mut self, net: &mut Net, grads: &burn::tensor::Gradients, lr: f64, t: usize) {
-        let o = &self.o;
-        let gs: Vec<Option<Tensor<6>>> = (0..net.params().len())
-            .map(|i| net.param(i).t.grad(grads))
-            .collect();
-        let scale = if o.clip_norm > 0.0 {
-            // One device reduction and one read-back for the global norm.
-            let sq = gs
-                .iter()
-                .flatten()
-                .map(|g| (g.clone() * g.clone()).sum())
-                .reduce(|a, b| a + b);
-            let norm = sq.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
-            if norm > o.clip_norm {
-                o.clip_norm / norm
-            } else {
-                1.0
-            }
-        } else {
-            1.0
-        };
-        for (i, g) in gs.into_iter().enumerate() {
-            let p = net.param(i);
-            let Some(g) = g else { continue };
-            let g = if scale < 1.0 { g * scale } else { g };
-            let w = p.t.inner();
-            let g = if o.weight_decay > 0.0 && p.rank >= 2 {
-                g + w.clone() * o.weight_decay
-            } else {
-                g
-            };
-            let st = &mut self.state[i];
-            let new = match o.optim {
-                Optim::Sgd { momentum, nesterov } => {
-                    let v = st[0].clone() * momentum + g.clone();
-                    st[0] = v.clone();
-                    let d = if nesterov { g + v * momentum } else { v };
-                    w - d * lr
-                }
-                Optim::Adam { beta1, beta2, eps } => {
-                    let m = st[0].clone() * beta1 + g.clone() * (1.0 - beta1);
-                    let v = st[1].clone() * beta2 + g.clone() * g * (1.0 - beta2);
-                    st[0] = m.clone();
-                    st[1] = v.clone();
-                    let k = (t + 1) as i32;
-                    let mh = m / (1.0 - beta1.powi(k));
-                    let vh = v / (1.0 - beta2.powi(k));
-                    w - mh / (vh.sqrt() + eps) * lr
-                }
-            };
-            net.set_param(i, new);
+        for (i, w) in updated(&self.o, &mut self.state, net, grads, lr, t) {
+            net.set_param(i, w);
         }
     }
 
@@ -782,4 +770,69 @@ pub fn quick(
         Ok(())
     })?;
     Ok((net.write_back(), report))
+}
+
+/// The parameters after one optimiser step from `grads` (global-norm clipping, weight decay on
+/// weights of rank ≥ 2, SGD with momentum or Adam), as (parameter index, new value); `state`
+/// (the optimiser's buffers) is advanced.
+fn updated(
+    o: &TrainOptions,
+    state: &mut [Vec<Tensor<6>>],
+    net: &Net,
+    grads: &burn::tensor::Gradients,
+    lr: f64,
+    t: usize,
+) -> Vec<(usize, Tensor<6>)> {
+    let mut out = Vec::new();
+    let gs: Vec<Option<Tensor<6>>> = (0..net.params().len())
+        .map(|i| net.param(i).t.grad(grads))
+        .collect();
+    let scale = if o.clip_norm > 0.0 {
+        // One device reduction and one read-back for the global norm.
+        let sq = gs
+            .iter()
+            .flatten()
+            .map(|g| (g.clone() * g.clone()).sum())
+            .reduce(|a, b| a + b);
+        let norm = sq.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
+        if norm > o.clip_norm {
+            o.clip_norm / norm
+        } else {
+            1.0
+        }
+    } else {
+        1.0
+    };
+    for (i, g) in gs.into_iter().enumerate() {
+        let p = net.param(i);
+        let Some(g) = g else { continue };
+        let g = if scale < 1.0 { g * scale } else { g };
+        let w = p.t.inner();
+        let g = if o.weight_decay > 0.0 && p.rank >= 2 {
+            g + w.clone() * o.weight_decay
+        } else {
+            g
+        };
+        let st = &mut state[i];
+        let new = match o.optim {
+            Optim::Sgd { momentum, nesterov } => {
+                let v = st[0].clone() * momentum + g.clone();
+                st[0] = v.clone();
+                let d = if nesterov { g + v * momentum } else { v };
+                w - d * lr
+            }
+            Optim::Adam { beta1, beta2, eps } => {
+                let m = st[0].clone() * beta1 + g.clone() * (1.0 - beta1);
+                let v = st[1].clone() * beta2 + g.clone() * g * (1.0 - beta2);
+                st[0] = m.clone();
+                st[1] = v.clone();
+                let k = (t + 1) as i32;
+                let mh = m / (1.0 - beta1.powi(k));
+                let vh = v / (1.0 - beta2.powi(k));
+                w - mh / (vh.sqrt() + eps) * lr
+            }
+        };
+        out.push((i, new));
+    }
+    out
 }
