@@ -5,6 +5,10 @@
 //!
 //! Determinism: the batch order and the augmentation come from `seed` and the step number
 //! alone, so a run resumed from a checkpoint sees the same batches as an uninterrupted one.
+//!
+//! Here the trainer (options, the step, its timing, the update); `checkpoint.rs` the optimiser
+//! state on disk and the checkpoint pair; `run.rs` a whole fine-tuning run (`finetune`, with
+//! its pace against a deadline, progress and checkpoints; `quick`, the search's recovery).
 
 use super::net::{Dt, Net};
 use crate::error::{Error, Result};
@@ -16,6 +20,12 @@ use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+mod checkpoint;
+mod run;
+
+pub use checkpoint::Checkpoint;
+pub use run::{finetune, quick, Finetuned, Pace};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optim {
@@ -487,76 +497,6 @@ impl Trainer {
             net.set_param(i, w);
         }
     }
-
-    /// Writes the optimiser state and step (the weights go into the checkpoint model).
-    pub fn save_state(&self, path: &Path) -> Result<()> {
-        let mut b: Vec<u8> = Vec::new();
-        b.extend_from_slice(b"OPFT1\0");
-        b.extend_from_slice(&(self.step as u64).to_le_bytes());
-        b.push(self.o.optim.code());
-        b.extend_from_slice(&(self.state.len() as u64).to_le_bytes());
-        for s in &self.state {
-            for t in s {
-                let v: Vec<f32> = t
-                    .to_data()
-                    .convert::<f32>()
-                    .try_into_vec()
-                    .unwrap_or_default();
-                b.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                for x in v {
-                    b.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-        }
-        crate::onnx::write_atomic(path, &b)
-    }
-
-    /// Restores what [`Trainer::save_state`] wrote (for the same model and optimiser).
-    pub fn load_state(&mut self, path: &Path) -> Result<()> {
-        let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let bad = |m: &str| Error::bad_file(path, format!("not a matching checkpoint: {m}"));
-        let mut pos = 0usize;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            let s = b.get(pos..pos + n).ok_or_else(|| bad("truncated"))?;
-            pos += n;
-            Ok(s)
-        };
-        if take(6)? != b"OPFT1\0" {
-            return Err(bad("bad magic"));
-        }
-        let u64_at = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap()) as usize;
-        let step = u64_at(take(8)?);
-        if take(1)?[0] != self.o.optim.code() {
-            return Err(bad("another optimiser"));
-        }
-        if u64_at(take(8)?) != self.state.len() {
-            return Err(bad("another parameter count"));
-        }
-        let mut new_state = Vec::new();
-        for s in &self.state {
-            let mut ts = Vec::new();
-            for t in s {
-                let dims = t.dims();
-                let n = u64_at(take(8)?);
-                if n != dims.iter().product::<usize>() {
-                    return Err(bad("another parameter shape"));
-                }
-                let raw = take(4 * n)?;
-                let v: Vec<f32> = raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                ts.push(Tensor::<6>::from_data(
-                    TensorData::new(v, dims),
-                    &t.device(),
-                ));
-            }
-            new_state.push(ts);
-        }
-        self.state = new_state;
-        self.step = step;
-        Ok(())
-    }
 }
 
 /// The first output as `[batch, classes]`.
@@ -571,205 +511,6 @@ fn first_output_2d(out: Vec<Dt>) -> Result<Tensor<2>> {
     o.reshape(&[b, k])
         .and_then(|o| o.to2())
         .map_err(Error::Usage)
-}
-
-/// Where a run keeps its checkpoint: the model with the current weights (a valid ONNX file)
-/// and the optimiser state beside it.
-#[derive(Clone, Debug)]
-pub struct Checkpoint {
-    pub model: std::path::PathBuf,
-    pub state: std::path::PathBuf,
-}
-
-impl Checkpoint {
-    /// `OUT.ckpt.onnx` and `OUT.ckpt.state` beside `out`.
-    pub fn beside(out: &Path) -> Checkpoint {
-        let mut m = out.as_os_str().to_owned();
-        m.push(".ckpt.onnx");
-        let mut s = out.as_os_str().to_owned();
-        s.push(".ckpt.state");
-        Checkpoint {
-            model: m.into(),
-            state: s.into(),
-        }
-    }
-    pub fn exists(&self) -> bool {
-        self.model.exists() && self.state.exists()
-    }
-    pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.model);
-        let _ = std::fs::remove_file(&self.state);
-    }
-    fn save(&self, net: &Net, tr: &Trainer) -> Result<()> {
-        // State first: a model without its state is never taken for a resumable checkpoint.
-        tr.save_state(&self.state)?;
-        crate::onnx::save(
-            &net.write_back(),
-            &self.model,
-            &crate::onnx::SaveOptions::default(),
-            &[],
-        )
-    }
-}
-
-/// The result of [`finetune`].
-pub struct Finetuned {
-    /// The model with the trained weights (the simplified model the network was built from).
-    pub model: crate::ir::Model,
-    pub report: TrainReport,
-    pub device_line: String,
-    pub params: usize,
-    /// The options as run (with a planned pace: the planned step count and warm-up).
-    pub options: TrainOptions,
-    /// With a planned pace: the measured seconds of one step the plan was made from.
-    pub step_seconds: Option<f64>,
-}
-
-/// How long a fine-tune may run: it stops at `deadline`; with `plan`, its step count (and the
-/// warm-up, as the same fraction of it) is planned from the measured time of a step to end
-/// before the deadline, at most `max_steps`.
-#[derive(Clone, Debug)]
-pub struct Pace {
-    pub deadline: crate::budget::Deadline,
-    pub plan: bool,
-    pub max_steps: usize,
-}
-
-/// Fine-tunes `model` on `data` (with `teacher` for distillation: the teacher model as a burn
-/// network on [`super::infer_device`], built once by the caller), on the learning device.
-/// With `ckpt`, saves checkpoints there every `o.checkpoint_every` steps and when stopped, and
-/// resumes from it when `resume` is set. With `pace`, stops at its deadline (and plans the step
-/// count). Prints progress on stderr (a redrawn line on a terminal, else about 20 lines).
-#[allow(clippy::too_many_arguments)]
-pub fn finetune(
-    model: &crate::ir::Model,
-    teacher: Option<&Net>,
-    data: &Dataset,
-    o: &TrainOptions,
-    ckpt: Option<&Checkpoint>,
-    resume: bool,
-    stop: &AtomicBool,
-    pace: Option<&Pace>,
-) -> Result<Finetuned> {
-    use std::io::{IsTerminal, Write};
-    let (device, line) = super::device();
-    let start_model;
-    let model = match ckpt {
-        Some(c) if resume => {
-            if !c.exists() {
-                return Err(Error::Usage(format!(
-                    "--resume: no checkpoint at {} (+ .state)",
-                    c.model.display()
-                )));
-            }
-            start_model = crate::onnx::load(&c.model)?;
-            &start_model
-        }
-        _ => model,
-    };
-    let mut net = Net::new(model, &device)?;
-    let mut tr = Trainer::new(&net, o.clone());
-    if let (Some(c), true) = (ckpt, resume) {
-        tr.load_state(&c.state)?;
-        eprintln!(
-            "resuming from {} at step {}/{}",
-            c.model.display(),
-            tr.step,
-            o.steps
-        );
-    }
-    let mut step_seconds = None;
-    if let Some(p) = pace {
-        tr.deadline = Some(p.deadline.clone());
-        if p.plan && !resume {
-            let per = tr.time_step(&net, teacher, data, 3)?;
-            let left = p.deadline.left().unwrap_or(Duration::MAX);
-            let steps = crate::budget::steps_within(left, per, p.max_steps);
-            let frac = o.warmup as f64 / o.steps.max(1) as f64;
-            tr.o.steps = steps;
-            tr.o.warmup = (frac * steps as f64).round() as usize;
-            step_seconds = Some(per.as_secs_f64());
-            eprintln!(
-                "fine-tuning plan: {steps} step(s) of {} ({:.2} epoch(s)) at {:.0} ms/step (measured), {:.0}s until the deadline{}",
-                o.batch,
-                (steps * o.batch.min(data.n)) as f64 / data.n.max(1) as f64,
-                per.as_secs_f64() * 1e3,
-                left.as_secs_f64(),
-                if steps == p.max_steps { " (capped by the epoch limit)" } else { "" }
-            );
-        }
-    }
-    let tty = std::io::stderr().is_terminal();
-    let every = (tr.o.steps / 20).max(1);
-    let mut on_step = |s: &StepInfo| {
-        let acc = s
-            .batch_acc
-            .map(|a| format!(" batch acc {:.3}", a))
-            .unwrap_or_default();
-        let msg = format!(
-            "{} finetune step {}/{} loss {:.4}{acc} lr {:.2e} {:.0} img/s ETA {:.0}s",
-            crate::report::bar(s.step, s.steps, 20),
-            s.step,
-            s.steps,
-            s.loss,
-            s.lr,
-            s.images_per_s,
-            s.eta_s
-        );
-        if tty {
-            let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r\x1b[2K{msg}");
-            if s.step == s.steps {
-                let _ = writeln!(e);
-            }
-            let _ = e.flush();
-        } else if s.step.is_multiple_of(every) || s.step == s.steps {
-            eprintln!("{msg}");
-        }
-    };
-    let mut on_ckpt = |n: &Net, t: &Trainer| -> Result<()> {
-        match ckpt {
-            Some(c) => c.save(n, t),
-            None => Ok(()),
-        }
-    };
-    let report = tr.run(&mut net, teacher, data, stop, &mut on_step, &mut on_ckpt)?;
-    if tty && (report.interrupted || report.deadline_hit) {
-        eprintln!();
-    }
-    if report.interrupted {
-        if let Some(c) = ckpt {
-            c.save(&net, &tr)?;
-        }
-    }
-    Ok(Finetuned {
-        model: net.write_back(),
-        params: net.param_count(),
-        report,
-        device_line: line,
-        options: tr.o.clone(),
-        step_seconds,
-    })
-}
-
-/// A short fine-tune used as recovery (`--recover ft:STEPS`, in the search's oracle and for
-/// the written model): trains `model` for `o.steps` steps on `data` (with `teacher`, built on
-/// [`super::infer_device`], for distillation) on the learning device, quietly, without
-/// checkpoints. Returns the trained (simplified) model and the run's report.
-pub fn quick(
-    model: &crate::ir::Model,
-    teacher: Option<&Net>,
-    data: &Dataset,
-    o: &TrainOptions,
-) -> Result<(crate::ir::Model, TrainReport)> {
-    let (device, _) = super::device();
-    let mut net = Net::new(model, &device)?;
-    let mut tr = Trainer::new(&net, o.clone());
-    let stop = AtomicBool::new(false);
-    let report = tr.run(&mut net, teacher, data, &stop, &mut |_| {}, &mut |_, _| {
-        Ok(())
-    })?;
-    Ok((net.write_back(), report))
 }
 
 /// The parameters after one optimiser step from `grads` (global-norm clipping, weight decay on
