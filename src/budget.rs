@@ -183,16 +183,33 @@ pub fn replan(
     spent: Duration,
     left: Duration,
 ) -> Option<usize> {
+    repace(step, planned, planned, done, spent, left)
+}
+
+/// As [`replan`], and also lengthens a plan that runs faster than it was planned for (its first
+/// steps, timed before the run, are slower than the steady pace: the plan then ended up to a
+/// sixth of the fine-tuning time early). A plan is lengthened only in its first half (where the
+/// cosine schedule is still near its peak, so the learning rate moves little), only when at
+/// least 10% more steps fit, and at most to `max` steps; it is cut whenever it would overrun.
+pub fn repace(
+    step: usize,
+    planned: usize,
+    max: usize,
+    done: usize,
+    spent: Duration,
+    left: Duration,
+) -> Option<usize> {
     if done == 0 || step >= planned {
         return None;
     }
     let per = spent.as_secs_f64() / done as f64;
     let need = per * (planned - step) as f64;
-    if need <= left.as_secs_f64() {
-        return None;
+    let fit = step + ((left.as_secs_f64() * 0.95 / per.max(1e-9)).floor() as usize).max(1);
+    if need > left.as_secs_f64() {
+        return Some(fit);
     }
-    let fit = (left.as_secs_f64() * 0.95 / per.max(1e-9)).floor() as usize;
-    Some(step + fit.max(1))
+    let longer = fit.min(max);
+    (2 * step < planned && longer * 10 >= planned * 11).then_some(longer)
 }
 
 /// Parses a duration: `90s`, `10m`, `2h`, `1h30m`; a number without a unit is seconds
@@ -298,6 +315,35 @@ mod tests {
         // Nothing measured yet, or the plan is done: no change.
         assert_eq!(replan(0, 1000, 0, secs(0.0), secs(1.0)), None);
         assert_eq!(replan(1000, 1000, 10, secs(10.0), secs(0.0)), None);
+    }
+
+    #[test]
+    fn repace_lengthens_a_fast_plan_early_within_the_cap_and_still_cuts_a_slow_one() {
+        // 100 of 1000 steps took 50 s (0.5 s a step); 900 s left: 1710 more fit -> 1810.
+        assert_eq!(
+            repace(100, 1000, 10_000, 100, secs(50.0), secs(900.0)),
+            Some(1810)
+        );
+        // ... at most the epoch cap.
+        assert_eq!(
+            repace(100, 1000, 1200, 100, secs(50.0), secs(900.0)),
+            Some(1200)
+        );
+        // Past half of the plan: left as it is (the schedule is decaying).
+        assert_eq!(
+            repace(600, 1000, 10_000, 600, secs(300.0), secs(900.0)),
+            None
+        );
+        // Under 10% more: left as it is.
+        assert_eq!(
+            repace(100, 1000, 10_000, 100, secs(100.0), secs(1000.0)),
+            None
+        );
+        // Too slow: cut, as replan does.
+        assert_eq!(
+            repace(100, 1000, 10_000, 100, secs(100.0), secs(450.0)),
+            Some(527)
+        );
     }
 
     #[test]

@@ -663,6 +663,54 @@ fn a_plan_that_would_overrun_the_deadline_is_cut_to_fit() {
     assert!(*lrs.last().unwrap() < 0.01 * 0.01, "{lrs:?}");
 }
 
+/// The other way: a plan made from slow first steps (here 100 steps for a 300 s deadline at 1 s
+/// a step on the simulated clock) is lengthened to what fits, at most to `max_steps`, and still
+/// ends before the deadline with its schedule annealed.
+#[test]
+fn a_plan_that_runs_faster_than_planned_is_lengthened_within_its_cap() {
+    use onnx_prune::budget::{Clock, Deadline, SimClock};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let device = Device::flex().autodiff();
+    let train = blobs(256, 1);
+    for (cap, want) in [(1000, 30 + 256), (150, 150)] {
+        let mut net = Net::new(&small_net(3), &device).unwrap();
+        let o = TrainOptions {
+            lr: 0.01,
+            batch: 32,
+            steps: 100,
+            augment: false,
+            ..Default::default()
+        };
+        let clock = Arc::new(SimClock::new(Duration::ZERO));
+        let mut tr = Trainer::new(&net, o);
+        tr.deadline = Some(Deadline::at(clock.clone(), Duration::from_secs(300)));
+        tr.max_steps = Some(cap);
+        let stop = AtomicBool::new(false);
+        let mut lrs = vec![];
+        let rep = tr
+            .run(
+                &mut net,
+                None,
+                &train,
+                &stop,
+                &mut |s| {
+                    lrs.push(s.lr);
+                    clock.advance(Duration::from_secs(1));
+                },
+                &mut |_, _| Ok(()),
+            )
+            .unwrap();
+        // At step 30 (30 s), 270 s are left: 256 more steps fit (5% slack), capped by `cap`.
+        assert_eq!(rep.replanned_from, Some(100), "{rep:?}");
+        assert_eq!(tr.o.steps, want);
+        assert_eq!(rep.steps_done, want);
+        assert!(!rep.deadline_hit, "{rep:?}");
+        assert!(clock.now() <= Duration::from_secs(300));
+        assert!(*lrs.last().unwrap() < 0.01 * 0.01, "{lrs:?}");
+    }
+}
+
 /// A deadline passed mid-run (the clock jumps) stops training between steps; the network is
 /// intact and writes back to a valid model.
 #[test]

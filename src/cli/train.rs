@@ -210,7 +210,12 @@ pub(crate) fn finetune_pruned(
         );
     } else if let Some(n) = f.report.replanned_from {
         eprintln!(
-            "fine-tuning ran slower than measured: the plan was cut from {n} to {} step(s)",
+            "fine-tuning ran {} than measured: the plan went from {n} to {} step(s)",
+            if f.options.steps > n {
+                "faster"
+            } else {
+                "slower"
+            },
             f.options.steps
         );
     }

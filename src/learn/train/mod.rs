@@ -150,6 +150,9 @@ pub struct Trainer {
     pub step: usize,
     /// Stop at this deadline, and shorten the schedule when the measured pace would miss it.
     pub deadline: Option<crate::budget::Deadline>,
+    /// With a deadline: the plan may also be lengthened up to this many steps when the measured
+    /// pace leaves time over (`budget::repace`); `None` keeps `o.steps` as the most.
+    pub max_steps: Option<usize>,
     /// Per parameter: 1 (SGD momentum) or 2 (Adam m, v) buffers.
     state: Vec<Vec<Tensor<6>>>,
 }
@@ -169,6 +172,7 @@ impl Trainer {
             o,
             step: 0,
             deadline: None,
+            max_steps: None,
             state,
         }
     }
@@ -297,8 +301,9 @@ impl Trainer {
                     let spent = d.clock.now().saturating_sub(p0);
                     let left = d.left().unwrap_or(Duration::MAX);
                     let paced = done - PACE_SKIP;
+                    let max = self.max_steps.unwrap_or(self.o.steps).max(self.o.steps);
                     if let Some(n) =
-                        crate::budget::replan(self.step, self.o.steps, paced, spent, left)
+                        crate::budget::repace(self.step, self.o.steps, max, paced, spent, left)
                     {
                         rep.replanned_from.get_or_insert(self.o.steps);
                         self.o.steps = n;

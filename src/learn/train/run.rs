@@ -79,6 +79,7 @@ pub fn finetune(
             let frac = o.warmup as f64 / o.steps.max(1) as f64;
             tr.o.steps = steps;
             tr.o.warmup = (frac * steps as f64).round() as usize;
+            tr.max_steps = Some(p.max_steps);
             step_seconds = Some(per.as_secs_f64());
             eprintln!(
                 "fine-tuning plan: {steps} step(s) of {} ({:.2} epoch(s)) at {:.0} ms/step (measured), {:.0}s until the deadline{}",
