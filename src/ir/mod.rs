@@ -5,8 +5,10 @@
 
 pub mod arr;
 pub mod graph;
+mod node;
 pub mod ops;
 pub mod tensor;
+mod value;
 
 pub use arr::Arr;
 pub use graph::*;
