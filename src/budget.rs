@@ -174,23 +174,12 @@ pub fn steps_within(left: Duration, per_step: Duration, max: usize) -> usize {
     n.clamp(1, max.max(1))
 }
 
-/// Steps to cut a running plan to, if at the measured pace (`spent` for `done` steps) its
-/// remaining `planned − step` steps would overrun `left`; `None` when it is on time.
-pub fn replan(
-    step: usize,
-    planned: usize,
-    done: usize,
-    spent: Duration,
-    left: Duration,
-) -> Option<usize> {
-    repace(step, planned, planned, done, spent, left)
-}
-
-/// As [`replan`], and also lengthens a plan that runs faster than it was planned for (its first
-/// steps, timed before the run, are slower than the steady pace: the plan then ended up to a
-/// sixth of the fine-tuning time early). A plan is lengthened only in its first half (where the
-/// cosine schedule is still near its peak, so the learning rate moves little), only when at
-/// least 10% more steps fit, and at most to `max` steps; it is cut whenever it would overrun.
+/// Steps to re-plan a running plan to, or `None` to leave it. Cut when, at the measured pace
+/// (`spent` for `done` steps), its remaining `planned − step` steps would overrun `left`.
+/// Lengthened when it runs faster than planned (its first steps, timed before the run, are
+/// slower than the steady pace, so a plan ended up to a sixth of the fine-tuning time early):
+/// only in its first half (the cosine schedule is still near its peak, so the learning rate
+/// moves little), only when at least 10% more steps fit, and at most to `max` steps.
 pub fn repace(
     step: usize,
     planned: usize,
@@ -307,7 +296,10 @@ mod tests {
     }
 
     #[test]
-    fn replan_cuts_a_plan_that_would_overrun_and_leaves_one_on_time() {
+    fn repace_cuts_a_plan_that_would_overrun_and_leaves_one_on_time() {
+        // With no room to lengthen (max = planned):
+        let replan =
+            |step, planned, done, spent, left| repace(step, planned, planned, done, spent, left);
         // 100 of 1000 steps took 100 s; 900 s left: on time.
         assert_eq!(replan(100, 1000, 100, secs(100.0), secs(900.0)), None);
         // Only 450 s left: cut to 100 + 427.

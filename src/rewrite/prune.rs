@@ -406,7 +406,16 @@ fn slice(rw: &mut Rw) -> Result<()> {
     // Output channel j is input channel first + j·step of the original slice (found by
     // channel, not by atom: a depthwise conv's input and output share atoms, so a GhostNet
     // concat holds each atom twice).
-    let at = |i: usize| -> Result<i64> { Ok(rw.const_input(i)?.as_i64s().unwrap_or_default()[k]) };
+    let at = |i: usize| -> Result<i64> {
+        rw.const_input(i)?
+            .as_i64s()
+            .and_then(|v| v.get(k).copied())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{label}: slice parameter {i} is not an integer list"
+                ))
+            })
+    };
     let step0 = if rw.input(4).is_some() { at(4)? } else { 1 };
     let len = rw.ch.spaces[is].len as i64;
     let (first, _, _) = crate::ir::ops::slice_clamp(at(1)?, at(2)?, step0, len);

@@ -27,13 +27,13 @@ pub(super) fn check_finite_weights(m: &Model, ch: &ChannelAnalysis) -> Result<()
             let Some(t) = m.graph.foldable_const(*v) else {
                 continue;
             };
-            let flags: Vec<bool> = match t.to_arr() {
-                Some(crate::ir::Arr::F32(x)) => x.iter().map(|v| v.is_finite()).collect(),
-                Some(crate::ir::Arr::F64(x)) => x.iter().map(|v| v.is_finite()).collect(),
+            // (count of non-finite values, index of the first)
+            let (bad, first) = match t.to_arr() {
+                Some(crate::ir::Arr::F32(x)) => non_finite(x.iter().map(|v| v.is_finite())),
+                Some(crate::ir::Arr::F64(x)) => non_finite(x.iter().map(|v| v.is_finite())),
                 _ => continue,
             };
-            let bad: Vec<usize> = (0..flags.len()).filter(|&i| !flags[i]).collect();
-            if let Some(&first) = bad.first() {
+            if let Some(first) = first {
                 return Err(Error::Node {
                     node: n.label(node),
                     msg: format!(
@@ -41,7 +41,7 @@ pub(super) fn check_finite_weights(m: &Model, ch: &ChannelAnalysis) -> Result<()
                          index {first} of {}): the file is damaged or its training diverged, and \
                          pruning needs finite weights",
                         m.graph.value(*v).name,
-                        bad.len(),
+                        bad,
                         t.numel()
                     ),
                 });
@@ -51,17 +51,25 @@ pub(super) fn check_finite_weights(m: &Model, ch: &ChannelAnalysis) -> Result<()
     Ok(())
 }
 
+/// How many of the flags are false, and where the first is.
+fn non_finite(finite: impl Iterator<Item = bool>) -> (usize, Option<usize>) {
+    finite
+        .enumerate()
+        .filter(|(_, ok)| !ok)
+        .fold((0, None), |(n, first), (i, _)| (n + 1, first.or(Some(i))))
+}
+
 impl Pruner {
     /// Tries the surgery of a plan that keeps half of every group's free atoms; when it fails,
     /// finds the groups whose rewrite fails (bisection over groups, each tried alone at the
     /// end) and declines them with the reason. Repeats until the probe passes.
     pub(super) fn decline_failing_surgery(&mut self) {
+        let imp = self.importance(Method::L1, 0);
         for _ in 0..8 {
             let groups = self.prunable_groups();
             if groups.is_empty() {
                 return;
             }
-            let imp = self.importance(Method::L1, 0);
             let half = vec![0.5; self.ch.groups.len()];
             let keep = self.keep_from_ratios(&half, &imp, 1);
             let cut: Vec<usize> = groups
