@@ -18,8 +18,6 @@ pub struct CostReport {
     pub per_node: Vec<(NodeId, u64)>,
 }
 
-const MAC_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
-
 pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
     let g = &model.graph;
     let mut r = CostReport::default();
@@ -35,10 +33,10 @@ pub fn cost(model: &Model, a: &Analysis) -> Result<CostReport> {
         .map_err(|n| Error::Invalid(format!("cycle through node {}", g.node(n).label(n))))?;
     for id in order {
         let node = g.node(id);
-        if !node.is_standard() || !MAC_OPS.contains(&node.op_type.as_str()) {
+        // MACs are counted for the ops with a weight (Conv, ConvTranspose, Gemm, MatMul).
+        let Some(op) = ops::lookup(node).filter(|op| op.weight_layout(node).is_some()) else {
             continue;
-        }
-        let op = ops::lookup(node).expect("MAC ops are registered");
+        };
         let root = a
             .errors
             .first()

@@ -6,6 +6,7 @@
 use crate::analysis::channels::{ChannelAnalysis, SpaceId};
 use crate::analysis::Analysis;
 use crate::error::{Error, Result};
+use crate::ir::ops::{self, Linear, WeightLayout};
 use crate::ir::{AttrValue, Dim, Model, NodeId, Tensor, ValueId, ValueType};
 use ndarray::Axis;
 
@@ -114,6 +115,10 @@ impl Rw<'_> {
         let k = self.ch.kept(s, self.keep);
         (k.len() != self.ch.spaces[s].len).then_some((s, k))
     }
+    fn layout(&self) -> Result<WeightLayout> {
+        ops::weight_layout(self.m.graph.node(self.id))
+            .ok_or_else(|| Error::Invalid(format!("{}: no weight layout", self.label())))
+    }
     fn label(&self) -> String {
         self.m.graph.node(self.id).label(self.id)
     }
@@ -159,7 +164,7 @@ fn rewrite_node(
     let op = node.op_type.clone();
     let mut rw = Rw { m, a, ch, keep, id };
     match op.as_str() {
-        "Conv" | "ConvTranspose" => conv(&mut rw, op == "ConvTranspose"),
+        "Conv" | "ConvTranspose" => conv(&mut rw),
         "Gemm" => gemm(&mut rw),
         "MatMul" => gemm(&mut rw),
         "BatchNormalization" | "InstanceNormalization" => {
@@ -184,23 +189,23 @@ fn rewrite_node(
     }
 }
 
-fn conv(rw: &mut Rw, transpose: bool) -> Result<()> {
+fn conv(rw: &mut Rw) -> Result<()> {
     let out = rw.kept(rw.output(0));
     let inp = rw.kept(rw.input(0));
     if out.is_none() && inp.is_none() {
         return Ok(());
     }
-    let group = rw.m.graph.node(rw.id).attr_i("group").unwrap_or(1);
-    let w = rw.const_input(1)?;
+    let layout = rw.layout()?;
+    let (group, transpose) = (layout.group, layout.kind == Linear::ConvTranspose);
+    let w = rw.const_input(WeightLayout::INPUT)?;
     let label = rw.label();
     let mut w2 = w.clone();
     if group == 1 {
-        let (oa, ia) = if transpose { (1, 0) } else { (0, 1) };
         if let Some((_, o)) = &out {
-            w2 = select(&w2, oa, o, &label)?;
+            w2 = select(&w2, layout.out_axis, o, &label)?;
         }
         if let Some((_, i)) = &inp {
-            w2 = select(&w2, ia, i, &label)?;
+            w2 = select(&w2, layout.in_axis, i, &label)?;
         }
     } else if !transpose && w.dims[1] == 1 {
         // Depthwise: output channels follow the kept input channels (the analysis joined them).
@@ -226,7 +231,7 @@ fn conv(rw: &mut Rw, transpose: bool) -> Result<()> {
             "{label}: grouped ConvTranspose channels cannot be pruned"
         )));
     }
-    rw.set_const(1, w2);
+    rw.set_const(WeightLayout::INPUT, w2);
     if let (Some((_, o)), Some(_)) = (&out, rw.input(2)) {
         rw.slice_input(2, 0, o)?;
     }
@@ -287,18 +292,17 @@ fn gemm(rw: &mut Rw) -> Result<()> {
     if out.is_none() && inp.is_none() {
         return Ok(());
     }
-    let is_gemm = rw.m.graph.node(rw.id).op_type == "Gemm";
-    let trans_b = is_gemm && rw.m.graph.node(rw.id).attr_i("transB").unwrap_or(0) != 0;
-    let (ka, na) = if trans_b { (1, 0) } else { (0, 1) };
+    let layout = rw.layout()?;
+    let is_gemm = matches!(layout.kind, Linear::Gemm { .. });
     let label = rw.label();
-    let mut b = rw.const_input(1)?;
+    let mut b = rw.const_input(WeightLayout::INPUT)?;
     if let Some((_, i)) = &inp {
-        b = select(&b, ka, i, &label)?;
+        b = select(&b, layout.in_axis, i, &label)?;
     }
     if let Some((_, o)) = &out {
-        b = select(&b, na, o, &label)?;
+        b = select(&b, layout.out_axis, o, &label)?;
     }
-    rw.set_const(1, b);
+    rw.set_const(WeightLayout::INPUT, b);
     if let (true, Some((_, o)), Some(_)) = (is_gemm, &out, rw.input(2)) {
         let c = rw.const_input(2)?;
         let n = c.dims.last().copied().unwrap_or(1);

@@ -5,6 +5,7 @@
 use crate::analysis::channels::{self, ChannelAnalysis, Role, SpaceId};
 use crate::analysis::{self, Analysis, ShapeMode};
 use crate::error::{Error, Result};
+use crate::ir::ops::{self, Linear, WeightLayout};
 use crate::ir::{Model, NodeId, Tensor};
 use crate::rewrite::{self, PassOptions};
 use rand::{Rng, SeedableRng};
@@ -490,26 +491,24 @@ impl Pruner {
                 continue;
             }
             let n = m.graph.node(node);
-            let axis = match (n.op_type.as_str(), n.attr_i("transB").unwrap_or(0)) {
-                ("Conv", _) => 1,
-                ("ConvTranspose", _) | ("MatMul", _) | ("Gemm", 0) => 0,
-                ("Gemm", _) => 1,
-                _ => continue,
+            let Some(layout) = ops::weight_layout(n) else {
+                continue;
             };
-            let w = n.inputs[1].ok_or_else(|| Error::Invalid("consumer without weight".into()))?;
+            let w = n.inputs[WeightLayout::INPUT]
+                .ok_or_else(|| Error::Invalid("consumer without weight".into()))?;
             let t = m
                 .graph
                 .foldable_const(w)
                 .ok_or_else(|| Error::Invalid("consumer weight not constant".into()))?;
-            let group = m.graph.node(node).attr_i("group").unwrap_or(1).max(1) as usize;
-            let zeroed = if m.graph.node(node).op_type == "Conv" && group > 1 {
+            let group = layout.group.max(1) as usize;
+            let zeroed = if layout.kind == Linear::Conv && group > 1 {
                 zero_grouped(t, group, &removed)?
             } else {
-                zero_along(t, axis, &removed)?
+                zero_along(t, layout.in_axis, &removed)?
             };
             let name = format!("{}_masked", m.graph.value(w).name);
             let v = m.graph.add_const(&name, zeroed);
-            m.graph.set_input(node, 1, Some(v));
+            m.graph.set_input(node, WeightLayout::INPUT, Some(v));
         }
         rewrite::simplify(&mut m, &PassOptions::default())?;
         Ok(m)
@@ -553,19 +552,14 @@ fn filter_scores(m: &Model, node: NodeId, method: Method) -> Option<Vec<f64>> {
     let n = m.graph.node(node);
     let w = m
         .graph
-        .foldable_const(n.inputs.get(1).copied().flatten()?)?;
+        .foldable_const(n.inputs.get(WeightLayout::INPUT).copied().flatten()?)?;
     let a = match w.to_arr()? {
         crate::ir::Arr::F32(x) => x.mapv(|v| v as f64),
         crate::ir::Arr::F64(x) => x,
         _ => return None,
     };
-    let axis = match (n.op_type.as_str(), n.attr_i("transB").unwrap_or(0)) {
-        ("Conv", _) => 0,
-        ("ConvTranspose", _) | ("MatMul", _) | ("Gemm", 0) => 1,
-        ("Gemm", _) => 0,
-        _ => return None,
-    };
-    let group = n.attr_i("group").unwrap_or(1) as usize;
+    let layout = ops::weight_layout(n)?;
+    let axis = layout.out_axis;
     let scores: Vec<f64> = a
         .axis_iter(ndarray::Axis(axis))
         .map(|f| {
@@ -576,7 +570,7 @@ fn filter_scores(m: &Model, node: NodeId, method: Method) -> Option<Vec<f64>> {
             }
         })
         .collect();
-    if n.op_type == "ConvTranspose" && group > 1 {
+    if layout.kind == Linear::ConvTranspose && layout.group > 1 {
         return None;
     }
     Some(scores)

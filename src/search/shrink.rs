@@ -7,6 +7,7 @@
 
 use super::datafree::Pruner;
 use crate::analysis::channels::Role;
+use crate::ir::ops::{self, Linear, WeightLayout};
 use crate::ir::ValueId;
 use std::collections::HashMap;
 
@@ -72,11 +73,15 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                 .flatten()
                 .and_then(|v| z.get(&v).cloned())
         };
+        let layout = ops::weight_layout(n);
         let flags: Vec<bool> = match n.op_type.as_str() {
-            "Conv" | "ConvTranspose" | "Gemm" | "MatMul" => {
+            _ if layout.is_some() => {
+                let Some(layout) = layout else {
+                    continue;
+                };
                 let Some(w) = n
                     .inputs
-                    .get(1)
+                    .get(WeightLayout::INPUT)
                     .copied()
                     .flatten()
                     .and_then(|w| g.foldable_const(w))
@@ -85,13 +90,10 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                     continue;
                 };
                 let crate::ir::Arr::F32(w) = w else { continue };
-                let axis = match (n.op_type.as_str(), n.attr_i("transB").unwrap_or(0)) {
-                    ("Conv", _) | ("Gemm", 1) => 0,
-                    _ => 1,
-                };
+                let axis = layout.out_axis;
                 let bias = f32s(p, n.inputs.get(2).copied().flatten());
                 let depthwise =
-                    n.op_type == "Conv" && n.attr_i("group").unwrap_or(1) > 1 && w.shape()[1] == 1;
+                    layout.kind == Linear::Conv && layout.group > 1 && w.shape()[1] == 1;
                 let zi = zin(0);
                 (0..c)
                     .map(|k| {
@@ -282,15 +284,13 @@ pub fn dead_atoms(p: &Pruner) -> Vec<bool> {
         let zx = x.and_then(|v| z.get(&v));
         let w = n
             .inputs
-            .get(1)
+            .get(WeightLayout::INPUT)
             .copied()
             .flatten()
             .and_then(|w| g.foldable_const(w))
             .and_then(|t| t.to_arr());
-        let axis = match (n.op_type.as_str(), n.attr_i("transB").unwrap_or(0)) {
-            ("Conv", _) | ("Gemm", 1) => 1,
-            _ => 0,
-        };
+        let layout = ops::weight_layout(n);
+        let axis = layout.map_or(0, |l| l.in_axis);
         for i in 0..p.ch.spaces[space].len {
             let a = p.ch.atom(space, i);
             if !dead[a] {
@@ -298,7 +298,7 @@ pub fn dead_atoms(p: &Pruner) -> Vec<bool> {
             }
             let input_zero = zx.is_some_and(|f| f.get(i).copied().unwrap_or(false));
             // Grouped convs index input channels per group: only the zero-input proof applies.
-            let grouped = n.op_type == "Conv" && n.attr_i("group").unwrap_or(1) > 1;
+            let grouped = layout.is_some_and(|l| l.kind == Linear::Conv && l.group > 1);
             let weight_zero = !grouped
                 && match &w {
                     Some(crate::ir::Arr::F32(w)) if i < w.shape()[axis] => w

@@ -7,8 +7,9 @@
 //! MACs (the rule `--target-flops` counts): Conv N·Cout·∏Dout·(Cin/group)·∏k;
 //! ConvTranspose N·Cin·∏Din·(Cout/group)·∏k.
 
-use super::{Fact, InferCx, Op, OpResult};
+use super::{Fact, InferCx, Linear, Op, OpResult, WeightLayout};
 use crate::ir::Dim;
+use crate::ir::Node;
 
 pub(super) struct Geometry {
     pub kernel: Vec<i64>,
@@ -99,6 +100,14 @@ pub(super) fn window_out(input: &Dim, g: &Geometry, i: usize, ceil_mode: bool) -
 
 pub struct Conv;
 impl Op for Conv {
+    fn weight_layout(&self, node: &Node) -> Option<WeightLayout> {
+        Some(WeightLayout {
+            kind: Linear::Conv,
+            out_axis: 0,
+            in_axis: 1,
+            group: node.attr_i("group").unwrap_or(1),
+        })
+    }
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.shape(0)?;
         let w = cx.shape(1)?;
@@ -142,6 +151,14 @@ impl Op for Conv {
 
 pub struct ConvTranspose;
 impl Op for ConvTranspose {
+    fn weight_layout(&self, node: &Node) -> Option<WeightLayout> {
+        Some(WeightLayout {
+            kind: Linear::ConvTranspose,
+            out_axis: 1,
+            in_axis: 0,
+            group: node.attr_i("group").unwrap_or(1),
+        })
+    }
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let x = cx.shape(0)?;
         let w = cx.shape(1)?;

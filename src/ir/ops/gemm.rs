@@ -4,11 +4,25 @@
 //! - <https://onnx.ai/onnx/operators/onnx__MatMul.html>: numpy matmul (1-D operands promoted,
 //!   batch dims broadcast). MACs ∏batch·M·N·K.
 
-use super::{broadcast, Fact, InferCx, Op, OpResult};
-use crate::ir::Dim;
+use super::{broadcast, Fact, InferCx, Linear, Op, OpResult, WeightLayout};
+use crate::ir::{Dim, Node};
 
 pub struct Gemm;
 impl Op for Gemm {
+    fn weight_layout(&self, node: &Node) -> Option<WeightLayout> {
+        let trans_b = node.attr_i("transB").unwrap_or(0) != 0;
+        Some(WeightLayout {
+            kind: Linear::Gemm {
+                trans_a: node.attr_i("transA").unwrap_or(0) != 0,
+                trans_b,
+                alpha: node.attr_f("alpha").unwrap_or(1.0),
+                beta: node.attr_f("beta").unwrap_or(1.0),
+            },
+            out_axis: if trans_b { 0 } else { 1 },
+            in_axis: if trans_b { 1 } else { 0 },
+            group: 1,
+        })
+    }
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let a = cx.shape(0)?;
         let b = cx.shape(1)?;
@@ -92,6 +106,14 @@ fn matmul_shape(a: &[Dim], b: &[Dim]) -> OpResult<(Vec<Dim>, Dim)> {
 }
 
 impl Op for MatMul {
+    fn weight_layout(&self, _node: &Node) -> Option<WeightLayout> {
+        Some(WeightLayout {
+            kind: Linear::MatMul,
+            out_axis: 1,
+            in_axis: 0,
+            group: 1,
+        })
+    }
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let (out, _) = matmul_shape(cx.shape(0)?, cx.shape(1)?)?;
         Ok(vec![Fact::new(cx.dtype(0), Some(out))])

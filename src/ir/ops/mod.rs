@@ -220,6 +220,56 @@ pub trait Op: Sync {
     fn macs(&self, _cx: &InferCx, _outputs: &[Fact]) -> OpResult<u64> {
         Ok(0)
     }
+    /// For an op with a weight (input 1): which of the weight's axes hold the output and the
+    /// input channels. `None` for every other op. The only place that decides it.
+    fn weight_layout(&self, _node: &Node) -> Option<WeightLayout> {
+        None
+    }
+}
+
+/// Which op with a weight a node is, with the attributes that change the weight's meaning.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Linear {
+    /// W [Cout, Cin/group, k...].
+    Conv,
+    /// W [Cin, Cout/group, k...].
+    ConvTranspose,
+    /// B [K, N], or [N, K] with `trans_b`; Y = alpha·A·B + beta·C.
+    Gemm {
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f32,
+        beta: f32,
+    },
+    /// B [K, N] (a 2-D B is the only one the channel analysis accepts).
+    MatMul,
+}
+
+/// The layout of the weight (input [`WeightLayout::INPUT`]) of a Conv, ConvTranspose, Gemm or
+/// MatMul: every pass that selects, zeroes or scores filters reads its axes from here.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightLayout {
+    pub kind: Linear,
+    /// Weight axis indexing output channels (features).
+    pub out_axis: usize,
+    /// Weight axis indexing input channels (features).
+    pub in_axis: usize,
+    /// The `group` attribute as written (1 when absent; always 1 for Gemm and MatMul).
+    pub group: i64,
+}
+
+impl WeightLayout {
+    /// The weight is the node's input 1.
+    pub const INPUT: usize = 1;
+    /// Gemm and MatMul: a channel flattened into features covers several of them.
+    pub fn is_dense(&self) -> bool {
+        matches!(self.kind, Linear::Gemm { .. } | Linear::MatMul)
+    }
+}
+
+/// The weight layout of a node, when it has a weight the tool understands.
+pub fn weight_layout(node: &Node) -> Option<WeightLayout> {
+    lookup(node)?.weight_layout(node)
 }
 
 type Entry = (&'static str, &'static dyn Op);

@@ -246,10 +246,7 @@ pub(super) fn moment_match(m: &mut Model, t: &Target, mp: &Moments, mo: &Moments
     if mp.sum.len() != k || mo.sum.len() != k {
         return Err(Error::Usage(format!("{}: channel count mismatch", t.label)));
     }
-    let axis = match (n.op_type.as_str(), n.attr_i("transB").unwrap_or(0)) {
-        ("Conv", _) | ("Gemm", 1) => 0,
-        _ => 1,
-    };
+    let axis = crate::ir::ops::weight_layout(n).map_or(1, |l| l.out_axis);
     let old_b: Vec<f32> = n
         .inputs
         .get(2)

@@ -3,6 +3,7 @@
 //! levels.
 
 use super::*;
+use crate::ir::ops::{self, Linear, WeightLayout};
 
 /// How a target computes its output from its input rows.
 #[derive(Clone, Debug)]
@@ -86,7 +87,7 @@ pub(super) fn find_targets(
             skipped.push(why("does not match the pruned model's node"));
             continue;
         }
-        let Some(w) = pn.inputs.get(1).copied().flatten() else {
+        let Some(w) = pn.inputs.get(WeightLayout::INPUT).copied().flatten() else {
             continue;
         };
         let Some(wt) = pruned.graph.foldable_const(w) else {
@@ -97,17 +98,14 @@ pub(super) fn find_targets(
             skipped.push(why("weight is not float32"));
             continue;
         }
-        let out_axis = match (pn.op_type.as_str(), pn.attr_i("transB").unwrap_or(0)) {
-            ("Conv", _) | ("Gemm", 1) => 0,
-            ("ConvTranspose", _) | ("MatMul", _) | ("Gemm", _) => 1,
-            _ => {
-                skipped.push(why("not a Conv/ConvTranspose/Gemm/MatMul"));
-                continue;
-            }
+        let Some(layout) = ops::weight_layout(pn) else {
+            skipped.push(why("not a Conv/ConvTranspose/Gemm/MatMul"));
+            continue;
         };
+        let out_axis = layout.out_axis;
         let Some(ow) = on
             .inputs
-            .get(1)
+            .get(WeightLayout::INPUT)
             .copied()
             .flatten()
             .and_then(|w| og.foldable_const(w))
@@ -117,7 +115,7 @@ pub(super) fn find_targets(
         };
         let cout_orig = ow.dims.get(out_axis).copied().unwrap_or(0) as usize;
         let kin_ch = p.ch.kept(space, keep);
-        let kin = if matches!(pn.op_type.as_str(), "Gemm" | "MatMul") {
+        let kin = if layout.is_dense() {
             // Dense: a flattened channel covers `per` consecutive features.
             let k_orig = ow.dims.get(1 - out_axis).copied().unwrap_or(0) as usize;
             let per = k_orig / p.ch.spaces[space].len.max(1);
@@ -136,12 +134,12 @@ pub(super) fn find_targets(
             skipped.push(why("output channels do not match the plan"));
             continue;
         }
-        let mut kernel = kernel_of(pn, &wt.dims);
+        let mut kernel = kernel_of(pn, &layout, &wt.dims);
         let out_rank = p.analysis.facts[o_out.0].shape.as_ref().map(|s| s.len());
         if matches!(kernel, Kernel::Dense { .. }) && out_rank != Some(2) {
             kernel = Kernel::Other;
         }
-        let group = pn.attr_i("group").unwrap_or(1);
+        let group = layout.group;
         match (mode, &kernel) {
             (Mode::Ls, Kernel::Other) => {
                 skipped.push(why(
@@ -154,9 +152,9 @@ pub(super) fn find_targets(
                 continue;
             }
             (Mode::Bn, _)
-                if pn.op_type == "MatMul"
-                    || (pn.op_type == "ConvTranspose" && group != 1)
-                    || (pn.op_type == "Gemm" && out_rank != Some(2)) =>
+                if layout.kind == Linear::MatMul
+                    || (layout.kind == Linear::ConvTranspose && group != 1)
+                    || (matches!(layout.kind, Linear::Gemm { .. }) && out_rank != Some(2)) =>
             {
                 skipped.push(why("no per-channel bias to re-calibrate"));
                 continue;
@@ -180,9 +178,9 @@ pub(super) fn find_targets(
     out
 }
 
-pub(super) fn kernel_of(n: &crate::ir::Node, wdims: &[i64]) -> Kernel {
-    match n.op_type.as_str() {
-        "Conv" if wdims.len() == 4 && n.attr_i("group").unwrap_or(1) == 1 => {
+pub(super) fn kernel_of(n: &crate::ir::Node, layout: &WeightLayout, wdims: &[i64]) -> Kernel {
+    match layout.kind {
+        Linear::Conv if wdims.len() == 4 && layout.group == 1 => {
             let two = |name: &str, d: usize| -> [usize; 2] {
                 let v = n.attr_ints(name).unwrap_or(&[]);
                 [
@@ -204,17 +202,16 @@ pub(super) fn kernel_of(n: &crate::ir::Node, wdims: &[i64]) -> Kernel {
                 auto_upper: auto == "SAME_UPPER",
             }
         }
-        "Gemm"
-            if n.attr_f("alpha").unwrap_or(1.0) == 1.0
-                && n.attr_f("beta").unwrap_or(1.0) == 1.0
-                && n.attr_i("transA").unwrap_or(0) == 0 =>
-        {
-            Kernel::Dense {
-                trans: n.attr_i("transB").unwrap_or(0) == 1,
-                bias: true,
-            }
-        }
-        "MatMul" if wdims.len() == 2 => Kernel::Dense {
+        Linear::Gemm {
+            trans_a: false,
+            trans_b,
+            alpha,
+            beta,
+        } if alpha == 1.0 && beta == 1.0 => Kernel::Dense {
+            trans: trans_b,
+            bias: true,
+        },
+        Linear::MatMul if wdims.len() == 2 => Kernel::Dense {
             trans: false,
             bias: false,
         },
@@ -224,17 +221,16 @@ pub(super) fn kernel_of(n: &crate::ir::Node, wdims: &[i64]) -> Kernel {
 
 pub(super) fn p_rank(m: &Model, t: &Target) -> usize {
     let n = m.graph.node(t.node);
-    match n.op_type.as_str() {
-        "Gemm" | "MatMul" => 2,
-        _ => n
-            .inputs
-            .get(1)
-            .copied()
-            .flatten()
-            .and_then(|w| m.graph.foldable_const(w))
-            .map(|w| w.dims.len())
-            .unwrap_or(0),
+    if ops::weight_layout(n).is_some_and(|l| l.is_dense()) {
+        return 2;
     }
+    n.inputs
+        .get(WeightLayout::INPUT)
+        .copied()
+        .flatten()
+        .and_then(|w| m.graph.foldable_const(w))
+        .map(|w| w.dims.len())
+        .unwrap_or(0)
 }
 
 /// Level of each target: 0 when no other target is upstream of its input, else one more than
