@@ -6,7 +6,7 @@
 use crate::analysis::channels::{ChannelAnalysis, SpaceId};
 use crate::analysis::Analysis;
 use crate::error::{Error, Result};
-use crate::ir::ops::{self, Linear, WeightLayout};
+use crate::ir::ops::{self, Channels, Linear, WeightLayout};
 use crate::ir::{AttrValue, Dim, Model, NodeId, Tensor, ValueId, ValueType};
 use ndarray::Axis;
 
@@ -157,17 +157,14 @@ fn rewrite_node(
     keep: &[bool],
     id: NodeId,
 ) -> Result<()> {
-    let node = m.graph.node(id);
-    if !node.is_standard() {
+    let Some(def) = ops::def(m.graph.node(id)) else {
         return Ok(());
-    }
-    let op = node.op_type.clone();
+    };
     let mut rw = Rw { m, a, ch, keep, id };
-    match op.as_str() {
-        "Conv" | "ConvTranspose" => conv(&mut rw),
-        "Gemm" => gemm(&mut rw),
-        "MatMul" => gemm(&mut rw),
-        "BatchNormalization" | "InstanceNormalization" => {
+    match def.channels {
+        Channels::Conv | Channels::ConvTranspose => conv(&mut rw),
+        Channels::Gemm | Channels::MatMul => gemm(&mut rw),
+        Channels::PerChannelParams => {
             if let Some((_, k)) = rw.kept(rw.input(0)) {
                 let n = rw.m.graph.node(id).inputs.len();
                 for i in 1..n {
@@ -178,14 +175,22 @@ fn rewrite_node(
             }
             Ok(())
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Sum" | "PRelu" => elementwise(&mut rw),
-        "Pad" => pad(&mut rw),
-        "Slice" => slice(&mut rw),
-        "Split" => split(&mut rw),
-        "Reshape" => reshape(&mut rw),
-        "Resize" => resize_sizes(&mut rw),
-        "GroupNormalization" => group_norm(&mut rw),
-        _ => Ok(()),
+        Channels::Elementwise => elementwise(&mut rw),
+        Channels::Pad => pad(&mut rw),
+        Channels::Slice => slice(&mut rw),
+        Channels::Split => split(&mut rw),
+        Channels::Reshape => reshape(&mut rw),
+        Channels::Resize => resize_sizes(&mut rw),
+        Channels::GroupNorm => group_norm(&mut rw),
+        Channels::Blocks
+        | Channels::Passthrough
+        | Channels::LayerNorm
+        | Channels::Concat
+        | Channels::Flatten
+        | Channels::SqueezeUnsqueeze
+        | Channels::Transpose
+        | Channels::Shape
+        | Channels::Reduce => Ok(()),
     }
 }
 

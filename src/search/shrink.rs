@@ -3,51 +3,14 @@
 //! zero weights for it. Zeros are propagated forward per (value, channel): an all-zero filter
 //! with zero bias produces zeros; zero-preserving ops (ReLU, pooling, HardSwish, ...) keep them;
 //! BatchNorm with γ = β = 0 creates them; `Mul` by a zero channel gives zeros; `Add` needs every
-//! operand zero; channel padding with 0 is zero. Anything else is assumed non-zero.
+//! operand zero; channel padding with 0 is zero. Anything else is assumed non-zero. What an op
+//! does to zeros is its registry row's `ir::ops::Zeros`.
 
 use super::datafree::Pruner;
 use crate::analysis::channels::Role;
-use crate::ir::ops::{self, Linear, WeightLayout};
+use crate::ir::ops::{self, Linear, WeightLayout, Zeros};
 use crate::ir::ValueId;
 use std::collections::HashMap;
-
-/// Ops with f(0) = 0 applied per channel (outputs keep the input's channel layout).
-const ZERO_PRESERVING: &[&str] = &[
-    "Relu",
-    "LeakyRelu",
-    // PRelu(0, slope) = 0 whatever the (per-channel) slope, input 1.
-    "PRelu",
-    "ThresholdedRelu",
-    "HardSwish",
-    "Tanh",
-    "Gelu",
-    "Erf",
-    "Mish",
-    "Softsign",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Neg",
-    "Abs",
-    "Sqrt",
-    "Identity",
-    "Dropout",
-    "Cast",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "LpPool",
-    "Resize",
-    "Upsample",
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceSum",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-];
 
 fn f32s(p: &Pruner, v: Option<ValueId>) -> Option<Vec<f32>> {
     p.model.graph.foldable_const(v?)?.as_f32s()
@@ -74,7 +37,8 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                 .and_then(|v| z.get(&v).cloned())
         };
         let layout = ops::weight_layout(n);
-        let flags: Vec<bool> = match n.op_type.as_str() {
+        let zeros = ops::def(n).map_or(Zeros::Unknown, |d| d.zeros);
+        let flags: Vec<bool> = match zeros {
             _ if layout.is_some() => {
                 let Some(layout) = layout else {
                     continue;
@@ -113,7 +77,7 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                     })
                     .collect()
             }
-            "BatchNormalization" | "InstanceNormalization" => {
+            Zeros::Norm => {
                 let gamma = f32s(p, n.inputs.get(1).copied().flatten());
                 let beta = f32s(p, n.inputs.get(2).copied().flatten());
                 let (mean, var) = (
@@ -135,14 +99,14 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                         let input_zero = zi
                             .as_ref()
                             .is_some_and(|f| f.get(k).copied().unwrap_or(false));
+                        // (InstanceNormalization has no running mean/var inputs.)
                         match (
-                            n.op_type.as_str(),
                             gk,
                             bk,
                             mean.as_ref().and_then(|v| v.get(k)),
                             var.as_ref().and_then(|v| v.get(k)),
                         ) {
-                            ("BatchNormalization", Some(gk), Some(bk), Some(&mk), Some(&vk)) => {
+                            (Some(gk), Some(bk), Some(&mk), Some(&vk)) => {
                                 input_zero && bk - gk * mk / (vk + eps).sqrt() == 0.0
                             }
                             _ => false,
@@ -150,7 +114,7 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                     })
                     .collect()
             }
-            "Clip" => {
+            Zeros::Clip => {
                 let lo = f32s(p, n.inputs.get(1).copied().flatten())
                     .and_then(|v| v.first().copied())
                     .unwrap_or(f32::MIN);
@@ -162,18 +126,18 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                     _ => continue,
                 }
             }
-            op if ZERO_PRESERVING.contains(&op) => match zin(0) {
+            Zeros::Preserves => match zin(0) {
                 Some(f) if f.len() == c => f,
                 _ => continue,
             },
-            "Flatten" | "Reshape" => match zin(0) {
+            Zeros::Spread => match zin(0) {
                 Some(f) if !f.is_empty() && c % f.len() == 0 => {
                     let inner = c / f.len();
                     (0..c).map(|j| f[j / inner]).collect()
                 }
                 _ => continue,
             },
-            "Mul" | "Add" | "Sub" | "Sum" | "Max" | "Min" | "Div" => {
+            Zeros::AllOperands | Zeros::AnyOperand | Zeros::Numerator => {
                 let mut per_operand: Vec<Vec<bool>> = vec![];
                 for (i, v) in n.inputs.iter().enumerate() {
                     let Some(v) = *v else { continue };
@@ -196,7 +160,7 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                     } else {
                         per_operand.push(vec![false; c]);
                     }
-                    if n.op_type == "Div" && i == 0 {
+                    if zeros == Zeros::Numerator && i == 0 {
                         break;
                     }
                 }
@@ -205,7 +169,7 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                 }
                 (0..c)
                     .map(|k| {
-                        if n.op_type == "Mul" {
+                        if zeros == Zeros::AnyOperand {
                             per_operand.iter().any(|f| f[k])
                         } else {
                             per_operand.iter().all(|f| f[k])
@@ -213,7 +177,7 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                     })
                     .collect()
             }
-            "Concat" => {
+            Zeros::Concat => {
                 let parts: Option<Vec<Vec<bool>>> = n
                     .inputs
                     .iter()
@@ -224,7 +188,7 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                     None => continue,
                 }
             }
-            "Pad" => {
+            Zeros::Pad => {
                 let (Some(f), Some(pads)) = (
                     zin(0),
                     n.inputs
@@ -253,7 +217,7 @@ fn zero_facts(p: &Pruner) -> HashMap<ValueId, Vec<bool>> {
                     })
                     .collect()
             }
-            _ => continue,
+            Zeros::Unknown => continue,
         };
         if flags.len() == c && flags.iter().any(|&x| x) {
             z.insert(out, flags);

@@ -9,8 +9,9 @@
 //!
 //! Slots are *blocked* when removing them cannot be proven output-preserving: graph inputs and
 //! outputs, ops the tool cannot map, shapes it cannot prove. A blocked slot blocks its atom.
-//! Rules per op are data: `rules::RULES` maps op types to transfer functions (in `rules/`, by
-//! family: weights, per-channel normalisations, pointwise, layout).
+//! Rules per op are data: an op's registry row (`ir::ops::OpDef::channels`) names its kind of
+//! channel behaviour, and `rules::rule` maps each kind to its transfer function (in `rules/`,
+//! by family: weights, per-channel normalisations, pointwise, layout).
 
 use super::shapes::Analysis;
 use crate::ir::{Graph, Model, NodeId, ValueId};
@@ -216,8 +217,6 @@ impl Cx<'_> {
 
 mod rules;
 
-use rules::RULES;
-
 /// Runs the analysis. `a` must be a [`super::ShapeMode::Bound`] analysis of `model`.
 pub fn analyse(model: &Model, a: &Analysis) -> ChannelAnalysis {
     let g = &model.graph;
@@ -225,14 +224,7 @@ pub fn analyse(model: &Model, a: &Analysis) -> ChannelAnalysis {
     let order = g.topo_order().unwrap_or_default();
     for id in order {
         let node = g.node(id);
-        let rule = if node.is_standard() {
-            RULES
-                .iter()
-                .find(|(n, _)| *n == node.op_type)
-                .map(|(_, r)| *r)
-        } else {
-            None
-        };
+        let rule = crate::ir::ops::def(node).and_then(|d| rules::rule(d.channels));
         let mut cx = Cx {
             g,
             a,

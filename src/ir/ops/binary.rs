@@ -3,7 +3,7 @@
 //! (variadic), PRelu (slope broadcast to X), comparisons and logic (bool output),
 //! <https://onnx.ai/onnx/operators/onnx__Where.html>.
 
-use super::{broadcast, eval, Fact, InferCx, Op, OpResult};
+use super::{broadcast, eval, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::DataType;
 use std::sync::Arc;
 
@@ -68,3 +68,40 @@ impl Op for Where {
         Ok(vec![Fact::new(cx.dtype(1).or(cx.dtype(2)), shape)])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("Add", &Binary)
+        .channels(Channels::Elementwise)
+        .zeros(Zeros::AllOperands),
+    OpDef::new("Sub", &Binary)
+        .channels(Channels::Elementwise)
+        .zeros(Zeros::AllOperands),
+    OpDef::new("Mul", &Binary)
+        .channels(Channels::Elementwise)
+        .zeros(Zeros::AnyOperand),
+    OpDef::new("Div", &Binary)
+        .channels(Channels::Elementwise)
+        .zeros(Zeros::Numerator),
+    OpDef::new("Pow", &Binary),
+    OpDef::new("Mod", &Binary),
+    OpDef::new("Max", &Binary)
+        .channels(Channels::Elementwise)
+        .zeros(Zeros::AllOperands),
+    OpDef::new("Min", &Binary)
+        .channels(Channels::Elementwise)
+        .zeros(Zeros::AllOperands),
+    OpDef::new("Sum", &Binary)
+        .channels(Channels::Elementwise)
+        .zeros(Zeros::AllOperands),
+    OpDef::new("Mean", &Binary),
+    OpDef::new("Equal", &Compare),
+    OpDef::new("Less", &Compare),
+    OpDef::new("Greater", &Compare),
+    OpDef::new("LessOrEqual", &Compare),
+    OpDef::new("GreaterOrEqual", &Compare),
+    OpDef::new("And", &Compare),
+    OpDef::new("Or", &Compare),
+    OpDef::new("Xor", &Compare),
+    OpDef::new("Where", &Where),
+];

@@ -1,7 +1,7 @@
 //! <https://onnx.ai/onnx/operators/onnx__Concat.html>: joins inputs along `axis` (negative
 //! allowed from opset 11). Folded for constants; propagates symbolic shape vectors.
 
-use super::{axis, eval, Fact, InferCx, Op, OpResult};
+use super::{axis, eval, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::{Arr, Dim};
 use ndarray::{concatenate, Axis};
 use std::sync::Arc;
@@ -79,3 +79,8 @@ fn concat_arrs(v: &[Arr], a: usize) -> Option<Arr> {
         Arr::Bool(_) => cat!(Arr::Bool),
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("Concat", &Concat)
+    .channels(Channels::Concat)
+    .zeros(Zeros::Concat)];

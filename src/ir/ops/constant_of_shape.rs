@@ -1,7 +1,7 @@
 //! <https://onnx.ai/onnx/operators/onnx__ConstantOfShape.html>: a tensor of the shape given by
 //! input 0 filled with the one-element `value` attribute (default float32 0).
 
-use super::{eval, Fact, InferCx, Op, OpResult};
+use super::{eval, Fact, InferCx, Op, OpDef, OpResult};
 use crate::ir::{AttrValue, Dim, Tensor};
 use std::sync::Arc;
 
@@ -41,3 +41,6 @@ impl Op for ConstantOfShape {
         Ok(vec![Fact::new(Some(fill.dtype), Some(dims))])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("ConstantOfShape", &ConstantOfShape)];

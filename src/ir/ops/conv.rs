@@ -7,7 +7,7 @@
 //! MACs (the rule `--target-flops` counts): Conv N·Cout·∏Dout·(Cin/group)·∏k;
 //! ConvTranspose N·Cin·∏Din·(Cout/group)·∏k.
 
-use super::{Fact, InferCx, Linear, Op, OpResult, WeightLayout};
+use super::{Channels, Fact, InferCx, Linear, Op, OpDef, OpResult, WeightLayout};
 use crate::ir::Dim;
 use crate::ir::Node;
 
@@ -220,3 +220,9 @@ impl Op for ConvTranspose {
             .ok_or_else(|| "MAC count overflows".into())
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("Conv", &Conv).channels(Channels::Conv),
+    OpDef::new("ConvTranspose", &ConvTranspose).channels(Channels::ConvTranspose),
+];

@@ -6,7 +6,7 @@
 //! - Identity, Dropout (<https://onnx.ai/onnx/operators/onnx__Dropout.html>: optional `mask`
 //!   output), Cast/CastLike, Softmax/LogSoftmax, InstanceNormalization, GroupNormalization, LRN.
 
-use super::{eval, Fact, InferCx, Op, OpResult};
+use super::{eval, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::DataType;
 use std::sync::Arc;
 
@@ -101,3 +101,82 @@ fn cast_to(cx: &InferCx, x: &Fact, to: DataType) -> OpResult<Vec<Fact>> {
     }
     Ok(vec![f])
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("Softmax", &SameShape),
+    OpDef::new("LogSoftmax", &SameShape),
+    OpDef::new("Hardmax", &SameShape),
+    OpDef::new("Relu", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("LeakyRelu", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("PRelu", &super::binary::Binary)
+        .channels(Channels::Elementwise)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Clip", &Clip)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Clip),
+    OpDef::new("Sigmoid", &Unary).channels(Channels::Passthrough),
+    OpDef::new("HardSigmoid", &Unary).channels(Channels::Passthrough),
+    OpDef::new("HardSwish", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Tanh", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Elu", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Selu", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Celu", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Softplus", &Unary).channels(Channels::Passthrough),
+    OpDef::new("Softsign", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("ThresholdedRelu", &Unary).zeros(Zeros::Preserves),
+    OpDef::new("Gelu", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Erf", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Mish", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Exp", &Unary).channels(Channels::Passthrough),
+    OpDef::new("Log", &Unary),
+    OpDef::new("Sqrt", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Reciprocal", &Unary),
+    OpDef::new("Neg", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Abs", &Unary)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Floor", &Unary),
+    OpDef::new("Ceil", &Unary),
+    OpDef::new("Round", &Unary),
+    OpDef::new("Sign", &Unary),
+    OpDef::new("Sin", &Unary),
+    OpDef::new("Cos", &Unary),
+    OpDef::new("Not", &Unary),
+    OpDef::new("Identity", &Identity)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Dropout", &Dropout)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Cast", &Cast)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("CastLike", &CastLike),
+];

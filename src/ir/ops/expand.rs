@@ -1,7 +1,7 @@
 //! <https://onnx.ai/onnx/operators/onnx__Expand.html> (broadcast to a shape) and
 //! <https://onnx.ai/onnx/operators/onnx__Tile.html> (repeat along each axis).
 
-use super::{broadcast, eval, Fact, InferCx, Op, OpResult};
+use super::{broadcast, eval, Fact, InferCx, Op, OpDef, OpResult};
 use crate::ir::Dim;
 use ndarray::IxDyn;
 use std::sync::Arc;
@@ -63,3 +63,6 @@ impl Op for Tile {
         Ok(vec![Fact::new(cx.dtype(0), Some(out))])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("Expand", &Expand), OpDef::new("Tile", &Tile)];

@@ -2,7 +2,7 @@
 //! data[axis+1:]; negative indices count from the end. Folded for constants; picks symbolic
 //! dims out of shape vectors.
 
-use super::{axis, eval, Fact, InferCx, Op, OpResult};
+use super::{axis, eval, Fact, InferCx, Op, OpDef, OpResult};
 use crate::ir::Dim;
 use ndarray::{Axis, IxDyn};
 use std::sync::Arc;
@@ -55,3 +55,6 @@ impl Op for Gather {
         Ok(vec![f])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("Gather", &Gather)];

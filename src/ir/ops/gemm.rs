@@ -4,7 +4,7 @@
 //! - <https://onnx.ai/onnx/operators/onnx__MatMul.html>: numpy matmul (1-D operands promoted,
 //!   batch dims broadcast). MACs ∏batch·M·N·K.
 
-use super::{broadcast, Fact, InferCx, Linear, Op, OpResult, WeightLayout};
+use super::{broadcast, Channels, Fact, InferCx, Linear, Op, OpDef, OpResult, WeightLayout};
 use crate::ir::{Dim, Node};
 
 pub struct Gemm;
@@ -129,3 +129,9 @@ impl Op for MatMul {
         Ok(y.iter().fold(k as u64, |a, &d| a.saturating_mul(d as u64)))
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("Gemm", &Gemm).channels(Channels::Gemm),
+    OpDef::new("MatMul", &MatMul).channels(Channels::MatMul),
+];

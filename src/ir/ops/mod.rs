@@ -2,14 +2,16 @@
 //!
 //! Every op implements [`Op`]: given the facts known about its inputs (type, shape, and the
 //! value when constant) it produces the facts of its outputs, computing values when all inputs
-//! are constant (that is constant folding), and it reports its cost in MACs. The registry
-//! ([`lookup`]) is a plain table from op type to implementation: adding an op is adding a file
-//! and a row, never growing a `match`.
+//! are constant (that is constant folding), and it reports its cost in MACs. Each family file
+//! declares its registry rows (`DEFS`: name, implementation, how channels flow, what happens
+//! to zeros; see [`OpDef`]); [`def`] finds a node's row. Adding an op is a row in its family's
+//! file (and its `Op` impl when no existing one fits), never growing a `match` on op types.
 
 mod binary;
 mod concat;
 mod constant_of_shape;
 mod conv;
+mod def;
 mod elementwise;
 pub mod eval;
 mod expand;
@@ -30,6 +32,8 @@ mod transpose;
 use super::graph::{Dim, Node};
 use super::tensor::{DataType, Tensor};
 use std::sync::Arc;
+
+pub use def::{Channels, OpDef, Zeros};
 
 /// What is known about a value during analysis.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -272,120 +276,44 @@ pub fn weight_layout(node: &Node) -> Option<WeightLayout> {
     lookup(node)?.weight_layout(node)
 }
 
-type Entry = (&'static str, &'static dyn Op);
-
-/// The registry: op type → implementation, for the default ONNX domain.
-static OPS: &[Entry] = &[
-    ("Conv", &conv::Conv),
-    ("ConvTranspose", &conv::ConvTranspose),
-    ("Gemm", &gemm::Gemm),
-    ("MatMul", &gemm::MatMul),
-    ("BatchNormalization", &normalization::BatchNorm),
-    ("InstanceNormalization", &elementwise::SameShape),
-    ("LayerNormalization", &normalization::LayerNorm),
-    ("GroupNormalization", &elementwise::SameShape),
-    ("LRN", &elementwise::SameShape),
-    ("Softmax", &elementwise::SameShape),
-    ("LogSoftmax", &elementwise::SameShape),
-    ("Hardmax", &elementwise::SameShape),
-    ("Relu", &elementwise::Unary),
-    ("LeakyRelu", &elementwise::Unary),
-    ("PRelu", &binary::Binary),
-    ("Clip", &elementwise::Clip),
-    ("Sigmoid", &elementwise::Unary),
-    ("HardSigmoid", &elementwise::Unary),
-    ("HardSwish", &elementwise::Unary),
-    ("Tanh", &elementwise::Unary),
-    ("Elu", &elementwise::Unary),
-    ("Selu", &elementwise::Unary),
-    ("Celu", &elementwise::Unary),
-    ("Softplus", &elementwise::Unary),
-    ("Softsign", &elementwise::Unary),
-    ("ThresholdedRelu", &elementwise::Unary),
-    ("Gelu", &elementwise::Unary),
-    ("Erf", &elementwise::Unary),
-    ("Mish", &elementwise::Unary),
-    ("Exp", &elementwise::Unary),
-    ("Log", &elementwise::Unary),
-    ("Sqrt", &elementwise::Unary),
-    ("Reciprocal", &elementwise::Unary),
-    ("Neg", &elementwise::Unary),
-    ("Abs", &elementwise::Unary),
-    ("Floor", &elementwise::Unary),
-    ("Ceil", &elementwise::Unary),
-    ("Round", &elementwise::Unary),
-    ("Sign", &elementwise::Unary),
-    ("Sin", &elementwise::Unary),
-    ("Cos", &elementwise::Unary),
-    ("Not", &elementwise::Unary),
-    ("Identity", &elementwise::Identity),
-    ("Dropout", &elementwise::Dropout),
-    ("Cast", &elementwise::Cast),
-    ("CastLike", &elementwise::CastLike),
-    ("Add", &binary::Binary),
-    ("Sub", &binary::Binary),
-    ("Mul", &binary::Binary),
-    ("Div", &binary::Binary),
-    ("Pow", &binary::Binary),
-    ("Mod", &binary::Binary),
-    ("Max", &binary::Binary),
-    ("Min", &binary::Binary),
-    ("Sum", &binary::Binary),
-    ("Mean", &binary::Binary),
-    ("Equal", &binary::Compare),
-    ("Less", &binary::Compare),
-    ("Greater", &binary::Compare),
-    ("LessOrEqual", &binary::Compare),
-    ("GreaterOrEqual", &binary::Compare),
-    ("And", &binary::Compare),
-    ("Or", &binary::Compare),
-    ("Xor", &binary::Compare),
-    ("Where", &binary::Where),
-    ("MaxPool", &pool::Pool),
-    ("AveragePool", &pool::Pool),
-    ("LpPool", &pool::Pool),
-    ("GlobalAveragePool", &pool::GlobalPool),
-    ("GlobalMaxPool", &pool::GlobalPool),
-    ("GlobalLpPool", &pool::GlobalPool),
-    ("Pad", &pad::Pad),
-    ("Resize", &resize::Resize),
-    ("Upsample", &resize::Resize),
-    ("Concat", &concat::Concat),
-    ("Split", &split::Split),
-    ("Slice", &slice::Slice),
-    ("Transpose", &transpose::Transpose),
-    ("Reshape", &reshape::Reshape),
-    ("Flatten", &reshape::Flatten),
-    ("Squeeze", &reshape::Squeeze),
-    ("Unsqueeze", &reshape::Unsqueeze),
-    ("ReduceMean", &reduce::Reduce),
-    ("ReduceSum", &reduce::Reduce),
-    ("ReduceMax", &reduce::Reduce),
-    ("ReduceMin", &reduce::Reduce),
-    ("ReduceProd", &reduce::Reduce),
-    ("ReduceL1", &reduce::Reduce),
-    ("ReduceL2", &reduce::Reduce),
-    ("ReduceSumSquare", &reduce::Reduce),
-    ("ReduceLogSumExp", &reduce::Reduce),
-    ("ArgMax", &reduce::ArgReduce),
-    ("ArgMin", &reduce::ArgReduce),
-    ("Shape", &shape::Shape),
-    ("Size", &shape::Size),
-    ("Gather", &gather::Gather),
-    ("ConstantOfShape", &constant_of_shape::ConstantOfShape),
-    ("Expand", &expand::Expand),
-    ("Tile", &expand::Tile),
-    ("Range", &range::Range),
+/// The registry: every family's rows, for the default ONNX domain. An op not listed is unknown:
+/// its shapes come from the file's declarations, and it blocks channels.
+static FAMILIES: &[&[OpDef]] = &[
+    conv::DEFS,
+    gemm::DEFS,
+    normalization::DEFS,
+    elementwise::DEFS,
+    binary::DEFS,
+    pool::DEFS,
+    pad::DEFS,
+    resize::DEFS,
+    concat::DEFS,
+    split::DEFS,
+    slice::DEFS,
+    transpose::DEFS,
+    reshape::DEFS,
+    reduce::DEFS,
+    shape::DEFS,
+    gather::DEFS,
+    constant_of_shape::DEFS,
+    expand::DEFS,
+    range::DEFS,
 ];
 
-/// The implementation for a node, if the tool knows its op.
-pub fn lookup(node: &Node) -> Option<&'static dyn Op> {
+/// The registry row of a node's op, if the tool knows it.
+pub fn def(node: &Node) -> Option<&'static OpDef> {
     if !node.is_standard() {
         return None;
     }
-    OPS.iter()
-        .find(|(n, _)| *n == node.op_type)
-        .map(|(_, op)| *op)
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.iter())
+        .find(|d| d.name == node.op_type)
+}
+
+/// The implementation for a node, if the tool knows its op.
+pub fn lookup(node: &Node) -> Option<&'static dyn Op> {
+    def(node).map(|d| d.op)
 }
 
 /// Whether the op type is one the tool understands (for `inspect` reporting).
@@ -393,9 +321,14 @@ pub fn is_known(node: &Node) -> bool {
     lookup(node).is_some()
 }
 
+/// Every registry row.
+pub fn defs() -> impl Iterator<Item = &'static OpDef> {
+    FAMILIES.iter().flat_map(|f| f.iter())
+}
+
 /// The op types the registry knows.
 pub fn known_ops() -> impl Iterator<Item = &'static str> {
-    OPS.iter().map(|(n, _)| *n)
+    defs().map(|d| d.name)
 }
 
 /// Reshape target resolution (exposed for tests).

@@ -4,7 +4,7 @@
 //! - <https://onnx.ai/onnx/operators/onnx__LayerNormalization.html> (opset 17): Y like X;
 //!   optional Mean / InvStdDev with the normalised axes reduced to 1.
 
-use super::{axis, Fact, InferCx, Op, OpResult};
+use super::{axis, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::Dim;
 
 pub struct BatchNorm;
@@ -49,3 +49,16 @@ impl Op for LayerNorm {
         Ok(out)
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("BatchNormalization", &BatchNorm)
+        .channels(Channels::PerChannelParams)
+        .zeros(Zeros::Norm),
+    OpDef::new("InstanceNormalization", &super::elementwise::SameShape)
+        .channels(Channels::PerChannelParams)
+        .zeros(Zeros::Norm),
+    OpDef::new("LayerNormalization", &LayerNorm).channels(Channels::LayerNorm),
+    OpDef::new("GroupNormalization", &super::elementwise::SameShape).channels(Channels::GroupNorm),
+    OpDef::new("LRN", &super::elementwise::SameShape),
+];

@@ -2,7 +2,7 @@
 //! 11 it is input 1 (int64 [2·rank], begins then ends), input 2 the constant value, and from 18
 //! an optional input 3 `axes` restricts the pads to some axes. Negative pads crop.
 
-use super::{axis, Fact, InferCx, Op, OpResult};
+use super::{axis, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::Dim;
 
 /// Per-axis (begin, end) pads, resolved against the input rank. `None` when not constant.
@@ -60,3 +60,8 @@ impl Op for Pad {
         Ok(vec![Fact::new(cx.dtype(0), Some(out))])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("Pad", &Pad)
+    .channels(Channels::Pad)
+    .zeros(Zeros::Pad)];

@@ -6,7 +6,7 @@
 //!   spatial dims become 1.
 
 use super::conv::{geometry, window_out};
-use super::{Fact, InferCx, Op, OpResult};
+use super::{Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::{DataType, Dim};
 
 pub struct Pool;
@@ -43,3 +43,23 @@ impl Op for GlobalPool {
         Ok(vec![Fact::new(cx.dtype(0), Some(out))])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("MaxPool", &Pool)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("AveragePool", &Pool)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("LpPool", &Pool)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("GlobalAveragePool", &GlobalPool)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("GlobalMaxPool", &GlobalPool)
+        .channels(Channels::Passthrough)
+        .zeros(Zeros::Preserves),
+    OpDef::new("GlobalLpPool", &GlobalPool),
+];

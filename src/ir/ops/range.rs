@@ -1,7 +1,7 @@
 //! <https://onnx.ai/onnx/operators/onnx__Range.html>: 1-D [start, limit) by delta, of
 //! max(ceil((limit − start) / delta), 0) elements.
 
-use super::{eval, Fact, InferCx, Op, OpResult};
+use super::{eval, Fact, InferCx, Op, OpDef, OpResult};
 use crate::ir::{Arr, Dim};
 use ndarray::ArrayD;
 use std::sync::Arc;
@@ -52,3 +52,6 @@ fn first<T: Copy>(a: &ArrayD<T>) -> OpResult<T> {
         .copied()
         .ok_or_else(|| "empty scalar".into())
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("Range", &Range)];

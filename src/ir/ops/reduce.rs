@@ -2,7 +2,7 @@
 //! attribute before opset 18 (ReduceSum: before 13) and input 1 after; `keepdims` defaults to 1;
 //! `noop_with_empty_axes`. ArgMax/ArgMin: <https://onnx.ai/onnx/operators/onnx__ArgMax.html>.
 
-use super::{axis, Fact, InferCx, Op, OpResult};
+use super::{axis, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::{DataType, Dim};
 
 pub struct Reduce;
@@ -65,3 +65,26 @@ impl Op for ArgReduce {
         Ok(vec![Fact::new(Some(DataType::INT64), Some(out))])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("ReduceMean", &Reduce)
+        .channels(Channels::Reduce)
+        .zeros(Zeros::Preserves),
+    OpDef::new("ReduceSum", &Reduce)
+        .channels(Channels::Reduce)
+        .zeros(Zeros::Preserves),
+    OpDef::new("ReduceMax", &Reduce)
+        .channels(Channels::Reduce)
+        .zeros(Zeros::Preserves),
+    OpDef::new("ReduceMin", &Reduce)
+        .channels(Channels::Reduce)
+        .zeros(Zeros::Preserves),
+    OpDef::new("ReduceProd", &Reduce),
+    OpDef::new("ReduceL1", &Reduce),
+    OpDef::new("ReduceL2", &Reduce),
+    OpDef::new("ReduceSumSquare", &Reduce),
+    OpDef::new("ReduceLogSumExp", &Reduce),
+    OpDef::new("ArgMax", &ArgReduce),
+    OpDef::new("ArgMin", &ArgReduce),
+];

@@ -6,7 +6,7 @@
 //!   <https://onnx.ai/onnx/operators/onnx__Unsqueeze.html>: `axes` attribute before opset 13,
 //!   input 1 from 13.
 
-use super::{axis, eval, Fact, InferCx, Op, OpResult};
+use super::{axis, eval, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::Dim;
 use std::sync::Arc;
 
@@ -222,3 +222,19 @@ impl Op for Unsqueeze {
         finish(cx, out)
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("Reshape", &Reshape)
+        .channels(Channels::Reshape)
+        .zeros(Zeros::Spread),
+    OpDef::new("Flatten", &Flatten)
+        .channels(Channels::Flatten)
+        .zeros(Zeros::Spread),
+    OpDef::new("Squeeze", &Squeeze)
+        .channels(Channels::SqueezeUnsqueeze)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Unsqueeze", &Unsqueeze)
+        .channels(Channels::SqueezeUnsqueeze)
+        .zeros(Zeros::Preserves),
+];

@@ -4,7 +4,7 @@
 //! - <https://onnx.ai/onnx/operators/onnx__Upsample.html> (deprecated): scales attribute (≤ 8)
 //!   or input 1 (9).
 
-use super::{axis, Fact, InferCx, Op, OpResult};
+use super::{axis, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::Dim;
 
 pub struct Resize;
@@ -67,3 +67,13 @@ impl Op for Resize {
         Ok(vec![Fact::new(cx.dtype(0), Some(out))])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("Resize", &Resize)
+        .channels(Channels::Resize)
+        .zeros(Zeros::Preserves),
+    OpDef::new("Upsample", &Resize)
+        .channels(Channels::Resize)
+        .zeros(Zeros::Preserves),
+];

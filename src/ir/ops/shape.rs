@@ -2,7 +2,7 @@
 //! <https://onnx.ai/onnx/operators/onnx__Size.html>. The value is constant when the input shape
 //! is fully known; otherwise the (partly symbolic) dims travel in `Fact::sym`.
 
-use super::{concrete, numel, Fact, InferCx, Op, OpResult};
+use super::{concrete, numel, Channels, Fact, InferCx, Op, OpDef, OpResult};
 use crate::ir::{DataType, Dim, Tensor};
 use std::sync::Arc;
 
@@ -37,3 +37,9 @@ impl Op for Size {
         Ok(vec![Fact::known(Some(DataType::INT64), &[])])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[
+    OpDef::new("Shape", &Shape).channels(Channels::Shape),
+    OpDef::new("Size", &Size),
+];

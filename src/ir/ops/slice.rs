@@ -1,7 +1,7 @@
 //! <https://onnx.ai/onnx/operators/onnx__Slice.html>: attributes starts/ends/axes before opset
 //! 10; inputs starts, ends, axes?, steps? from 10. Out-of-range bounds are clamped.
 
-use super::{axis, eval, Fact, InferCx, Op, OpResult};
+use super::{axis, eval, Channels, Fact, InferCx, Op, OpDef, OpResult};
 use crate::ir::{Arr, Dim};
 use std::sync::Arc;
 
@@ -152,3 +152,6 @@ pub fn slice_arr(v: &Arr, ranges: &[(usize, i64, i64, i64)]) -> Arr {
         view.to_owned()
     })
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("Slice", &Slice).channels(Channels::Slice)];

@@ -2,7 +2,7 @@
 //! opset 13 and input 1 from 13; opset 18 adds `num_outputs` (last chunk may be smaller).
 //! Without sizes the axis is split evenly between the outputs.
 
-use super::{axis, Fact, InferCx, Op, OpResult};
+use super::{axis, Channels, Fact, InferCx, Op, OpDef, OpResult};
 use crate::ir::Dim;
 
 pub fn split_sizes(cx: &InferCx, dim: &Dim) -> OpResult<Option<Vec<i64>>> {
@@ -58,3 +58,6 @@ impl Op for Split {
             .collect())
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("Split", &Split).channels(Channels::Split)];

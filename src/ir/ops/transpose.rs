@@ -1,6 +1,6 @@
 //! <https://onnx.ai/onnx/operators/onnx__Transpose.html>: `perm` defaults to reversing the axes.
 
-use super::{eval, Fact, InferCx, Op, OpResult};
+use super::{eval, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use std::sync::Arc;
 
 pub fn perm(cx: &InferCx, rank: usize) -> OpResult<Vec<usize>> {
@@ -39,3 +39,8 @@ impl Op for Transpose {
         )])
     }
 }
+
+/// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
+pub(super) const DEFS: &[OpDef] = &[OpDef::new("Transpose", &Transpose)
+    .channels(Channels::Transpose)
+    .zeros(Zeros::Preserves)];

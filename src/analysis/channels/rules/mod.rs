@@ -1,8 +1,10 @@
-//! The transfer rule of each op type: how the op relates the channel slots of its inputs and
-//! outputs (see the parent module). An op not in [`RULES`] blocks its inputs, so a missing rule
-//! can only decline, never mis-prune.
+//! The transfer rule of each kind of channel behaviour: how an op relates the channel slots of
+//! its inputs and outputs (see the parent module). An op whose registry row says
+//! `Channels::Blocks` (the default) blocks its inputs, so a missing rule can only decline,
+//! never mis-prune.
 
 use super::{Cx, Role, SpaceId};
+use crate::ir::ops::Channels;
 use crate::ir::ValueId;
 
 mod layout;
@@ -17,68 +19,33 @@ use pointwise::{elementwise, pad, passthrough, resize};
 
 pub(super) type Rule = fn(&mut Cx) -> Result<(), String>;
 
-/// Transfer rules by op type (default domain). Ops not listed block their inputs.
-pub(super) static RULES: &[(&str, Rule)] = &[
-    ("Conv", conv),
-    ("ConvTranspose", conv_transpose),
-    ("Gemm", gemm),
-    ("MatMul", matmul),
-    ("BatchNormalization", per_channel_params),
-    ("InstanceNormalization", per_channel_params),
-    ("GroupNormalization", group_norm),
-    ("LayerNormalization", layer_norm),
-    ("PRelu", elementwise),
-    ("Relu", passthrough),
-    ("LeakyRelu", passthrough),
-    ("Clip", passthrough),
-    ("Sigmoid", passthrough),
-    ("HardSigmoid", passthrough),
-    ("HardSwish", passthrough),
-    ("Tanh", passthrough),
-    ("Elu", passthrough),
-    ("Selu", passthrough),
-    ("Celu", passthrough),
-    ("Softplus", passthrough),
-    ("Softsign", passthrough),
-    ("Gelu", passthrough),
-    ("Erf", passthrough),
-    ("Mish", passthrough),
-    ("Exp", passthrough),
-    ("Neg", passthrough),
-    ("Abs", passthrough),
-    ("Sqrt", passthrough),
-    ("Identity", passthrough),
-    ("Dropout", passthrough),
-    ("Cast", passthrough),
-    ("MaxPool", passthrough),
-    ("AveragePool", passthrough),
-    ("LpPool", passthrough),
-    ("GlobalAveragePool", passthrough),
-    ("GlobalMaxPool", passthrough),
-    ("Resize", resize),
-    ("Upsample", resize),
-    ("Add", elementwise),
-    ("Sub", elementwise),
-    ("Mul", elementwise),
-    ("Div", elementwise),
-    ("Max", elementwise),
-    ("Min", elementwise),
-    ("Sum", elementwise),
-    ("Concat", concat),
-    ("Slice", slice),
-    ("Split", split),
-    ("Pad", pad),
-    ("Flatten", flatten),
-    ("Reshape", reshape),
-    ("Squeeze", squeeze_unsqueeze),
-    ("Unsqueeze", squeeze_unsqueeze),
-    ("Transpose", transpose),
-    ("Shape", shape),
-    ("ReduceMean", reduce),
-    ("ReduceMax", reduce),
-    ("ReduceMin", reduce),
-    ("ReduceSum", reduce),
-];
+/// The transfer rule of each kind of channel behaviour (an op's kind is in its registry row,
+/// `ir::ops::OpDef::channels`). `Blocks` has none: the op blocks its inputs.
+pub(super) fn rule(c: Channels) -> Option<Rule> {
+    Some(match c {
+        Channels::Blocks => return None,
+        Channels::Passthrough => passthrough,
+        Channels::Elementwise => elementwise,
+        Channels::PerChannelParams => per_channel_params,
+        Channels::Conv => conv,
+        Channels::ConvTranspose => conv_transpose,
+        Channels::Gemm => gemm,
+        Channels::MatMul => matmul,
+        Channels::GroupNorm => group_norm,
+        Channels::LayerNorm => layer_norm,
+        Channels::Resize => resize,
+        Channels::Concat => concat,
+        Channels::Slice => slice,
+        Channels::Split => split,
+        Channels::Pad => pad,
+        Channels::Flatten => flatten,
+        Channels::Reshape => reshape,
+        Channels::SqueezeUnsqueeze => squeeze_unsqueeze,
+        Channels::Transpose => transpose,
+        Channels::Shape => shape,
+        Channels::Reduce => reduce,
+    })
+}
 
 /// The channel space of input 0 and its concrete shape; `None` when input 0 carries no traced
 /// channels (the rule then has nothing to do).
