@@ -98,7 +98,7 @@ fn main() {
 /// One throughput measurement in this process: prints `RESULT backend img/s ms peakMiB`.
 fn child(spec: &str) {
     use burn::prelude::*;
-    use onnx_prune::learn::net::{Dt, Net};
+    use onnx_prune::net::{Dt, Net};
     let (path, backend) = spec.split_once('|').unwrap();
     let (device, name) = match backend {
         // burn 0.22 deprecates ndarray in favour of flex; it stays here as the comparison.
@@ -106,8 +106,8 @@ fn child(spec: &str) {
         #[allow(deprecated)]
         "ndarray" => (Device::ndarray().autodiff(), "ndarray".to_string()),
         "wgpu" => {
-            onnx_prune::learn::select(onnx_prune::learn::Backend::Wgpu);
-            let (d, line) = onnx_prune::learn::device();
+            onnx_prune::net::select(onnx_prune::net::Backend::Wgpu);
+            let (d, line) = onnx_prune::net::device();
             if !line.contains("wgpu (") {
                 eprintln!("no wgpu adapter: {line}");
                 std::process::exit(1);
@@ -130,7 +130,7 @@ fn child(spec: &str) {
         .data
         .clone();
     let y: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
-    let data = onnx_prune::eval::data::Dataset {
+    let data = onnx_prune::data::Dataset {
         n,
         c: 3,
         h: 32,

@@ -17,7 +17,8 @@
 //! `cargo bench --bench proxy [-- resnet20|resnet56] [-- --plans N] [-- --seed S]`
 //! (default resnet56, 16 random plans, seed 1). Needs ../shared (skips otherwise).
 
-use onnx_prune::eval::{data, metrics, runtime, TempDir};
+use onnx_prune::data;
+use onnx_prune::eval::{metrics, runtime, TempDir};
 use onnx_prune::search::datafree::{Allocation, Method, Pruner};
 use onnx_prune::search::env::{self, Env};
 use onnx_prune::search::recover::{self, FastCache};

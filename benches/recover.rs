@@ -8,7 +8,8 @@
 //! Rows: `ls` is sequential least squares (default), `ls (fast)` the one-round ThiNet variant.
 //! Needs ../shared (skips with a message otherwise).
 
-use onnx_prune::eval::{data, metrics, runtime, TempDir};
+use onnx_prune::data;
+use onnx_prune::eval::{metrics, runtime, TempDir};
 use onnx_prune::search::datafree::{Allocation, Method, Pruner};
 use onnx_prune::search::recover::{self, Mode};
 use std::collections::HashMap;

@@ -287,7 +287,7 @@ fn torch_python() -> Option<PathBuf> {
 /// (the last: forward + loss + backward without the optimiser's update,
 /// `Trainer::time_forward_backward`; the step's remainder is the update and its read-back).
 fn child(spec: &str) {
-    use onnx_prune::learn::net::{Dt, Net};
+    use onnx_prune::net::{Dt, Net};
     let p: Vec<&str> = spec.split('|').collect();
     let (path, batch, hw, steps) = (
         p[0],
@@ -295,10 +295,10 @@ fn child(spec: &str) {
         p[2].parse::<usize>().unwrap(),
         p[3].parse::<usize>().unwrap(),
     );
-    onnx_prune::learn::select(
-        onnx_prune::learn::Backend::parse(p[4]).unwrap_or(onnx_prune::learn::Backend::Cpu),
+    onnx_prune::net::select(
+        onnx_prune::net::Backend::parse(p[4]).unwrap_or(onnx_prune::net::Backend::Cpu),
     );
-    let (device, line) = onnx_prune::learn::device();
+    let (device, line) = onnx_prune::net::device();
     let name = line.trim_start_matches("burn backend: ").replace(' ', "_");
     let model = onnx_prune::onnx::load(Path::new(path)).unwrap();
     let mut net = Net::new(&model, &device).unwrap();
@@ -314,7 +314,7 @@ fn child(spec: &str) {
         .copied()
         .unwrap_or(10);
     let y: Vec<i64> = (0..n as i64).map(|i| i % classes as i64).collect();
-    let data = onnx_prune::eval::data::Dataset {
+    let data = onnx_prune::data::Dataset {
         n,
         c: 3,
         h: hw,
@@ -338,7 +338,7 @@ fn child(spec: &str) {
     .as_secs_f64();
     let hwm = peak_rss_mib();
     // The teacher's forward pass: the same network without autodiff.
-    let (idev, _) = onnx_prune::learn::infer_device();
+    let (idev, _) = onnx_prune::net::infer_device();
     let teacher = Net::new(&model, &idev).unwrap();
     let mut ft = vec![];
     for _ in 0..steps + 2 {
@@ -364,7 +364,7 @@ fn child(spec: &str) {
 
 /// Decoding the training set, and the per-step batch assembly (crop + flip) alone.
 fn data_pipeline(shared: &Path) {
-    use onnx_prune::eval::data;
+    use onnx_prune::data;
     use onnx_prune::learn::train::{TrainOptions, Trainer};
     let opts = data::DataOptions {
         mean: Some(vec![0.485, 0.456, 0.406]),
@@ -379,9 +379,9 @@ fn data_pipeline(shared: &Path) {
     )
     .unwrap();
     let decode = t0.elapsed().as_secs_f64();
-    let (device, _) = onnx_prune::learn::infer_device();
+    let (device, _) = onnx_prune::net::infer_device();
     let net_model = onnx_prune::onnx::load(&shared.join("models/cifar10/resnet20.onnx")).unwrap();
-    let net = onnx_prune::learn::net::Net::new(&net_model, &device).unwrap();
+    let net = onnx_prune::net::Net::new(&net_model, &device).unwrap();
     let tr = Trainer::new(
         &net,
         TrainOptions {

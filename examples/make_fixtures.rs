@@ -5,7 +5,7 @@
 //!   project's own trainer on `fixtures/digits_train.npz` (made by
 //!   `python3 tools/make_digits_fixture.py`): SGD with Nesterov momentum, lr 0.05, cosine with
 //!   5% warm-up, 1,200 steps of 64 (about 59 epochs), no augmentation, seed 0, on burn `flex`.
-use onnx_prune::eval::data::{self, DataOptions};
+use onnx_prune::data::{self, DataOptions};
 use onnx_prune::learn::train::{finetune, TrainOptions};
 use prost::Message;
 use std::path::Path;

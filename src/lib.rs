@@ -3,10 +3,12 @@
 
 pub mod analysis;
 pub mod budget;
+pub mod data;
 pub mod error;
 pub mod eval;
 pub mod ir;
 pub mod learn;
+pub mod net;
 pub mod onnx;
 pub mod order;
 pub mod report;

@@ -83,7 +83,7 @@ fn run(cli: Cli) -> Result<()> {
             let data = data.map(|d| {
                 (
                     d,
-                    onnx_prune::eval::data::DataOptions {
+                    onnx_prune::data::DataOptions {
                         mean,
                         std,
                         limit: Some(limit),

@@ -153,7 +153,7 @@ fn reinforce_reward_is_psi_times_phi() {
 #[test]
 fn dqn_spread_bounds_exploration_around_the_fair_share() {
     use onnx_prune::learn::dqn::{Config, Dqn};
-    let (device, _) = onnx_prune::learn::device();
+    let (device, _) = onnx_prune::net::device();
     let s = vec![0f32; onnx_prune::search::env::STATE_DIM];
     let cfg = Config {
         total_steps: 1_000_000,

@@ -123,10 +123,10 @@ fn burn_forward_matches_reference_runtime_on_registry_models() {
 }
 
 use burn::prelude::*;
-use onnx_prune::eval::data::Dataset;
+use onnx_prune::data::Dataset;
 use onnx_prune::ir::Model;
-use onnx_prune::learn::net::{Dt, Net};
 use onnx_prune::learn::train::{Optim, TrainOptions, Trainer};
+use onnx_prune::net::{Dt, Net};
 use onnx_prune::onnx::builder::{attr_i, attr_ints, ModelBuilder};
 use std::sync::atomic::AtomicBool;
 
@@ -493,7 +493,7 @@ fn untrainable_op_is_named() {
     let outs = b.node("TopK", &[&c, &k], vec![attr_i("axis", 3)], 2);
     b.output(&outs[0], &[1, 2, 8, 3]);
     let m = decode(b.build());
-    let bad = onnx_prune::learn::net::unsupported(&m);
+    let bad = onnx_prune::net::unsupported(&m);
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert!(bad[0].contains("TopK"), "{bad:?}");
     let e = Net::new(&m, &Device::flex()).err().unwrap().to_string();

@@ -3,7 +3,7 @@
 //! loading and bad-data errors.
 
 mod common;
-use onnx_prune::eval::data::{self, DataOptions};
+use onnx_prune::data::{self, DataOptions};
 use std::path::Path;
 
 const MEAN: &str = "0.485,0.456,0.406";

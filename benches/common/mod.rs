@@ -1,9 +1,9 @@
 //! Helpers shared by the benchmark programs (included with `mod common;`).
 #![allow(dead_code)]
 
-use onnx_prune::eval::data::Dataset;
-use onnx_prune::learn::net::Net;
+use onnx_prune::data::Dataset;
 use onnx_prune::learn::train::{TrainOptions, Trainer};
+use onnx_prune::net::Net;
 use std::time::Instant;
 
 /// The wall time of each of `steps` training steps of `net` on `data` (fwd + CE + bwd + SGD

@@ -442,8 +442,8 @@ pub(crate) struct DataOpts {
 }
 
 impl DataOpts {
-    pub(crate) fn options(&self) -> onnx_prune::eval::data::DataOptions {
-        use onnx_prune::eval::data::{DataOptions, Layout};
+    pub(crate) fn options(&self) -> onnx_prune::data::DataOptions {
+        use onnx_prune::data::{DataOptions, Layout};
         DataOptions {
             layout: match self.layout.as_str() {
                 "nhwc" => Layout::Nhwc,

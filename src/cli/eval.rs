@@ -10,7 +10,8 @@ use std::path::Path;
 
 #[cfg(any(feature = "tract", feature = "ort"))]
 pub(crate) fn eval_cmd(e: EvalArgs) -> Result<()> {
-    use onnx_prune::eval::{self, data, metrics, runtime};
+    use onnx_prune::data;
+    use onnx_prune::eval::{self, metrics, runtime};
     let model = onnx::load(&e.model)?;
     let shapes = eval::input_shapes(&model, &e.shapes.map()).map_err(|er| er.in_file(&e.model))?;
     let s = shapes

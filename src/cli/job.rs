@@ -341,7 +341,7 @@ pub(crate) fn with_data(
         extra.insert("finetune".into(), json!({"skipped": "no time left"}));
         return Ok((keep, m, curve));
     }
-    let trainable = onnx_prune::learn::net::unsupported(&m);
+    let trainable = onnx_prune::net::unsupported(&m);
     if !trainable.is_empty() && length == Length::Planned {
         eprintln!(
             "note: fine-tuning skipped: these nodes cannot be trained on burn: {}",

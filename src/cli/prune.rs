@@ -165,19 +165,19 @@ pub(crate) fn ls_importance(
 /// The data of the main command: seeded disjoint calibration and validation subsets, and the
 /// runtime that runs them.
 pub(crate) struct DataCtx {
-    pub(crate) calib: onnx_prune::eval::data::Dataset,
-    pub(crate) val: onnx_prune::eval::data::Dataset,
+    pub(crate) calib: onnx_prune::data::Dataset,
+    pub(crate) val: onnx_prune::data::Dataset,
     #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
     pub(crate) kind: onnx_prune::eval::runtime::Kind,
     pub(crate) chw: (usize, usize, usize),
     /// With fine-tuning (or --recover ft:STEPS): every sample not in `val`.
-    pub(crate) train: Option<onnx_prune::eval::data::Dataset>,
+    pub(crate) train: Option<onnx_prune::data::Dataset>,
     /// The original model's outputs on `val` (computed once, for re-ranking and the report).
     #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
     pub(crate) original: std::cell::OnceCell<(Vec<f32>, usize)>,
     /// The original model as a burn network: the distillation teacher of `--recover ft:STEPS`
     /// (search candidates and recovered plans share it).
-    pub(crate) teacher: std::cell::OnceCell<onnx_prune::learn::net::Net>,
+    pub(crate) teacher: std::cell::OnceCell<onnx_prune::net::Net>,
 }
 
 impl DataCtx {
@@ -205,12 +205,10 @@ impl DataCtx {
     pub(crate) fn teacher(
         &self,
         p: &onnx_prune::search::datafree::Pruner,
-    ) -> Result<&onnx_prune::learn::net::Net> {
+    ) -> Result<&onnx_prune::net::Net> {
         if self.teacher.get().is_none() {
-            let dev = onnx_prune::learn::infer_device().0;
-            let _ = self
-                .teacher
-                .set(onnx_prune::learn::net::Net::new(&p.model, &dev)?);
+            let dev = onnx_prune::net::infer_device().0;
+            let _ = self.teacher.set(onnx_prune::net::Net::new(&p.model, &dev)?);
         }
         Ok(self.teacher.get().unwrap())
     }
@@ -220,13 +218,14 @@ impl DataCtx {
         data: &Path,
         args: &PruneArgs,
     ) -> Result<DataCtx> {
+        use onnx_prune::data;
         use onnx_prune::eval::{self, runtime};
         let shapes = eval::input_shapes(&p.model, &p.shapes)?;
         let chw = match shapes.first().map(|s| s.as_slice()) {
             Some([_, c, h, w]) => (*c, *h, *w),
             _ => bail!("--data needs an image model with one input [N,C,H,W]"),
         };
-        let ds = eval::data::load(data, chw, &args.data_opts.options())?;
+        let ds = data::load(data, chw, &args.data_opts.options())?;
         let (mut calib_n, mut val_n) = (args.calib_size, args.val_size);
         if calib_n + val_n > ds.n {
             // Small data: split what there is, calibration first.
@@ -238,13 +237,13 @@ impl DataCtx {
                 ds.n
             );
         }
-        let (ci, vi) = eval::data::split(ds.n, args.opts.seed, calib_n, val_n)?;
+        let (ci, vi) = data::split(ds.n, args.opts.seed, calib_n, val_n)?;
         let (kind, line) = runtime::choose(&args.runtime)?;
         eprintln!("{line}");
         // Training samples (all but the validation subset) for --finetune-epochs and
         // --recover ft:STEPS.
         let train = (finetune_length(args) != Length::Off || recover_ft_steps(args) > 0)
-            .then(|| ds.subset(&eval::data::complement(ds.n, &vi)));
+            .then(|| ds.subset(&data::complement(ds.n, &vi)));
         Ok(DataCtx {
             calib: ds.subset(&ci),
             val: ds.subset(&vi),
@@ -516,12 +515,12 @@ pub(crate) fn verify(
     runs: u64,
     tol: f64,
     as_json: bool,
-    data: Option<(PathBuf, onnx_prune::eval::data::DataOptions)>,
+    data: Option<(PathBuf, onnx_prune::data::DataOptions)>,
     shapes: &HashMap<String, Vec<i64>>,
 ) -> Result<()> {
     #[cfg(feature = "tract")]
     {
-        use onnx_prune::eval;
+        use onnx_prune::{data, eval};
         let (_, p) = load_pruner(original, shapes)?;
         let keep = read_plan(plan)?
             .to_keep(&p)
@@ -548,7 +547,7 @@ pub(crate) fn verify(
                     .filter(|s| s.len() == 4)
                     .ok_or_else(|| anyhow::anyhow!("--data needs an image model [N,C,H,W]"))?;
                 let chw = (s[1], s[2], s[3]);
-                let ds = eval::data::load(dpath, chw, dopts)?;
+                let ds = data::load(dpath, chw, dopts)?;
                 let batch = 32;
                 use eval::runtime::Runtime;
                 let (oa, k) =

@@ -17,7 +17,7 @@ pub(crate) type Cand = (String, Option<f64>, Vec<bool>, bool);
 #[cfg_attr(not(any(feature = "tract", feature = "ort")), allow(dead_code))]
 pub(crate) fn reward_of(
     args: &PruneArgs,
-    val: &onnx_prune::eval::data::Dataset,
+    val: &onnx_prune::data::Dataset,
 ) -> onnx_prune::eval::metrics::Reward {
     use onnx_prune::eval::metrics::Reward;
     // "auto" is no reward's name: soft.
@@ -43,8 +43,8 @@ pub(crate) fn search(
     stop: &'static std::sync::atomic::AtomicBool,
 ) -> Result<onnx_prune::search::rl::Outcome> {
     use onnx_prune::search::{env, rl};
-    if let Some(b) = onnx_prune::learn::Backend::parse(&args.agent_device) {
-        onnx_prune::learn::select(b);
+    if let Some(b) = onnx_prune::net::Backend::parse(&args.agent_device) {
+        onnx_prune::net::select(b);
     }
     let agent = rl::Agent::parse(&args.agent)
         .ok_or_else(|| anyhow::anyhow!("unknown agent {}", args.agent))?;
@@ -78,7 +78,7 @@ pub(crate) fn search(
         oracle.set_sequential(args.search_recover, args.ridge, args.opts.seed);
     }
     oracle.set_reward(reward_of(args, &sv));
-    let (_, line) = onnx_prune::learn::device();
+    let (_, line) = onnx_prune::net::device();
     eprintln!(
         "search: agent {}, {} groups, {} episodes{}, reward = {} on {} validation images (original {:.4}) after least squares ({}){} on {} calibration images; {line}",
         agent.name(),

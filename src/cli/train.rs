@@ -69,8 +69,8 @@ pub(crate) fn train_options(
     if !(0.0..1.0).contains(&t.warmup) {
         bail!("--warmup is a fraction of the steps in [0, 1)");
     }
-    if let Some(b) = onnx_prune::learn::Backend::parse(&t.train_device) {
-        onnx_prune::learn::select(b);
+    if let Some(b) = onnx_prune::net::Backend::parse(&t.train_device) {
+        onnx_prune::net::select(b);
     }
     Ok(TrainOptions {
         optim: Optim::parse(&t.optimizer).expect("clap checked"),
@@ -143,7 +143,7 @@ pub(crate) fn finetune_pruned(
     p: &onnx_prune::search::datafree::Pruner,
     pruned: Model,
     c: &DataCtx,
-    train: &onnx_prune::eval::data::Dataset,
+    train: &onnx_prune::data::Dataset,
     args: &PruneArgs,
     extra: &mut serde_json::Map<String, serde_json::Value>,
     (length, deadline): (Length, &onnx_prune::budget::Deadline),
@@ -170,7 +170,7 @@ pub(crate) fn finetune_pruned(
         data.y.is_some(),
         true,
     )?;
-    let line = onnx_prune::learn::device().1;
+    let line = onnx_prune::net::device().1;
     let what = match length {
         Length::Epochs(e) => format!("{steps} step(s) of {} ({e} epoch(s))", o.batch),
         Length::Steps(_) => format!("{steps} step(s) of {}", o.batch),
@@ -268,7 +268,7 @@ pub(crate) fn finetune_pruned(
     _: &onnx_prune::search::datafree::Pruner,
     _: Model,
     _: &DataCtx,
-    _: &onnx_prune::eval::data::Dataset,
+    _: &onnx_prune::data::Dataset,
     _: &PruneArgs,
     _: &mut serde_json::Map<String, serde_json::Value>,
     _: (Length, &onnx_prune::budget::Deadline),
@@ -279,7 +279,8 @@ pub(crate) fn finetune_pruned(
 /// `onnx-prune finetune`.
 pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     use onnx_prune::budget::{self, Clock};
-    use onnx_prune::eval::{self, data, metrics, runtime};
+    use onnx_prune::data;
+    use onnx_prune::eval::{self, metrics, runtime};
     use onnx_prune::learn::train;
     let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(budget::SystemClock::new());
     let model = onnx::load(&a.model)?;
@@ -291,7 +292,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     // Fail on untrainable ops before loading any data.
     let mut simplified = model.clone();
     onnx_prune::rewrite::simplify(&mut simplified, &Default::default())?;
-    let bad = onnx_prune::learn::net::unsupported(&simplified);
+    let bad = onnx_prune::net::unsupported(&simplified);
     if !bad.is_empty() {
         bail!(
             "{}: these nodes cannot be trained on burn: {}",
@@ -334,7 +335,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     let o = train_options(&a.train, steps, a.seed, teacher.is_some(), labels, false)?;
     let (kind, rt_line) = runtime::choose(&a.runtime)?;
     eprintln!("{rt_line}");
-    eprintln!("{}", onnx_prune::learn::device().1);
+    eprintln!("{}", onnx_prune::net::device().1);
     eprintln!(
         "training on {} sample(s), {} held out: {steps} step(s) of {} ({:.2} epoch(s)), {} lr {}, {}",
         trainset.n,
@@ -382,7 +383,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     let ckpt = train::Checkpoint::beside(&a.output);
     let teacher_net = match &teacher {
         Some(t) => Some(
-            onnx_prune::learn::net::Net::new(t, &onnx_prune::learn::infer_device().0)
+            onnx_prune::net::Net::new(t, &onnx_prune::net::infer_device().0)
                 .map_err(|e| anyhow::anyhow!("teacher: {e}"))?,
         ),
         None => None,

@@ -1,12 +1,12 @@
 //! burn as an inference runtime (`--runtime burn`): the model's own IR run by
-//! [`crate::learn::net::Net`] on the learning device (burn-wgpu on a GPU when the build has it,
+//! [`crate::net::Net`] on the learning device (burn-wgpu on a GPU when the build has it,
 //! else the `flex` CPU backend). This is how rewards are measured on GPU machines that have no
 //! ONNX Runtime CUDA provider.
 
 use super::runtime::Runtime;
 use super::HostTensor;
 use crate::error::Result;
-use crate::learn::net::{Dt, Net};
+use crate::net::{Dt, Net};
 use std::path::Path;
 
 pub struct BurnRuntime {
@@ -18,7 +18,7 @@ pub struct BurnRuntime {
 impl BurnRuntime {
     pub fn new(path: &Path, batch: usize, chw: (usize, usize, usize)) -> Result<BurnRuntime> {
         let model = crate::onnx::load(path)?;
-        let (device, _) = crate::learn::infer_device();
+        let (device, _) = crate::net::infer_device();
         let net = Net::new(&model, &device).map_err(|e| e.in_file(path))?;
         Ok(BurnRuntime {
             net,

@@ -1,8 +1,8 @@
-//! Running models: the runtimes behind one trait (`runtime`: tract, ONNX Runtime), datasets,
-//! metrics, and a seeded comparison of two models on random inputs (proves rewrites).
+//! Running models: the runtimes behind one trait (`runtime`: tract, ONNX Runtime, burn), metrics,
+//! and a seeded comparison of two models on random inputs (proves rewrites). Inputs and outputs
+//! cross as [`HostTensor`]s (from [`crate::data`]).
 
 pub mod burn_rt;
-pub mod data;
 pub mod metrics;
 #[cfg(feature = "ort")]
 pub mod ort_rt;
@@ -11,33 +11,8 @@ pub mod runtime;
 #[cfg(feature = "tract")]
 pub mod tract_rt;
 
+pub use crate::data::{random_inputs, HostTensor};
 use crate::error::{Error, Result};
-use rand::{Rng, SeedableRng};
-
-/// A dense f32 tensor (shape + row-major data) crossing the runtime boundary.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HostTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-/// Deterministic standard-normal-ish inputs (sum of uniforms) for the given shapes.
-pub fn random_inputs(shapes: &[Vec<usize>], seed: u64) -> Vec<HostTensor> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    shapes
-        .iter()
-        .map(|s| {
-            let n = s.iter().product();
-            let data = (0..n)
-                .map(|_| (0..4).map(|_| rng.random::<f32>()).sum::<f32>() - 2.0)
-                .collect();
-            HostTensor {
-                shape: s.clone(),
-                data,
-            }
-        })
-        .collect()
-}
 
 /// How far apart two sets of outputs are.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -36,7 +36,7 @@ pub fn choose(want: &str) -> Result<(Kind, String)> {
         )));
     }
     if want == "burn" {
-        let (_, line) = crate::learn::infer_device();
+        let (_, line) = crate::net::infer_device();
         return Ok((Kind::Burn, format!("runtime: burn ({line})")));
     }
     #[cfg(feature = "ort")]
@@ -150,7 +150,7 @@ pub fn logits(
     model: &crate::ir::Model,
     tmp: &super::TempDir,
     name: &str,
-    ds: &super::data::Dataset,
+    ds: &crate::data::Dataset,
 ) -> Result<(Vec<f32>, usize)> {
     let path = tmp.save(model, name)?;
     let batch = super::fixed_batch(model).unwrap_or(64);

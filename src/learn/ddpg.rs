@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn ddpg_learns_per_step_targets_from_an_episode_reward() {
         let targets = [0.2, 0.8, 0.5, 0.35];
-        let (device, _) = crate::learn::device();
+        let (device, _) = crate::net::device();
         let cfg = Config {
             hidden: 64,
             actor_lr: 1e-3,

@@ -295,7 +295,7 @@ pub(crate) mod tests {
     /// start is near its true values (γ³ for moving on, 0.1 for cashing out).
     #[test]
     fn dqn_bootstraps_through_action_dependent_transitions() {
-        let (device, _) = crate::learn::device();
+        let (device, _) = crate::net::device();
         let (ret, q) = cash_out_toy(&device);
         let g3 = Config::default().gamma.powi(3);
         eprintln!("dqn cash-out toy: greedy return {ret}, Q(start) = {q:?} (true: [0.1, {g3}])");
@@ -318,7 +318,7 @@ pub(crate) mod tests {
     /// The greedy policy must find every target of the chain.
     #[test]
     fn dqn_learns_per_step_targets_from_dense_rewards() {
-        let (device, _) = crate::learn::device();
+        let (device, _) = crate::net::device();
         let (before, after, eps) = chain_toy(&device);
         eprintln!("dqn toy: {before}/4 -> {after}/4 greedy actions right");
         assert!(before <= 1, "untrained: {before} of 4 right");

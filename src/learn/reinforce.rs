@@ -128,7 +128,7 @@ mod tests {
     /// probabilities must separate them.
     #[test]
     fn reinforce_learns_which_filters_to_keep() {
-        let (device, _) = crate::learn::device();
+        let (device, _) = crate::net::device();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let x: Vec<Vec<f32>> = (0..32)
             .map(|_| vec![rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)])

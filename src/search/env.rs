@@ -16,8 +16,8 @@
 //! Agents act relative to [`Env::fair_ratio`], the unsearched uniform plan scaled to the budget
 //! that is left: playing it at every step reproduces that plan.
 
+use crate::data::Dataset;
 use crate::error::Result;
-use crate::eval::data::Dataset;
 use crate::eval::{metrics, runtime, TempDir};
 use crate::search::datafree::{Method, Pruner};
 use crate::search::recover;
@@ -412,7 +412,7 @@ pub struct Oracle<'a> {
 /// the distillation teacher and the training samples.
 struct FtRecovery<'a> {
     o: crate::learn::train::TrainOptions,
-    teacher: Option<&'a crate::learn::net::Net>,
+    teacher: Option<&'a crate::net::Net>,
     data: &'a Dataset,
 }
 
@@ -504,13 +504,13 @@ impl<'a> Oracle<'a> {
     /// Recovers every candidate by least squares and then `o.steps` steps of fine-tuning on
     /// `data` (`--recover ft:STEPS`; samples disjoint from the validation subset): labels
     /// plus distillation from `teacher` (the original model as a burn network on
-    /// [`crate::learn::infer_device`]) when `o.kd_weight` is in (0, 1), distillation only at 1
+    /// [`crate::net::infer_device`]) when `o.kd_weight` is in (0, 1), distillation only at 1
     /// (label-free), labels only at 0. Evaluations cached so far are dropped.
     pub fn set_finetune(
         &mut self,
         o: crate::learn::train::TrainOptions,
         data: &'a Dataset,
-        teacher: Option<&'a crate::learn::net::Net>,
+        teacher: Option<&'a crate::net::Net>,
     ) {
         self.finetune = Some(FtRecovery { o, teacher, data });
         self.cache.clear();

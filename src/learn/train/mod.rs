@@ -10,9 +10,9 @@
 //! state on disk and the checkpoint pair; `run.rs` a whole fine-tuning run (`finetune`, with
 //! its pace against a deadline, progress and checkpoints; `quick`, the search's recovery).
 
-use super::net::{Dt, Net};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::data::Dataset;
+use crate::net::{Dt, Net};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use rand::seq::SliceRandom;
@@ -361,7 +361,7 @@ impl Trainer {
         teacher: Option<&Net>,
         data: &Dataset,
         t: usize,
-    ) -> Result<(Tensor<1>, Option<f32>, usize, super::net::Updates)> {
+    ) -> Result<(Tensor<1>, Option<f32>, usize, crate::net::Updates)> {
         let o = &self.o;
         let labels = data.y.is_some();
         let device = net.device().clone();

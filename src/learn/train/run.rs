@@ -27,7 +27,7 @@ pub struct Pace {
 }
 
 /// Fine-tunes `model` on `data` (with `teacher` for distillation: the teacher model as a burn
-/// network on [`crate::learn::infer_device`], built once by the caller), on the learning device.
+/// network on [`crate::net::infer_device`], built once by the caller), on the learning device.
 /// With `ckpt`, saves checkpoints there every `o.checkpoint_every` steps and when stopped, and
 /// resumes from it when `resume` is set. With `pace`, stops at its deadline (and plans the step
 /// count). Prints progress on stderr (a redrawn line on a terminal, else about 20 lines).
@@ -43,7 +43,7 @@ pub fn finetune(
     pace: Option<&Pace>,
 ) -> Result<Finetuned> {
     use std::io::{IsTerminal, Write};
-    let (device, line) = crate::learn::device();
+    let (device, line) = crate::net::device();
     let start_model;
     let model = match ckpt {
         Some(c) if resume => {
@@ -146,7 +146,7 @@ pub fn finetune(
 
 /// A short fine-tune used as recovery (`--recover ft:STEPS`, in the search's oracle and for
 /// the written model): trains `model` for `o.steps` steps on `data` (with `teacher`, built on
-/// [`crate::learn::infer_device`], for distillation) on the learning device, quietly, without
+/// [`crate::net::infer_device`], for distillation) on the learning device, quietly, without
 /// checkpoints. Returns the trained (simplified) model and the run's report.
 pub fn quick(
     model: &crate::ir::Model,
@@ -154,7 +154,7 @@ pub fn quick(
     data: &Dataset,
     o: &TrainOptions,
 ) -> Result<(crate::ir::Model, TrainReport)> {
-    let (device, _) = crate::learn::device();
+    let (device, _) = crate::net::device();
     let mut net = Net::new(model, &device)?;
     let mut tr = Trainer::new(&net, o.clone());
     let stop = AtomicBool::new(false);

@@ -20,7 +20,7 @@ pub(super) fn ddpg_search(
     log: &mut dyn FnMut(&Episode),
 ) -> Result<Outcome> {
     let t0 = Instant::now();
-    let (device, _) = crate::learn::device();
+    let (device, _) = crate::net::device();
     // Schedule from the episode budget: a quarter random warm-up (AMC uses 100 of 400), then
     // σ decays from its initial value to a tenth of it by the last episode.
     let episodes = o.episodes.max(1);

@@ -141,7 +141,7 @@ pub(super) fn reinforce_search(
     log: &mut dyn FnMut(&Episode),
 ) -> Result<Outcome> {
     let t0 = Instant::now();
-    let (device, _) = crate::learn::device();
+    let (device, _) = crate::net::device();
     let steps = env.steps();
     let updates = (o.episodes / steps).max(1);
     let samples = o.samples.max(2);

@@ -108,7 +108,7 @@ pub(super) fn dqn_search(
     log: &mut dyn FnMut(&Episode),
 ) -> Result<Outcome> {
     let t0 = Instant::now();
-    let (device, _) = crate::learn::device();
+    let (device, _) = crate::net::device();
     let episodes = o.episodes.max(1);
     let steps = env.steps();
     let cfg = dqn::Config {

@@ -9,7 +9,7 @@
 //! - Gather: <https://onnx.ai/onnx/operators/onnx__Gather.html> (device data, host indices)
 
 use super::{axis, one, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 

@@ -4,7 +4,7 @@
 //!   broadcast; 1-D operands promoted and the added axis removed; a constant operand is a weight)
 
 use super::{one, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 
 pub struct Gemm;
 pub struct MatMul;

@@ -5,7 +5,7 @@
 //! Anything else is reported, not approximated.
 
 use super::{one, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 

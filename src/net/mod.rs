@@ -13,7 +13,10 @@
 //!   only in training mode, never through gradients.
 //! - [`Net::write_back`] replaces exactly the parameter and buffer initializers, bit for bit.
 
+pub mod device;
 pub mod ops;
+
+pub use device::{device, infer_device, select, Backend};
 
 use crate::error::{Error, Result};
 use crate::ir::ops::{Fact, InferCx};

@@ -3,7 +3,7 @@
 //! an input; `keepdims` default 1; `noop_with_empty_axes`).
 
 use super::{axis, one, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 
 pub struct Reduce;
 

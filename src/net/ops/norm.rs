@@ -4,7 +4,7 @@
 //! `running·momentum + batch·(1 − momentum)` (unbiased variance, as PyTorch does).
 
 use super::{one, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 
 pub struct BatchNorm;
 

@@ -9,7 +9,7 @@
 //!   `end` from opset 15)
 
 use super::{axis, one, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 use std::sync::Arc;
 
 pub struct Reshape;

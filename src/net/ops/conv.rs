@@ -6,7 +6,7 @@
 //! (also asymmetric) pads and `auto_pad` are supported. 3-D convolutions are not.
 
 use super::{one, spatial_pads, usizes, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 use burn::tensor::module::{conv2d, conv_transpose2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 

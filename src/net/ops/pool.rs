@@ -7,7 +7,7 @@
 //! 1-D pools run as 2-D ones over a unit height.
 
 use super::{one, spatial_pads, usizes, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 

@@ -10,7 +10,7 @@
 //! - Cast: <https://onnx.ai/onnx/operators/onnx__Cast.html> (float to float only)
 
 use super::{axis, one, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 use burn::tensor::activation as a;
 
 pub struct Act;

@@ -3,7 +3,7 @@
 //! is burn's same-rank broadcasting on the rank-6 representation.
 
 use super::{one, BurnOp, OpResult};
-use crate::learn::net::{Dt, Fx, Val};
+use crate::net::{Dt, Fx, Val};
 
 pub struct Binary;
 
