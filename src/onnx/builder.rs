@@ -246,6 +246,33 @@ impl ModelBuilder {
     }
 }
 
+/// A U-Net-style test model: conv → relu → conv(stride 2) → Resize(const sizes) →
+/// Concat(skip) → conv → head.
+pub fn unet_decoder() -> pb::ModelProto {
+    let mut b = ModelBuilder::new(17, 3);
+    let x = b.input("x", &[1, 3, 8, 8]);
+    let e1 = b.conv(&x, 3, 8, 3, 1, 1);
+    let r1 = b.op("Relu", &[&e1], vec![]);
+    let e2 = b.conv(&r1, 8, 12, 3, 2, 1);
+    let r2 = b.op("Relu", &[&e2], vec![]);
+    let roi = b.init_f32("roi", &[0], &[]);
+    let sz = b.init_i64("sizes", &[4], &[1, 12, 8, 8]);
+    let u = b.op(
+        "Resize",
+        &[&r2, &roi, "", &sz],
+        vec![attr_s("mode", "nearest")],
+    );
+    let cat = b.op("Concat", &[&u, &r1], vec![attr_i("axis", 1)]);
+    let d = b.conv(&cat, 20, 8, 3, 1, 1);
+    let gap = b.op("GlobalAveragePool", &[&d], vec![]);
+    let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
+    let w = b.weight("fc", &[5, 8], 0.5);
+    b.op("Gemm", &[&fl, &w], vec![attr_i("transB", 1)]);
+    b.rename_last_output("y");
+    b.output("y", &[1, 5]);
+    b.build()
+}
+
 /// The fixture shipped as `models/tiny_resnet.onnx`: a small CIFAR-shaped residual CNN with BN,
 /// Identity/Dropout, a torch-style Shape→Gather→Unsqueeze→Concat→Reshape flatten and a
 /// constant channel-pad shortcut (as the CIFAR ResNets in ../shared compute it).

@@ -5,6 +5,7 @@
 
 use super::{bypass, Pass, PassOptions};
 use crate::error::Result;
+use crate::ir::ops::names;
 use crate::ir::{Model, Node, Tensor, ValueDef};
 
 pub struct FoldBatchNorm;
@@ -25,7 +26,7 @@ impl Pass for FoldBatchNorm {
                 continue;
             };
             if !bn.is_standard()
-                || bn.op_type != "BatchNormalization"
+                || bn.op_type != names::BATCH_NORMALIZATION
                 || bn.outputs.iter().skip(1).flatten().count() > 0
             {
                 continue;
@@ -45,7 +46,7 @@ impl Pass for FoldBatchNorm {
             };
             let conv = g.node(conv_id);
             if !conv.is_standard()
-                || conv.op_type != "Conv"
+                || conv.op_type != names::CONV
                 || g.value(x).uses.len() != 1
                 || g.is_graph_output(x)
             {

@@ -28,7 +28,7 @@ impl Pass for FoldConstants {
                 continue;
             }
             // Identity of a constant is handled by the identity pass (keeps one copy).
-            if node.op_type == "Identity" {
+            if node.op_type == crate::ir::ops::names::IDENTITY {
                 continue;
             }
             let tensors: Option<Vec<Option<Tensor>>> = node

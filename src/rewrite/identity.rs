@@ -3,6 +3,7 @@
 
 use super::{bypass, Pass, PassOptions};
 use crate::error::Result;
+use crate::ir::ops::names;
 use crate::ir::Model;
 
 pub struct EliminateIdentity;
@@ -20,10 +21,11 @@ impl Pass for EliminateIdentity {
             if !node.is_standard() {
                 continue;
             }
+            let op = node.op_type.as_str();
             let removable =
-                match node.op_type.as_str() {
-                    "Identity" => true,
-                    "Dropout" => {
+                match op {
+                    names::IDENTITY => true,
+                    names::DROPOUT => {
                         let mask_unused =
                             node.outputs.get(1).copied().flatten().is_none_or(|m| {
                                 g.value(m).uses.is_empty() && !g.is_graph_output(m)

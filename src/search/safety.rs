@@ -138,34 +138,14 @@ impl Pruner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::onnx::builder::{attr_i, attr_s, ModelBuilder};
+    use crate::ir::ops::names;
+    use crate::onnx::builder;
     use crate::search::datafree::Allocation;
     use std::collections::HashMap;
 
-    /// conv → relu → conv(stride 2) → Resize(const sizes) → Concat(skip) → conv → head.
     fn unet() -> Model {
-        let mut b = ModelBuilder::new(17, 3);
-        let x = b.input("x", &[1, 3, 8, 8]);
-        let e1 = b.conv(&x, 3, 8, 3, 1, 1);
-        let r1 = b.op("Relu", &[&e1], vec![]);
-        let e2 = b.conv(&r1, 8, 12, 3, 2, 1);
-        let r2 = b.op("Relu", &[&e2], vec![]);
-        let roi = b.init_f32("roi", &[0], &[]);
-        let sz = b.init_i64("sizes", &[4], &[1, 12, 8, 8]);
-        let u = b.op(
-            "Resize",
-            &[&r2, &roi, "", &sz],
-            vec![attr_s("mode", "nearest")],
-        );
-        let cat = b.op("Concat", &[&u, &r1], vec![attr_i("axis", 1)]);
-        let d = b.conv(&cat, 20, 8, 3, 1, 1);
-        let gap = b.op("GlobalAveragePool", &[&d], vec![]);
-        let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
-        let w = b.weight("fc", &[5, 8], 0.5);
-        b.op("Gemm", &[&fl, &w], vec![attr_i("transB", 1)]);
-        b.rename_last_output("y");
-        b.output("y", &[1, 5]);
-        crate::onnx::decode_model(b.to_bytes().into(), None).unwrap()
+        let bytes = prost::Message::encode_to_vec(&builder::unet_decoder());
+        crate::onnx::decode_model(bytes.into(), None).unwrap()
     }
 
     /// A group whose rewrite fails (simulated: the Resize's `sizes` made non-constant after
@@ -180,13 +160,13 @@ mod tests {
         let g = &mut p.model.graph;
         let rz = g
             .live_nodes()
-            .find(|(_, n)| n.op_type == "Resize")
+            .find(|(_, n)| n.op_type == names::RESIZE)
             .unwrap()
             .0;
         let sizes = g.node(rz).inputs[3];
         let id = crate::ir::Node {
             name: "id".into(),
-            op_type: "Identity".into(),
+            op_type: names::IDENTITY.into(),
             domain: String::new(),
             inputs: vec![sizes],
             outputs: vec![],

@@ -221,8 +221,11 @@ impl Op for ConvTranspose {
     }
 }
 
+/// Op types other passes name (when they build or recognise such nodes).
+pub const CONV: &str = "Conv";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
-    OpDef::new("Conv", &Conv).channels(Channels::Conv),
+    OpDef::new(CONV, &Conv).channels(Channels::Conv),
     OpDef::new("ConvTranspose", &ConvTranspose).channels(Channels::ConvTranspose),
 ];

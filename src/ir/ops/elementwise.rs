@@ -6,7 +6,8 @@
 //! - Identity, Dropout (<https://onnx.ai/onnx/operators/onnx__Dropout.html>: optional `mask`
 //!   output), Cast/CastLike, Softmax/LogSoftmax, InstanceNormalization, GroupNormalization, LRN.
 
-use super::{eval, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
+use super::{Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
+use crate::ir::Arr;
 use crate::ir::DataType;
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ impl Op for Unary {
     fn infer(&self, cx: &InferCx) -> OpResult<Vec<Fact>> {
         let mut f = same(cx)?;
         if cx.all_const() {
-            if let Some(v) = cx.value(0).and_then(|a| eval::unary(&cx.node.op_type, &a)) {
+            if let Some(v) = cx.value(0).and_then(|a| unary(&cx.node.op_type, &a)) {
                 f = Fact::from_tensor(Arc::new(v.to_tensor()));
             }
         }
@@ -102,6 +103,55 @@ fn cast_to(cx: &InferCx, x: &Fact, to: DataType) -> OpResult<Vec<Fact>> {
     Ok(vec![f])
 }
 
+/// Float unary functions used in folding.
+fn unary(op: &str, a: &Arr) -> Option<Arr> {
+    macro_rules! fl {
+        ($x:expr, $ctor:path) => {{
+            Some($ctor(match op {
+                "Neg" => $x.mapv(|v| -v),
+                "Abs" => $x.mapv(|v| v.abs()),
+                "Sqrt" => $x.mapv(|v| v.sqrt()),
+                "Floor" => $x.mapv(|v| v.floor()),
+                "Ceil" => $x.mapv(|v| v.ceil()),
+                "Round" => $x.mapv(|v| v.round_ties_even()),
+                "Exp" => $x.mapv(|v| v.exp()),
+                "Log" => $x.mapv(|v| v.ln()),
+                "Reciprocal" => $x.mapv(|v| 1.0 / v),
+                "Relu" => $x.mapv(|v| if v > 0.0 { v } else { 0.0 }),
+                "Sigmoid" => $x.mapv(|v| 1.0 / (1.0 + (-v).exp())),
+                "Tanh" => $x.mapv(|v| v.tanh()),
+                "Sin" => $x.mapv(|v| v.sin()),
+                "Cos" => $x.mapv(|v| v.cos()),
+                _ => return None,
+            }))
+        }};
+    }
+    match a {
+        Arr::F32(x) => fl!(x, Arr::F32),
+        Arr::F64(x) => fl!(x, Arr::F64),
+        Arr::I64(x) => match op {
+            "Neg" => Some(Arr::I64(x.mapv(|v| v.wrapping_neg()))),
+            "Abs" => Some(Arr::I64(x.mapv(|v| v.wrapping_abs()))),
+            "Relu" => Some(Arr::I64(x.mapv(|v| v.max(0)))),
+            _ => None,
+        },
+        Arr::I32(x) => match op {
+            "Neg" => Some(Arr::I32(x.mapv(|v| v.wrapping_neg()))),
+            "Abs" => Some(Arr::I32(x.mapv(|v| v.wrapping_abs()))),
+            "Relu" => Some(Arr::I32(x.mapv(|v| v.max(0)))),
+            _ => None,
+        },
+        Arr::Bool(x) if op == "Not" => Some(Arr::Bool(x.mapv(|v| !v))),
+        _ => None,
+    }
+}
+
+/// Op types other passes name (when they build or recognise such nodes).
+pub const SQRT: &str = "Sqrt";
+pub const IDENTITY: &str = "Identity";
+pub const DROPOUT: &str = "Dropout";
+pub const PRELU: &str = "PRelu";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
     OpDef::new("Softmax", &SameShape),
@@ -113,7 +163,7 @@ pub(super) const DEFS: &[OpDef] = &[
     OpDef::new("LeakyRelu", &Unary)
         .channels(Channels::Passthrough)
         .zeros(Zeros::Preserves),
-    OpDef::new("PRelu", &super::binary::Binary)
+    OpDef::new(PRELU, &super::binary::Binary)
         .channels(Channels::Elementwise)
         .zeros(Zeros::Preserves),
     OpDef::new("Clip", &Clip)
@@ -152,7 +202,7 @@ pub(super) const DEFS: &[OpDef] = &[
         .zeros(Zeros::Preserves),
     OpDef::new("Exp", &Unary).channels(Channels::Passthrough),
     OpDef::new("Log", &Unary),
-    OpDef::new("Sqrt", &Unary)
+    OpDef::new(SQRT, &Unary)
         .channels(Channels::Passthrough)
         .zeros(Zeros::Preserves),
     OpDef::new("Reciprocal", &Unary),
@@ -169,10 +219,10 @@ pub(super) const DEFS: &[OpDef] = &[
     OpDef::new("Sin", &Unary),
     OpDef::new("Cos", &Unary),
     OpDef::new("Not", &Unary),
-    OpDef::new("Identity", &Identity)
+    OpDef::new(IDENTITY, &Identity)
         .channels(Channels::Passthrough)
         .zeros(Zeros::Preserves),
-    OpDef::new("Dropout", &Dropout)
+    OpDef::new(DROPOUT, &Dropout)
         .channels(Channels::Passthrough)
         .zeros(Zeros::Preserves),
     OpDef::new("Cast", &Cast)

@@ -56,5 +56,8 @@ impl Op for Gather {
     }
 }
 
+/// Op types other passes name (when they build or recognise such nodes).
+pub const GATHER: &str = "Gather";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
-pub(super) const DEFS: &[OpDef] = &[OpDef::new("Gather", &Gather)];
+pub(super) const DEFS: &[OpDef] = &[OpDef::new(GATHER, &Gather)];

@@ -35,6 +35,20 @@ use std::sync::Arc;
 
 pub use def::{Channels, OpDef, Zeros};
 
+/// Op type names for passes that build or recognise particular nodes (each is written once,
+/// in its family's file).
+pub mod names {
+    pub use super::{
+        binary::{ADD, DIV, MUL, SUB},
+        conv::CONV,
+        elementwise::{DROPOUT, IDENTITY, SQRT},
+        gather::GATHER,
+        normalization::BATCH_NORMALIZATION,
+        reduce::REDUCE_MEAN,
+        resize::RESIZE,
+    };
+}
+
 /// What is known about a value during analysis.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Fact {

@@ -50,9 +50,12 @@ impl Op for LayerNorm {
     }
 }
 
+/// Op types other passes name (when they build or recognise such nodes).
+pub const BATCH_NORMALIZATION: &str = "BatchNormalization";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
-    OpDef::new("BatchNormalization", &BatchNorm)
+    OpDef::new(BATCH_NORMALIZATION, &BatchNorm)
         .channels(Channels::PerChannelParams)
         .zeros(Zeros::Norm),
     OpDef::new("InstanceNormalization", &super::elementwise::SameShape)

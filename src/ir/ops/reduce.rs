@@ -66,9 +66,12 @@ impl Op for ArgReduce {
     }
 }
 
+/// Op types other passes name (when they build or recognise such nodes).
+pub const REDUCE_MEAN: &str = "ReduceMean";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
-    OpDef::new("ReduceMean", &Reduce)
+    OpDef::new(REDUCE_MEAN, &Reduce)
         .channels(Channels::Reduce)
         .zeros(Zeros::Preserves),
     OpDef::new("ReduceSum", &Reduce)

@@ -68,9 +68,12 @@ impl Op for Resize {
     }
 }
 
+/// Op types other passes name (when they build or recognise such nodes).
+pub const RESIZE: &str = "Resize";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
-    OpDef::new("Resize", &Resize)
+    OpDef::new(RESIZE, &Resize)
         .channels(Channels::Resize)
         .zeros(Zeros::Preserves),
     OpDef::new("Upsample", &Resize)

@@ -9,6 +9,7 @@
 //!   flattens to 2-D at `axis`, default 1; opset ≥ 13 works on `axis`, default −1)
 //! - Cast: <https://onnx.ai/onnx/operators/onnx__Cast.html> (float to float only)
 
+use super::Entry;
 use super::{axis, one, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 use burn::tensor::activation as a;
@@ -158,3 +159,34 @@ impl BurnOp for Softmax {
         one(y.reshape(&dims)?)
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[
+    ("Relu", &Act),
+    ("LeakyRelu", &Act),
+    ("Sigmoid", &Act),
+    ("HardSigmoid", &Act),
+    ("HardSwish", &Act),
+    ("Tanh", &Act),
+    ("Elu", &Act),
+    ("Selu", &Act),
+    ("Celu", &Act),
+    ("Softplus", &Act),
+    ("Softsign", &Act),
+    ("Gelu", &Act),
+    ("Erf", &Act),
+    ("Mish", &Act),
+    ("Exp", &Act),
+    ("Log", &Act),
+    ("Sqrt", &Act),
+    ("Reciprocal", &Act),
+    ("Neg", &Act),
+    ("Abs", &Act),
+    ("Identity", &Act),
+    ("Dropout", &Act),
+    ("Cast", &Cast),
+    ("Clip", &Clip),
+    ("PRelu", &PRelu),
+    ("Softmax", &Softmax),
+    ("LogSoftmax", &Softmax),
+];

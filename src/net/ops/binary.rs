@@ -2,6 +2,7 @@
 //! (exponent a constant scalar or a tensor), Max, Min, Sum, Mean (variadic). Numpy broadcasting
 //! is burn's same-rank broadcasting on the rank-6 representation.
 
+use super::Entry;
 use super::{one, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 
@@ -67,3 +68,16 @@ fn bcast_pair(
         a.min_pair(b)
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[
+    ("Add", &Binary),
+    ("Sub", &Binary),
+    ("Mul", &Binary),
+    ("Div", &Binary),
+    ("Pow", &Binary),
+    ("Max", &Binary),
+    ("Min", &Binary),
+    ("Sum", &Binary),
+    ("Mean", &Binary),
+];

@@ -5,6 +5,7 @@
 //! 1-D convolutions run as 2-D ones over a unit height; groups, dilations, strides, explicit
 //! (also asymmetric) pads and `auto_pad` are supported. 3-D convolutions are not.
 
+use super::Entry;
 use super::{one, spatial_pads, usizes, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 use burn::tensor::module::{conv2d, conv_transpose2d};
@@ -164,3 +165,6 @@ impl BurnOp for ConvTranspose {
         one(back(y, one_d)?)
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[("Conv", &Conv), ("ConvTranspose", &ConvTranspose)];

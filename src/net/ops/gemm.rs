@@ -3,6 +3,7 @@
 //! - MatMul: <https://onnx.ai/onnx/operators/onnx__MatMul.html> (numpy matmul; batch dims
 //!   broadcast; 1-D operands promoted and the added axis removed; a constant operand is a weight)
 
+use super::Entry;
 use super::{one, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 
@@ -91,3 +92,6 @@ fn squeeze_promoted(y: Dt, a1: bool, b1: bool) -> OpResult<Dt> {
     }
     y.reshape(&d)
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[("Gemm", &Gemm), ("MatMul", &MatMul)];

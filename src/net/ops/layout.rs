@@ -8,6 +8,7 @@
 //! - Shape / Size: <https://onnx.ai/onnx/operators/onnx__Shape.html> (host outputs; `start`,
 //!   `end` from opset 15)
 
+use super::Entry;
 use super::{axis, one, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 use std::sync::Arc;
@@ -167,3 +168,14 @@ impl BurnOp for Shape {
         Ok(vec![Val::H(Arc::new(t))])
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[
+    ("Reshape", &Reshape),
+    ("Flatten", &Flatten),
+    ("Transpose", &Transpose),
+    ("Squeeze", &Squeeze),
+    ("Unsqueeze", &Unsqueeze),
+    ("Shape", &Shape),
+    ("Size", &Shape),
+];

@@ -1,6 +1,6 @@
 //! burn implementations of ONNX ops, one file per op family, each starting with links to the
-//! ONNX spec. The registry ([`lookup`]) is a plain table from op type to implementation, as in
-//! `crate::ir::ops`: adding an op is adding a row.
+//! ONNX spec and ending with its rows (`DEFS`: op type → implementation), as in
+//! `crate::ir::ops`; [`lookup`] searches the families. Adding an op is adding a row.
 
 mod act;
 mod binary;
@@ -37,70 +37,17 @@ pub trait BurnOp: Sync {
 
 type Entry = (&'static str, &'static dyn BurnOp);
 
-static OPS: &[Entry] = &[
-    ("Conv", &conv::Conv),
-    ("ConvTranspose", &conv::ConvTranspose),
-    ("BatchNormalization", &norm::BatchNorm),
-    ("Gemm", &gemm::Gemm),
-    ("MatMul", &gemm::MatMul),
-    ("Relu", &act::Act),
-    ("LeakyRelu", &act::Act),
-    ("Sigmoid", &act::Act),
-    ("HardSigmoid", &act::Act),
-    ("HardSwish", &act::Act),
-    ("Tanh", &act::Act),
-    ("Elu", &act::Act),
-    ("Selu", &act::Act),
-    ("Celu", &act::Act),
-    ("Softplus", &act::Act),
-    ("Softsign", &act::Act),
-    ("Gelu", &act::Act),
-    ("Erf", &act::Act),
-    ("Mish", &act::Act),
-    ("Exp", &act::Act),
-    ("Log", &act::Act),
-    ("Sqrt", &act::Act),
-    ("Reciprocal", &act::Act),
-    ("Neg", &act::Act),
-    ("Abs", &act::Act),
-    ("Identity", &act::Act),
-    ("Dropout", &act::Act),
-    ("Cast", &act::Cast),
-    ("Clip", &act::Clip),
-    ("PRelu", &act::PRelu),
-    ("Softmax", &act::Softmax),
-    ("LogSoftmax", &act::Softmax),
-    ("Add", &binary::Binary),
-    ("Sub", &binary::Binary),
-    ("Mul", &binary::Binary),
-    ("Div", &binary::Binary),
-    ("Pow", &binary::Binary),
-    ("Max", &binary::Binary),
-    ("Min", &binary::Binary),
-    ("Sum", &binary::Binary),
-    ("Mean", &binary::Binary),
-    ("MaxPool", &pool::Pool),
-    ("AveragePool", &pool::Pool),
-    ("GlobalAveragePool", &pool::GlobalPool),
-    ("GlobalMaxPool", &pool::GlobalPool),
-    ("ReduceMean", &reduce::Reduce),
-    ("ReduceSum", &reduce::Reduce),
-    ("ReduceMax", &reduce::Reduce),
-    ("ReduceMin", &reduce::Reduce),
-    ("Reshape", &layout::Reshape),
-    ("Flatten", &layout::Flatten),
-    ("Transpose", &layout::Transpose),
-    ("Squeeze", &layout::Squeeze),
-    ("Unsqueeze", &layout::Unsqueeze),
-    ("Shape", &layout::Shape),
-    ("Size", &layout::Shape),
-    ("Concat", &select::Concat),
-    ("Split", &select::Split),
-    ("Slice", &select::Slice),
-    ("Pad", &select::Pad),
-    ("Gather", &select::Gather),
-    ("Resize", &resize::Resize),
-    ("Upsample", &resize::Resize),
+static FAMILIES: &[&[Entry]] = &[
+    conv::DEFS,
+    norm::DEFS,
+    gemm::DEFS,
+    act::DEFS,
+    binary::DEFS,
+    pool::DEFS,
+    reduce::DEFS,
+    layout::DEFS,
+    select::DEFS,
+    resize::DEFS,
 ];
 
 /// Ops whose channels the pruner traces (their registry row is not `Channels::Blocks`) but that
@@ -123,12 +70,17 @@ pub const NOT_TRAINABLE: &[(&str, &str)] = &[
     ),
 ];
 
+/// Every (op type, burn forward) row.
+fn entries() -> impl Iterator<Item = &'static Entry> {
+    FAMILIES.iter().flat_map(|f| f.iter())
+}
+
 /// The burn implementation for a node that computes on device tensors.
 pub fn lookup(node: &Node) -> Option<&'static dyn BurnOp> {
     if !node.is_standard() {
         return None;
     }
-    OPS.iter()
+    entries()
         .find(|(n, _)| *n == node.op_type)
         .map(|(_, op)| *op)
 }
@@ -199,7 +151,7 @@ mod tests {
     /// (a burn forward) or is listed as not trainable with a reason, and nothing is both.
     #[test]
     fn every_op_with_a_channel_rule_has_a_burn_forward_or_a_reason() {
-        let has_burn = |name: &str| OPS.iter().any(|(n, _)| *n == name);
+        let has_burn = |name: &str| entries().any(|(n, _)| *n == name);
         let listed = |name: &str| NOT_TRAINABLE.iter().any(|(n, _)| *n == name);
         let mut missing = vec![];
         for d in ir_ops::defs() {

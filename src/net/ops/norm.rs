@@ -3,6 +3,7 @@
 //! with the batch's (biased variance), and updates the running ones as
 //! `running·momentum + batch·(1 − momentum)` (unbiased variance, as PyTorch does).
 
+use super::Entry;
 use super::{one, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 
@@ -78,3 +79,6 @@ impl BurnOp for BatchNorm {
         one(Dt::new(y, r))
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[("BatchNormalization", &BatchNorm)];

@@ -6,6 +6,7 @@
 //!
 //! 1-D pools run as 2-D ones over a unit height.
 
+use super::Entry;
 use super::{one, spatial_pads, usizes, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 use burn::tensor::module::{avg_pool2d, max_pool2d};
@@ -95,3 +96,11 @@ impl BurnOp for GlobalPool {
         one(Dt::new(t, r))
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[
+    ("MaxPool", &Pool),
+    ("AveragePool", &Pool),
+    ("GlobalAveragePool", &GlobalPool),
+    ("GlobalMaxPool", &GlobalPool),
+];

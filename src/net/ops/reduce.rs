@@ -2,6 +2,7 @@
 //! ReduceMin (axes as an attribute — or, from opset 13 for ReduceSum and 18 for the others, as
 //! an input; `keepdims` default 1; `noop_with_empty_axes`).
 
+use super::Entry;
 use super::{axis, one, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 
@@ -52,3 +53,11 @@ impl BurnOp for Reduce {
         one(y.reshape(&out)?)
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[
+    ("ReduceMean", &Reduce),
+    ("ReduceSum", &Reduce),
+    ("ReduceMax", &Reduce),
+    ("ReduceMin", &Reduce),
+];

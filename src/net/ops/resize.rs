@@ -4,6 +4,7 @@
 //! and `nearest` with `asymmetric` coordinates and `floor` rounding (what `Upsample` does).
 //! Anything else is reported, not approximated.
 
+use super::Entry;
 use super::{one, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 use burn::tensor::module::interpolate;
@@ -66,3 +67,6 @@ impl BurnOp for Resize {
         one(Dt::from4(interpolate(x.to4()?, o)))
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[("Resize", &Resize), ("Upsample", &Resize)];

@@ -8,6 +8,7 @@
 //!   from 18; constant/reflect/edge; negative pads crop)
 //! - Gather: <https://onnx.ai/onnx/operators/onnx__Gather.html> (device data, host indices)
 
+use super::Entry;
 use super::{axis, one, BurnOp, OpResult};
 use crate::net::{Dt, Fx, Val};
 use burn::prelude::*;
@@ -210,3 +211,12 @@ impl BurnOp for Gather {
         one(y.reshape(&out)?)
     }
 }
+
+/// This family's burn forwards by op type.
+pub(super) const DEFS: &[Entry] = &[
+    ("Concat", &Concat),
+    ("Split", &Split),
+    ("Slice", &Slice),
+    ("Pad", &Pad),
+    ("Gather", &Gather),
+];

@@ -3,6 +3,7 @@
 //! single-run re-calibration.
 
 use super::*;
+use crate::ir::ops::names;
 
 #[derive(Default)]
 pub(super) struct Moments {
@@ -121,19 +122,19 @@ pub(super) fn with_normalizers(
             axes,
         };
         let mean = e.reduce_mean(y);
-        let d = e.op("Sub", vec![y, mean], vec![]);
-        let d2 = e.op("Mul", vec![d, d], vec![]);
+        let d = e.op(names::SUB, vec![y, mean], vec![]);
+        let d2 = e.op(names::MUL, vec![d, d], vec![]);
         let var = e.reduce_mean(d2);
         let ev = e.g.add_const("recal_eps", Tensor::f32(&[], vec![*eps]));
-        let ve = e.op("Add", vec![var, ev], vec![]);
-        let sd = e.op("Sqrt", vec![ve], vec![]);
-        let z = e.op("Div", vec![d, sd], vec![]);
+        let ve = e.op(names::ADD, vec![var, ev], vec![]);
+        let sd = e.op(names::SQRT, vec![ve], vec![]);
+        let z = e.op(names::DIV, vec![d, sd], vec![]);
         let scale: Vec<f32> = vref.iter().map(|v| (v + eps).sqrt()).collect();
         let sc = e.g.add_const("recal_scale", Tensor::f32(&shape, scale));
         let mc =
             e.g.add_const("recal_shift", Tensor::f32(&shape, mref.clone()));
-        let zs = e.op("Mul", vec![z, sc], vec![]);
-        let out = e.op("Add", vec![zs, mc], vec![]);
+        let zs = e.op(names::MUL, vec![z, sc], vec![]);
+        let out = e.op(names::ADD, vec![zs, mc], vec![]);
         let g = e.g;
         for u in readers {
             if let crate::ir::Slot::Input(i) = u.slot {
@@ -185,10 +186,10 @@ impl Emit<'_> {
         if self.opset >= 18 {
             let t = Tensor::i64(&[self.axes.len() as i64], self.axes.clone());
             let ax = self.g.add_const("recal_axes", t);
-            self.op("ReduceMean", vec![v, ax], vec![keep])
+            self.op(names::REDUCE_MEAN, vec![v, ax], vec![keep])
         } else {
             let a = attr("axes", AttrValue::Ints(self.axes.clone()));
-            self.op("ReduceMean", vec![v], vec![a, keep])
+            self.op(names::REDUCE_MEAN, vec![v], vec![a, keep])
         }
     }
 }
@@ -201,7 +202,7 @@ pub(super) fn following_bn(m: &Model, v: ValueId) -> Option<NodeId> {
     }
     let u = val.uses[0];
     let n = m.graph.node(u.node);
-    (n.op_type == "BatchNormalization"
+    (n.op_type == names::BATCH_NORMALIZATION
         && u.slot == crate::ir::Slot::Input(0)
         && n.outputs.len() == 1
         && n.inputs.len() == 5)

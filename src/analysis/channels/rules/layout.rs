@@ -385,7 +385,7 @@ pub(super) fn shape(cx: &mut Cx) -> Result<(), String> {
     let start = cx.node().attr_i("start").unwrap_or(0);
     for u in &cx.g.value(o).uses {
         let n = cx.g.node(u.node);
-        let ok = n.op_type == "Gather"
+        let ok = n.op_type == crate::ir::ops::names::GATHER
             && n.inputs
                 .get(1)
                 .copied()

@@ -2,11 +2,12 @@
 //! ops, Resize, Pad.
 
 use super::*;
+use crate::ir::ops::names;
 
 pub(super) fn passthrough(cx: &mut Cx) -> Result<(), String> {
     if cx.space(cx.input(0)).is_some() {
         // Pools keep channels on axis 1; everything here is elementwise or per-channel.
-        if cx.node().op_type == "Dropout" && cx.output(1).is_some() {
+        if cx.node().op_type == names::DROPOUT && cx.output(1).is_some() {
             if let Some(m) = cx.output(1) {
                 if !cx.g.value(m).uses.is_empty() || cx.g.is_graph_output(m) {
                     return Err("Dropout mask is used".into());
@@ -32,7 +33,7 @@ pub(super) fn resize(cx: &mut Cx) -> Result<(), String> {
     }
     // `sizes` names the channel count: the rewrite resizes a constant one; a computed one
     // would keep the old count.
-    if let Some(sz) = cx.input(3).filter(|_| cx.node().op_type == "Resize") {
+    if let Some(sz) = cx.input(3).filter(|_| cx.node().op_type == names::RESIZE) {
         if !cx.is_const(sz) {
             return Err("resize output sizes are computed at run time".into());
         }
