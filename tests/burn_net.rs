@@ -122,6 +122,46 @@ fn burn_forward_matches_reference_runtime_on_registry_models() {
     }
 }
 
+/// InstanceNormalization (directly on [N, C, H, W], and inside torch's opset-17 GroupNorm
+/// export on [N, G, K]): burn's forward matches the reference runtime.
+#[test]
+fn instance_norm_forward_matches_reference_runtime() {
+    let (kind, line) = runtime::choose("auto").unwrap();
+    println!("{line}");
+    let d = tempfile::tempdir().unwrap();
+    let mut plain = onnx_prune::onnx::builder::ModelBuilder::new(17, 21);
+    let x = plain.input("x", &[2, 3, 6, 6]);
+    let c = plain.conv(&x, 3, 5, 3, 1, 1);
+    let s = plain.weight("in_s", &[5], 1.0);
+    let bias = plain.weight("in_b", &[5], 0.5);
+    plain.op(
+        "InstanceNormalization",
+        &[&c, &s, &bias],
+        vec![onnx_prune::onnx::builder::attr_f("epsilon", 1e-3)],
+    );
+    plain.rename_last_output("y");
+    plain.output("y", &[2, 5, 6, 6]);
+    let models = [
+        ("in_plain", plain.build(), (3, 6, 6)),
+        (
+            "gn_opset17",
+            onnx_prune::onnx::builder::group_norm_opset17(false, 22).0,
+            (3, 8, 8),
+        ),
+    ];
+    for (name, m, chw) in models {
+        let path = d.path().join(format!("{name}.onnx"));
+        std::fs::write(&path, prost::Message::encode_to_vec(&m)).unwrap();
+        let n = if name == "in_plain" { 2 } else { 1 };
+        let x = eval::random_inputs(&[vec![n, chw.0, chw.1, chw.2]], 9)[0]
+            .data
+            .clone();
+        let want = outputs(kind, &path, &x, n, chw, n);
+        let got = outputs(runtime::Kind::Burn, &path, &x, n, chw, n);
+        check(&path, &want, &got, 1e-4);
+    }
+}
+
 use burn::prelude::*;
 use onnx_prune::data::Dataset;
 use onnx_prune::ir::Model;

@@ -5,7 +5,7 @@
 
 mod common;
 use onnx_prune::analysis::{self, ShapeMode};
-use onnx_prune::onnx::builder::{attr_f, attr_i, attr_ints, attr_s, ModelBuilder};
+use onnx_prune::onnx::builder::{self, attr_f, attr_i, attr_ints, attr_s, ModelBuilder};
 use onnx_prune::onnx::{self, proto as pb, SaveOptions};
 use onnx_prune::search::datafree::{Allocation, Method, Pruner};
 use prost::Message;
@@ -537,6 +537,65 @@ fn group_normalization_prunes_whole_groups() {
             );
         }
     }
+}
+
+/// GroupNorm as torch exports it below opset 18 (issue #23 item 4): `Reshape(x, [0, G, -1])` →
+/// InstanceNormalization (unit scale, zero bias per group) → `Reshape` back (to `Shape(x)`, or
+/// to a constant shape when the batch is fixed) → `Mul`/`Add` by the per-channel affine.
+/// Whole norm groups are atoms and prune exactly, as for `GroupNormalization`.
+#[test]
+fn group_norm_exported_as_instance_norm_prunes_whole_groups() {
+    for (dynamic, alloc) in [
+        (true, Allocation::Uniform),
+        (false, Allocation::Uniform),
+        (true, Allocation::Global),
+    ] {
+        let (m, c1) = builder::group_norm_opset17(dynamic, 14);
+        let name = format!("groupnorm17_dynamic{dynamic}_{alloc:?}");
+        let o = check(&name, m, alloc);
+        assert!(
+            o.declined.iter().all(|d| d.contains("graph output")),
+            "{name}: {:?}",
+            o.declined
+        );
+        let (kept, atoms) = o.group_of(&c1);
+        assert_eq!(atoms, 4, "{name}: 12 channels in 4 norm groups are 4 atoms");
+        assert!(kept < atoms, "{name}: no norm group was cut");
+    }
+}
+
+/// `x.view(other.size())` where `other`'s channels are traced apart from x's: the target
+/// follows `other`'s kept channels after pruning, so the reshape ties the two (one group, the
+/// same atoms removed from both), and the pruned model stays exact.
+#[test]
+fn reshape_to_the_shape_of_another_tensor_ties_their_channels() {
+    let mut b = ModelBuilder::new(17, 15);
+    let x = b.input("x", &[-1, 3, 8, 8]);
+    let a = b.conv(&x, 3, 8, 3, 1, 1);
+    let c = b.conv(&x, 3, 8, 3, 1, 1);
+    let ra = b.op("Relu", &[&a], vec![]);
+    let shape_c = b.op("Shape", &[&c], vec![]);
+    let y = b.op("Reshape", &[&ra, &shape_c], vec![]);
+    let cat = b.op("Concat", &[&y, &c], vec![attr_i("axis", 1)]);
+    let c2 = b.conv(&cat, 16, 6, 3, 1, 1);
+    let gap = b.op("GlobalAveragePool", &[&c2], vec![]);
+    let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
+    let w = b.weight("fc", &[5, 6], 0.5);
+    b.op("Gemm", &[&fl, &w], vec![attr_i("transB", 1)]);
+    b.rename_last_output("y");
+    b.output("y", &[-1, 5]);
+    let o = check("reshape_to_shape_of_other", b.build(), Allocation::Uniform);
+    assert!(
+        o.declined.iter().all(|d| d.contains("graph output")),
+        "{:?}",
+        o.declined
+    );
+    // One group of 8 atoms holds both convs (apart, they would be two groups of 8).
+    let (_, atoms) = o.group_of(&a);
+    assert_eq!(atoms, 8, "{:?}", o.kept);
+    let eights = o.kept.values().filter(|(_, n)| *n == 8).count();
+    assert_eq!(eights, 1, "a and c share one group: {:?}", o.kept);
+    assert_pruned(&o);
 }
 
 /// LayerNormalization over channels (ConvNeXt: Transpose → LayerNormalization → Transpose) is

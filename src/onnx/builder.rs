@@ -246,6 +246,46 @@ impl ModelBuilder {
     }
 }
 
+/// GroupNorm as torch exports it below opset 18 (4 groups of 3 channels after a conv): `Reshape(x,
+/// [0, G, -1])` → InstanceNormalization (unit scale, zero bias) → `Reshape` back, to `Shape(x)`
+/// (`dynamic`: a symbolic batch) or to a constant shape → `Mul`/`Add` by the per-channel affine
+/// → ReLU → conv → classifier head. Returns the model and the first conv's output.
+pub fn group_norm_opset17(dynamic: bool, seed: u64) -> (pb::ModelProto, String) {
+    let mut b = ModelBuilder::new(17, seed);
+    let n = if dynamic { -1 } else { 1 };
+    let x = b.input("x", &[n, 3, 8, 8]);
+    let c1 = b.conv(&x, 3, 12, 3, 1, 1);
+    let into = b.const_i64(&[3], &[0, 4, -1]);
+    let grouped = b.op("Reshape", &[&c1, &into], vec![]);
+    let ones = b.init_f32("in_scale", &[4], &[1.0; 4]);
+    let zeros = b.init_f32("in_bias", &[4], &[0.0; 4]);
+    let normed = b.op(
+        "InstanceNormalization",
+        &[&grouped, &ones, &zeros],
+        vec![attr_f("epsilon", 1e-5)],
+    );
+    let back = if dynamic {
+        b.op("Shape", &[&c1], vec![])
+    } else {
+        b.const_i64(&[4], &[1, 12, 8, 8])
+    };
+    let y = b.op("Reshape", &[&normed, &back], vec![]);
+    let gamma = b.weight("gn_gamma", &[12, 1, 1], 1.0);
+    let beta = b.weight("gn_beta", &[12, 1, 1], 0.2);
+    let scaled = b.op("Mul", &[&y, &gamma], vec![]);
+    let shifted = b.op("Add", &[&scaled, &beta], vec![]);
+    let r1 = b.op("Relu", &[&shifted], vec![]);
+    let c2 = b.conv(&r1, 12, 8, 3, 1, 1);
+    let r2 = b.op("Relu", &[&c2], vec![]);
+    let gap = b.op("GlobalAveragePool", &[&r2], vec![]);
+    let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
+    let w = b.weight("fc", &[5, 8], 0.5);
+    b.op("Gemm", &[&fl, &w], vec![attr_i("transB", 1)]);
+    b.rename_last_output("y");
+    b.output("y", &[n, 5]);
+    (b.build(), c1)
+}
+
 /// A U-Net-style test model: conv → relu → conv(stride 2) → Resize(const sizes) →
 /// Concat(skip) → conv → head.
 pub fn unet_decoder() -> pb::ModelProto {

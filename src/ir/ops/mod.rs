@@ -45,7 +45,9 @@ pub mod names {
         gather::GATHER,
         normalization::BATCH_NORMALIZATION,
         reduce::REDUCE_MEAN,
+        reshape::RESHAPE,
         resize::RESIZE,
+        shape::SHAPE,
     };
 }
 

@@ -223,9 +223,12 @@ impl Op for Unsqueeze {
     }
 }
 
+/// Op types other passes name (when they build or recognise such nodes).
+pub const RESHAPE: &str = "Reshape";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
-    OpDef::new("Reshape", &Reshape)
+    OpDef::new(RESHAPE, &Reshape)
         .channels(Channels::Reshape)
         .zeros(Zeros::Spread),
     OpDef::new("Flatten", &Flatten)

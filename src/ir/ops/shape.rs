@@ -38,8 +38,11 @@ impl Op for Size {
     }
 }
 
+/// Op types other passes name (when they build or recognise such nodes).
+pub const SHAPE: &str = "Shape";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
-    OpDef::new("Shape", &Shape).channels(Channels::Shape),
+    OpDef::new(SHAPE, &Shape).channels(Channels::Shape),
     OpDef::new("Size", &Size),
 ];

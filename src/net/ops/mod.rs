@@ -57,10 +57,6 @@ static FAMILIES: &[&[Entry]] = &[
 pub const NOT_TRAINABLE: &[(&str, &str)] = &[
     ("LpPool", "no Lp-norm pooling in burn yet"),
     (
-        "InstanceNormalization",
-        "not written yet (statistics over space per sample and channel)",
-    ),
-    (
         "LayerNormalization",
         "not written yet (pruned only when normalising over space)",
     ),

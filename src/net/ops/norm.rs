@@ -1,7 +1,12 @@
-//! BatchNormalization: <https://onnx.ai/onnx/operators/onnx__BatchNormalization.html>
-//! (opset 9, 14, 15). Evaluation mode normalises with the running statistics; training mode
-//! with the batch's (biased variance), and updates the running ones as
-//! `running·momentum + batch·(1 − momentum)` (unbiased variance, as PyTorch does).
+//! Normalisations.
+//! - BatchNormalization: <https://onnx.ai/onnx/operators/onnx__BatchNormalization.html>
+//!   (opset 9, 14, 15). Evaluation mode normalises with the running statistics; training mode
+//!   with the batch's (biased variance), and updates the running ones as
+//!   `running·momentum + batch·(1 − momentum)` (unbiased variance, as PyTorch does).
+//! - InstanceNormalization: <https://onnx.ai/onnx/operators/onnx__InstanceNormalization.html>
+//!   (opset 6, 22): `scale·(x − mean)/√(var + ε) + B` with mean and biased variance per sample
+//!   and channel over the spatial axes, the same in training and evaluation (torch's opset < 18
+//!   GroupNorm export runs it on `[N, G, (C/G)·H·W]`).
 
 use super::Entry;
 use super::{one, BurnOp, OpResult};
@@ -80,5 +85,38 @@ impl BurnOp for BatchNorm {
     }
 }
 
+pub struct InstanceNorm;
+
+impl BurnOp for InstanceNorm {
+    fn weights(&self) -> &'static [usize] {
+        &[1, 2]
+    }
+    fn forward(&self, cx: &Fx, ins: &[Option<Val>]) -> OpResult<Vec<Val>> {
+        let x = cx.f(ins, 0)?;
+        let r = x.rank;
+        if r < 3 {
+            return Err("InstanceNormalization needs rank ≥ 3".into());
+        }
+        let scale = per_channel(cx.f(ins, 1)?, r)?;
+        let bias = per_channel(cx.f(ins, 2)?, r)?;
+        let eps = cx.attr_f("epsilon", 1e-5) as f64;
+        let axes: Vec<usize> = (2..r).map(|a| x.ax(a)).collect();
+        let mut m = x.t.clone();
+        for &a in &axes {
+            m = m.mean_dim(a);
+        }
+        let centred = x.t - m;
+        let mut v = centred.clone() * centred.clone();
+        for &a in &axes {
+            v = v.mean_dim(a);
+        }
+        let y = centred * (v + eps).sqrt().recip() * scale.t + bias.t;
+        one(Dt::new(y, r))
+    }
+}
+
 /// This family's burn forwards by op type.
-pub(super) const DEFS: &[Entry] = &[("BatchNormalization", &BatchNorm)];
+pub(super) const DEFS: &[Entry] = &[
+    ("BatchNormalization", &BatchNorm),
+    ("InstanceNormalization", &InstanceNorm),
+];

@@ -193,6 +193,51 @@ pub(super) fn flatten_like(cx: &mut Cx, s: SpaceId, x: &[i64], a: usize) -> Resu
 }
 
 pub(super) fn reshape(cx: &mut Cx) -> Result<(), String> {
+    let shape_of = shape_target(cx);
+    let r = reshape_channels(cx, shape_of.is_some());
+    let Some(v) = shape_of else {
+        return r;
+    };
+    // The target is `Shape(v)`: after pruning it states v's kept channels, so the output's
+    // channels must be v's channels, atom for atom, or neither may be cut.
+    let (vs, ys) = (cx.space(Some(v)), cx.space(cx.output(0)));
+    let why = match (&r, vs, ys) {
+        (Err(e), _, _) => Some(e.clone()),
+        (Ok(()), None, None) => None,
+        (Ok(()), Some(vs), Some(ys))
+            if cx.ch.spaces[vs].axis == cx.ch.spaces[ys].axis && cx.ch.union_spaces(vs, ys) =>
+        {
+            None
+        }
+        _ => Some("reshape to the shape of a tensor whose channels are traced differently".into()),
+    };
+    let Some(why) = why else {
+        return Ok(());
+    };
+    let label = cx.node().label(cx.id);
+    for s in [vs, ys].into_iter().flatten() {
+        cx.ch.block_space(s, &format!("{why} ({label})"));
+    }
+    Err(why)
+}
+
+/// `v` when the reshape's target is `Shape(v)` (the whole shape: torch's `x.view(y.size())`,
+/// and the opset-17 GroupNorm export's reshape back).
+fn shape_target(cx: &Cx) -> Option<ValueId> {
+    let t = cx.input(1)?;
+    let crate::ir::ValueDef::Node { node: id, .. } = cx.g.value(t).def else {
+        return None;
+    };
+    let n = cx.g.node(id);
+    (n.op_type == crate::ir::ops::names::SHAPE
+        && n.is_standard()
+        && n.attr_i("start").unwrap_or(0) == 0
+        && n.attr_i("end").is_none())
+    .then(|| n.inputs.first().copied().flatten())
+    .flatten()
+}
+
+fn reshape_channels(cx: &mut Cx, target_is_shape: bool) -> Result<(), String> {
     let Some((s, x)) = traced_input(cx)? else {
         return Ok(());
     };
@@ -209,7 +254,68 @@ pub(super) fn reshape(cx: &mut Cx) -> Result<(), String> {
     if split_or_merge(cx, s, &x, &y)? {
         return Ok(());
     }
+    if norm_groups(cx, s, &x, &y, target_is_shape)? {
+        return Ok(());
+    }
     Err("reshape that moves channels in a way that is not mapped".into())
+}
+
+/// The reshapes around a group normalisation exported as InstanceNormalization (torch's
+/// opset < 18 GroupNorm: `Reshape(x, [0, G, -1])` → InstanceNormalization → `Reshape(·,
+/// Shape(x))` → Mul/Add by the per-channel affine):
+/// - into groups, `[…, C, S…] → […, G, (C/G)·∏S]`: slot g of the output ties the C/G channels
+///   of group g, so only whole groups are removed and each kept group's statistics are
+///   unchanged;
+/// - back, `[…, G, (C/G)·∏S] → […, C, S…]`: channel c ties group slot c div (C/G).
+///
+/// A constant target has its group or channel count rewritten; a `Shape(v)` target needs no
+/// rewrite (the caller ties the output's channels to v's).
+fn norm_groups(
+    cx: &mut Cx,
+    s: SpaceId,
+    x: &[i64],
+    y: &[i64],
+    target_is_shape: bool,
+) -> Result<bool, String> {
+    let axis = cx.ch.spaces[s].axis;
+    let target_ok = target_is_shape || cx.input(1).is_some_and(|t| cx.is_const(t));
+    let o = cx.output(0).ok_or("no output")?;
+    let numel = |d: &[i64]| d.iter().product::<i64>();
+    if x.len() < axis + 1 || y.len() < axis + 2 || y[..axis] != x[..axis] {
+        return Ok(false);
+    }
+    let same_rest = numel(&x[axis..]) == numel(&y[axis..]);
+    // Into groups: y = [.., G, K], G < C, G | C.
+    let (c, g) = (x[axis], y[axis]);
+    if same_rest && y.len() == axis + 2 && g > 1 && g < c && c % g == 0 {
+        if !target_ok {
+            return Err("reshape into channel groups has a computed target".into());
+        }
+        let m = (c / g) as usize;
+        let os = cx.ch.new_space(o, axis, g as usize);
+        for gi in 0..g as usize {
+            for j in 0..m {
+                let (u, v) = (cx.ch.slot(os, gi), cx.ch.slot(s, gi * m + j));
+                cx.ch.union(u, v);
+            }
+        }
+        return Ok(true);
+    }
+    // Back: x = [.., G, K], y = [.., C, S..], G < C, G | C.
+    let (g, c) = (x[axis], y[axis]);
+    if same_rest && x.len() == axis + 2 && g > 1 && c > g && c % g == 0 {
+        if !target_ok {
+            return Err("reshape out of channel groups has a computed target".into());
+        }
+        let m = (c / g) as usize;
+        let os = cx.ch.new_space(o, axis, c as usize);
+        for ci in 0..c as usize {
+            let (u, v) = (cx.ch.slot(os, ci), cx.ch.slot(s, ci / m));
+            cx.ch.union(u, v);
+        }
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Reshapes that split the channel axis into several or merge it with neighbours, every other
@@ -385,6 +491,16 @@ pub(super) fn shape(cx: &mut Cx) -> Result<(), String> {
     let start = cx.node().attr_i("start").unwrap_or(0);
     for u in &cx.g.value(o).uses {
         let n = cx.g.node(u.node);
+        // The whole shape as a Reshape's target: the Reshape ties its output's channels to
+        // the input's (or blocks both).
+        if start == 0
+            && cx.node().attr_i("end").is_none()
+            && n.op_type == crate::ir::ops::names::RESHAPE
+            && n.is_standard()
+            && u.slot == crate::ir::Slot::Input(1)
+        {
+            continue;
+        }
         let ok = n.op_type == crate::ir::ops::names::GATHER
             && n.inputs
                 .get(1)
