@@ -123,9 +123,11 @@ fn burn_forward_matches_reference_runtime_on_registry_models() {
 }
 
 /// InstanceNormalization (directly on [N, C, H, W], and inside torch's opset-17 GroupNorm
-/// export on [N, G, K]): burn's forward matches the reference runtime.
+/// export on [N, G, K]), GroupNormalization (opset 18 per-group and opset 21 per-channel
+/// affine) and LayerNormalization (over channels after a transpose, and over the last spatial
+/// axis): burn's forward matches the reference runtime.
 #[test]
-fn instance_norm_forward_matches_reference_runtime() {
+fn normalisation_forwards_match_reference_runtime() {
     let (kind, line) = runtime::choose("auto").unwrap();
     println!("{line}");
     let d = tempfile::tempdir().unwrap();
@@ -141,7 +143,7 @@ fn instance_norm_forward_matches_reference_runtime() {
     );
     plain.rename_last_output("y");
     plain.output("y", &[2, 5, 6, 6]);
-    let models = [
+    let mut models = vec![
         ("in_plain", plain.build(), (3, 6, 6)),
         (
             "gn_opset17",
@@ -149,10 +151,48 @@ fn instance_norm_forward_matches_reference_runtime() {
             (3, 8, 8),
         ),
     ];
+    use onnx_prune::onnx::builder::{attr_f, attr_i, attr_ints};
+    for (name, opset) in [("gn_opset18", 18i64), ("gn_opset21", 21)] {
+        let mut b = ModelBuilder::new(opset, 23);
+        let x = b.input("x", &[2, 3, 6, 6]);
+        let c = b.conv(&x, 3, 8, 3, 1, 1);
+        let np = if opset >= 21 { 8 } else { 4 };
+        let s = b.weight("gn_s", &[np], 1.0);
+        let bias = b.weight("gn_b", &[np], 0.5);
+        b.op(
+            "GroupNormalization",
+            &[&c, &s, &bias],
+            vec![attr_i("num_groups", 4), attr_f("epsilon", 1e-4)],
+        );
+        b.rename_last_output("y");
+        b.output("y", &[2, 8, 6, 6]);
+        models.push((name, b.build(), (3, 6, 6)));
+    }
+    for (name, over_channels) in [("ln_channels", true), ("ln_space", false)] {
+        let mut b = ModelBuilder::new(17, 24);
+        let x = b.input("x", &[2, 3, 6, 6]);
+        let c = b.conv(&x, 3, 8, 3, 1, 1);
+        let (inp, w, out) = if over_channels {
+            let t = b.op("Transpose", &[&c], vec![attr_ints("perm", &[0, 2, 3, 1])]);
+            (t, 8, vec![2, 6, 6, 8])
+        } else {
+            (c, 6, vec![2, 8, 6, 6])
+        };
+        let s = b.weight("ln_s", &[w], 1.0);
+        let bias = b.weight("ln_b", &[w], 0.5);
+        b.op(
+            "LayerNormalization",
+            &[&inp, &s, &bias],
+            vec![attr_i("axis", -1), attr_f("epsilon", 1e-5)],
+        );
+        b.rename_last_output("y");
+        b.output("y", &out);
+        models.push((name, b.build(), (3, 6, 6)));
+    }
     for (name, m, chw) in models {
         let path = d.path().join(format!("{name}.onnx"));
         std::fs::write(&path, prost::Message::encode_to_vec(&m)).unwrap();
-        let n = if name == "in_plain" { 2 } else { 1 };
+        let n = if name == "gn_opset17" { 1 } else { 2 };
         let x = eval::random_inputs(&[vec![n, chw.0, chw.1, chw.2]], 9)[0]
             .data
             .clone();

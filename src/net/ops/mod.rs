@@ -54,17 +54,7 @@ static FAMILIES: &[&[Entry]] = &[
 /// have no burn forward yet, with the reason. A model containing one is pruned and recovered
 /// as usual; building its training network fails with "no trainable implementation", so the
 /// job says fine-tuning cannot run on it.
-pub const NOT_TRAINABLE: &[(&str, &str)] = &[
-    ("LpPool", "no Lp-norm pooling in burn yet"),
-    (
-        "LayerNormalization",
-        "not written yet (pruned only when normalising over space)",
-    ),
-    (
-        "GroupNormalization",
-        "not written yet (opset 18 per-group and opset 21 per-channel scale)",
-    ),
-];
+pub const NOT_TRAINABLE: &[(&str, &str)] = &[("LpPool", "no Lp-norm pooling in burn yet")];
 
 /// Every (op type, burn forward) row.
 fn entries() -> impl Iterator<Item = &'static Entry> {
