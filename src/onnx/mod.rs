@@ -15,6 +15,7 @@ pub mod proto {
 
 pub mod builder;
 mod read;
+mod read_tensor;
 mod write;
 
 pub use read::{
