@@ -407,6 +407,77 @@ fn shuffle(b: &mut ModelBuilder, x: &str, g: i64, c: i64, hw: i64) -> String {
     b.op("Reshape", &[&t, &s2], vec![])
 }
 
+/// With a symbolic batch torch's exports compute shapes at run time: a channel shuffle's
+/// targets are `Concat(batch from Shape, constants…)` (the channel entry is a constant piece,
+/// rewritten), and `F.interpolate(x, size=…)` gives Resize `sizes = Concat(Shape(x)[0:2],
+/// Shape(skip)[2:4])` (the channel entry is x's own, so it follows). Both prune exactly.
+#[test]
+fn dynamic_batch_shuffle_and_interpolate() {
+    let batch = |b: &mut ModelBuilder, x: &str| {
+        let sx = b.op("Shape", &[x], vec![]);
+        let zero = b.init_i64("zero", &[], &[0]);
+        let n = b.op("Gather", &[&sx, &zero], vec![attr_i("axis", 0)]);
+        let ax = b.init_i64("ax0", &[1], &[0]);
+        b.op("Unsqueeze", &[&n, &ax], vec![])
+    };
+    let mut b = ModelBuilder::new(17, 16);
+    let x = b.input("x", &[-1, 3, 8, 8]);
+    let c1 = b.conv(&x, 3, 8, 3, 1, 1);
+    let n1 = batch(&mut b, &c1);
+    let rest1 = b.init_i64("rest1", &[4], &[2, 4, 8, 8]);
+    let t1 = b.op("Concat", &[&n1, &rest1], vec![attr_i("axis", 0)]);
+    let r1 = b.op("Reshape", &[&c1, &t1], vec![]);
+    let tr = b.op(
+        "Transpose",
+        &[&r1],
+        vec![attr_ints("perm", &[0, 2, 1, 3, 4])],
+    );
+    let n2 = batch(&mut b, &tr);
+    let rest2 = b.init_i64("rest2", &[3], &[8, 8, 8]);
+    let t2 = b.op("Concat", &[&n2, &rest2], vec![attr_i("axis", 0)]);
+    let sh = b.op("Reshape", &[&tr, &t2], vec![]);
+    let down = b.conv(&sh, 8, 12, 3, 2, 1);
+    let rd = b.op("Relu", &[&down], vec![]);
+    let (sx, ss) = (b.op("Shape", &[&rd], vec![]), b.op("Shape", &[&sh], vec![]));
+    let (z, two, four) = (
+        b.init_i64("z", &[1], &[0]),
+        b.init_i64("two", &[1], &[2]),
+        b.init_i64("four", &[1], &[4]),
+    );
+    let nc = b.op("Slice", &[&sx, &z, &two], vec![]);
+    let hw = b.op("Slice", &[&ss, &two, &four], vec![]);
+    let sz = b.op("Concat", &[&nc, &hw], vec![attr_i("axis", 0)]);
+    let roi = b.init_f32("roi", &[0], &[]);
+    let up = b.op(
+        "Resize",
+        &[&rd, &roi, "", &sz],
+        vec![attr_s("mode", "nearest")],
+    );
+    let cat = b.op("Concat", &[&up, &sh], vec![attr_i("axis", 1)]);
+    let d = b.conv(&cat, 20, 6, 3, 1, 1);
+    let rdd = b.op("Relu", &[&d], vec![]);
+    let gap = b.op("GlobalAveragePool", &[&rdd], vec![]);
+    let fl = b.op("Flatten", &[&gap], vec![attr_i("axis", 1)]);
+    let w = b.weight("fc", &[5, 6], 0.5);
+    b.op("Gemm", &[&fl, &w], vec![attr_i("transB", 1)]);
+    b.rename_last_output("y");
+    b.output("y", &[-1, 5]);
+    let m = b.build();
+    for alloc in [Allocation::Uniform, Allocation::Global] {
+        let o = check(&format!("dynamic_batch_{alloc:?}"), m.clone(), alloc);
+        assert!(
+            o.declined.iter().all(|d| d.contains("graph output")),
+            "{:?}",
+            o.declined
+        );
+        // The concat joins both producers in one group: 8 channels in 2 shuffle groups are 4
+        // atoms, and the upsampled conv's 12 channels are 12.
+        let (kept, atoms) = o.group_of(&c1);
+        assert_eq!(atoms, 4 + 12, "{:?}", o.kept);
+        assert!(kept < atoms, "{alloc:?}: nothing was cut ({kept}/{atoms})");
+    }
+}
+
 #[test]
 fn channel_shuffle_prunes_exactly() {
     let mut c1 = String::new();

@@ -511,26 +511,47 @@ fn reshape(rw: &mut Rw) -> Result<()> {
         return Ok(());
     };
     let Some(tv) = rw.input(1) else { return Ok(()) };
-    let Some(t) = rw.m.graph.foldable_const(tv).map(|t| (**t).clone()) else {
+    let axis = rw.ch.spaces[s].axis;
+    let full = rw.ch.spaces[s].len as i64;
+    if let Some(t) = rw.m.graph.foldable_const(tv).map(|t| (**t).clone()) {
+        let mut v = t.as_i64s().unwrap_or_default();
+        if v.get(axis) == Some(&full) {
+            v[axis] = k.len() as i64;
+            rw.set_const(1, Tensor::i64(&t.dims, v));
+        }
+        return Ok(());
+    }
+    // A computed target whose entry sits in a constant piece of a Concat (the analysis
+    // accepted nothing else): that piece is replaced.
+    let len = |p| {
+        let d = rw.a.fact(p).concrete()?;
+        (d.len() == 1).then(|| d[0] as usize)
+    };
+    let Some((cat, slot, piece, off)) = ops::concat_piece(&rw.m.graph, tv, axis, len) else {
+        return Ok(());
+    };
+    let Some(t) = rw.m.graph.foldable_const(piece).map(|t| (**t).clone()) else {
         return Ok(());
     };
     let mut v = t.as_i64s().unwrap_or_default();
-    let axis = rw.ch.spaces[s].axis;
-    let full = rw.ch.spaces[s].len as i64;
-    if v.get(axis) == Some(&full) {
-        v[axis] = k.len() as i64;
-        rw.set_const(1, Tensor::i64(&t.dims, v));
+    if v.get(off) == Some(&full) {
+        v[off] = k.len() as i64;
+        let name = format!("{}_pruned", rw.m.graph.value(piece).name);
+        let nv = rw.m.graph.add_const(&name, Tensor::i64(&t.dims, v));
+        rw.m.graph.set_input(cat, slot, Some(nv));
     }
     Ok(())
 }
 
-/// A constant `sizes` of `Resize` states the channel count: set it to the kept count.
+/// A constant `sizes` of `Resize` states the channel count: set it to the kept count. (A
+/// computed one passed the analysis only when read from the input's own shape, which follows.)
 fn resize_sizes(rw: &mut Rw) -> Result<()> {
     let Some((s, k)) = rw.kept(rw.output(0)) else {
         return Ok(());
     };
-    if rw.input(3).is_none() {
-        return Ok(());
+    match rw.input(3) {
+        Some(v) if rw.m.graph.foldable_const(v).is_some() => {}
+        _ => return Ok(()),
     }
     let t = rw.const_input(3)?;
     let mut v = t.as_i64s().unwrap_or_default();

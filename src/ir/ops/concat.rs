@@ -80,7 +80,45 @@ fn concat_arrs(v: &[Arr], a: usize) -> Option<Arr> {
     }
 }
 
+/// For a 1-D value made by a standard `Concat` (axis 0) and read by one node only: the input
+/// slot, value and offset of the piece holding element `i`, given each piece's length. Lets a
+/// pass rewrite one entry of a computed shape vector (torch's dynamic-batch `view(n, g, c/g,
+/// h, w)` concatenates the batch read from `Shape` with constants).
+pub fn concat_piece(
+    g: &crate::ir::Graph,
+    v: crate::ir::ValueId,
+    i: usize,
+    len: impl Fn(crate::ir::ValueId) -> Option<usize>,
+) -> Option<(crate::ir::NodeId, usize, crate::ir::ValueId, usize)> {
+    let val = g.value(v);
+    let crate::ir::ValueDef::Node { node, .. } = val.def else {
+        return None;
+    };
+    let n = g.node(node);
+    if !n.is_standard()
+        || n.op_type != CONCAT
+        || n.attr_i("axis") != Some(0)
+        || val.uses.len() != 1
+        || g.is_graph_output(v)
+    {
+        return None;
+    }
+    let mut off = 0usize;
+    for (k, p) in n.inputs.iter().enumerate() {
+        let p = (*p)?;
+        let l = len(p)?;
+        if i < off + l {
+            return Some((node, k, p, i - off));
+        }
+        off += l;
+    }
+    None
+}
+
+/// Op types other passes name (when they build or recognise such nodes).
+pub const CONCAT: &str = "Concat";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
-pub(super) const DEFS: &[OpDef] = &[OpDef::new("Concat", &Concat)
+pub(super) const DEFS: &[OpDef] = &[OpDef::new(CONCAT, &Concat)
     .channels(Channels::Concat)
     .zeros(Zeros::Concat)];

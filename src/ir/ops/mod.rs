@@ -40,6 +40,7 @@ pub use def::{Channels, OpDef, Zeros};
 pub mod names {
     pub use super::{
         binary::{ADD, DIV, MUL, SUB},
+        concat::CONCAT,
         conv::CONV,
         elementwise::{DROPOUT, IDENTITY, SQRT},
         gather::GATHER,
@@ -48,6 +49,7 @@ pub mod names {
         reshape::RESHAPE,
         resize::RESIZE,
         shape::SHAPE,
+        slice::SLICE,
     };
 }
 
@@ -336,6 +338,8 @@ pub fn lookup(node: &Node) -> Option<&'static dyn Op> {
 pub fn is_known(node: &Node) -> bool {
     lookup(node).is_some()
 }
+
+pub use concat::concat_piece;
 
 /// Every registry row.
 pub fn defs() -> impl Iterator<Item = &'static OpDef> {

@@ -153,5 +153,8 @@ pub fn slice_arr(v: &Arr, ranges: &[(usize, i64, i64, i64)]) -> Arr {
     })
 }
 
+/// Op types other passes name (when they build or recognise such nodes).
+pub const SLICE: &str = "Slice";
+
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
-pub(super) const DEFS: &[OpDef] = &[OpDef::new("Slice", &Slice).channels(Channels::Slice)];
+pub(super) const DEFS: &[OpDef] = &[OpDef::new(SLICE, &Slice).channels(Channels::Slice)];

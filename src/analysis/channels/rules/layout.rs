@@ -237,6 +237,24 @@ fn shape_target(cx: &Cx) -> Option<ValueId> {
     .flatten()
 }
 
+/// Whether the surgery can set entry `i` of the reshape's target: a constant target, or a
+/// `Concat` read only by this reshape whose piece holding entry `i` is a constant (torch's
+/// dynamic-batch exports concatenate the batch read from `Shape` with constants; the Shape rule
+/// already refuses a channel count read from a traced tensor's shape).
+fn target_entry_rewritable(cx: &Cx, i: usize) -> bool {
+    let Some(t) = cx.input(1) else {
+        return false;
+    };
+    if cx.is_const(t) {
+        return true;
+    }
+    let len = |v| {
+        cx.shape(v)
+            .and_then(|d| (d.len() == 1).then(|| d[0] as usize))
+    };
+    crate::ir::ops::concat_piece(cx.g, t, i, len).is_some_and(|(_, _, piece, _)| cx.is_const(piece))
+}
+
 fn reshape_channels(cx: &mut Cx, target_is_shape: bool) -> Result<(), String> {
     let Some((s, x)) = traced_input(cx)? else {
         return Ok(());
@@ -278,7 +296,7 @@ fn norm_groups(
     target_is_shape: bool,
 ) -> Result<bool, String> {
     let axis = cx.ch.spaces[s].axis;
-    let target_ok = target_is_shape || cx.input(1).is_some_and(|t| cx.is_const(t));
+    let target_ok = target_is_shape || target_entry_rewritable(cx, axis);
     let o = cx.output(0).ok_or("no output")?;
     let numel = |d: &[i64]| d.iter().product::<i64>();
     if x.len() < axis + 1 || y.len() < axis + 2 || y[..axis] != x[..axis] {
@@ -326,7 +344,8 @@ fn norm_groups(
 /// - merge of axes `[lo, hi)` holding the channel axis: merged index `(o·C + c)·inner + r` ties
 ///   channel `c` (outer `o` over the axes before it, `r` over those after it).
 ///
-/// The rewrite resizes the target's entry on the channel axis, so the target must be constant.
+/// The rewrite resizes the target's entry on the channel axis, so that entry must be a
+/// constant ([`target_entry_rewritable`]).
 pub(super) fn split_or_merge(
     cx: &mut Cx,
     s: SpaceId,
@@ -336,16 +355,15 @@ pub(super) fn split_or_merge(
     let axis = cx.ch.spaces[s].axis;
     let c = x[axis];
     let o = cx.output(0).ok_or("no output")?;
-    let target_const = cx.input(1).is_some_and(|t| cx.is_const(t));
     let (p, q) = (axis, x.len() - axis - 1);
     // Split.
     if y.len() > x.len() && y[..p] == x[..p] && y[y.len() - q..] == x[axis + 1..] {
         let f = &y[p..y.len() - q];
         if f.iter().all(|&d| d > 0) && f.iter().product::<i64>() == c {
-            if !target_const {
+            let j = f.iter().rposition(|&d| d != 1).ok_or("unit channel axis")?;
+            if !target_entry_rewritable(cx, p + j) {
                 return Err("reshape splitting channels has a computed target".into());
             }
-            let j = f.iter().rposition(|&d| d != 1).ok_or("unit channel axis")?;
             let len = f[j] as usize;
             let outer = c as usize / len;
             let os = cx.ch.new_space(o, p + j, len);
@@ -370,7 +388,7 @@ pub(super) fn split_or_merge(
             .then_some((lo, hi))
         });
         if let Some((lo, hi)) = lo_hi {
-            if !target_const {
+            if !target_entry_rewritable(cx, lo) {
                 return Err("reshape merging channels has a computed target".into());
             }
             let outer = x[lo..axis].iter().product::<i64>() as usize;
@@ -500,6 +518,47 @@ pub(super) fn shape(cx: &mut Cx) -> Result<(), String> {
             && u.slot == crate::ir::Slot::Input(1)
         {
             continue;
+        }
+        if n.op_type == crate::ir::ops::names::SLICE && n.is_standard() {
+            let ints = |i: usize| {
+                let v = n.inputs.get(i).copied().flatten()?;
+                cx.g.foldable_const(v)?.as_i64s()
+            };
+            let one = |i: usize| ints(i).filter(|v| v.len() == 1).map(|v| v[0]);
+            let plain = (n.inputs.get(3).copied().flatten().is_none() || one(3) == Some(0))
+                && (n.inputs.get(4).copied().flatten().is_none() || one(4) == Some(1));
+            // A slice of the shape that leaves out the channel entry reads no channel count.
+            if let (true, 0, Some(b), Some(e)) = (plain, start, one(1), one(2)) {
+                if b >= 0 && e >= 0 && (e <= axis || b > axis) {
+                    continue;
+                }
+            }
+            // Its leading dims as a Resize's `sizes` (torch's `F.interpolate(x, size=…)`):
+            // only when the Resize resizes this same tensor, so the entry follows its pruning.
+            let sl_out = n.outputs.first().copied().flatten();
+            let only_resize_sizes = start == 0
+                && sl_out.is_some_and(|so| {
+                    !cx.g.is_graph_output(so)
+                        && cx.g.value(so).uses.iter().all(|cu| {
+                            let cat = cx.g.node(cu.node);
+                            cu.slot == crate::ir::Slot::Input(0)
+                                && cat.op_type == crate::ir::ops::names::CONCAT
+                                && cat.outputs.first().copied().flatten().is_some_and(|co| {
+                                    !cx.g.is_graph_output(co)
+                                        && cx.g.value(co).uses.iter().all(|ru| {
+                                            ru.slot == crate::ir::Slot::Input(3)
+                                                && super::pointwise::sizes_follow_input(
+                                                    cx.g,
+                                                    ru.node,
+                                                    axis as usize,
+                                                )
+                                        })
+                                })
+                        })
+                });
+            if only_resize_sizes {
+                continue;
+            }
         }
         let ok = n.op_type == crate::ir::ops::names::GATHER
             && n.inputs
