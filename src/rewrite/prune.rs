@@ -550,8 +550,15 @@ fn resize_sizes(rw: &mut Rw) -> Result<()> {
         return Ok(());
     };
     match rw.input(3) {
-        Some(v) if rw.m.graph.foldable_const(v).is_some() => {}
-        _ => return Ok(()),
+        None => return Ok(()),
+        Some(v)
+            if rw.m.graph.foldable_const(v).is_none()
+                && ops::sizes_follow_input(&rw.m.graph, rw.id, rw.ch.spaces[s].axis) =>
+        {
+            return Ok(())
+        }
+        // Anything else must be a constant (an error otherwise: the trial rewrite declines).
+        Some(_) => {}
     }
     let t = rw.const_input(3)?;
     let mut v = t.as_i64s().unwrap_or_default();

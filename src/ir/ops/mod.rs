@@ -340,6 +340,7 @@ pub fn is_known(node: &Node) -> bool {
 }
 
 pub use concat::concat_piece;
+pub use resize::sizes_follow_input;
 
 /// Every registry row.
 pub fn defs() -> impl Iterator<Item = &'static OpDef> {

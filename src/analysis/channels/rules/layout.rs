@@ -547,7 +547,7 @@ pub(super) fn shape(cx: &mut Cx) -> Result<(), String> {
                                     !cx.g.is_graph_output(co)
                                         && cx.g.value(co).uses.iter().all(|ru| {
                                             ru.slot == crate::ir::Slot::Input(3)
-                                                && super::pointwise::sizes_follow_input(
+                                                && crate::ir::ops::sizes_follow_input(
                                                     cx.g,
                                                     ru.node,
                                                     axis as usize,

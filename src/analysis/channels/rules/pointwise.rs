@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::ir::ops::names;
-use crate::ir::{Graph, NodeId};
 
 pub(super) fn passthrough(cx: &mut Cx) -> Result<(), String> {
     if cx.space(cx.input(0)).is_some() {
@@ -35,7 +34,7 @@ pub(super) fn resize(cx: &mut Cx) -> Result<(), String> {
     // `sizes` names the channel count: the rewrite resizes a constant one; a computed one
     // would keep the old count, unless it is read from the input's own shape.
     if let Some(sz) = cx.input(3).filter(|_| cx.node().op_type == names::RESIZE) {
-        if !cx.is_const(sz) && !sizes_follow_input(cx.g, cx.id, axis) {
+        if !cx.is_const(sz) && !crate::ir::ops::sizes_follow_input(cx.g, cx.id, axis) {
             return Err("resize output sizes are computed at run time".into());
         }
     }
@@ -162,57 +161,4 @@ pub(super) fn pad(cx: &mut Cx) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The node making `v`, when it is a standard `op`.
-fn producer(g: &Graph, v: ValueId, op: &str) -> Option<NodeId> {
-    let crate::ir::ValueDef::Node { node, .. } = g.value(v).def else {
-        return None;
-    };
-    let n = g.node(node);
-    (n.is_standard() && n.op_type == op).then_some(node)
-}
-
-/// torch's `F.interpolate(x, size=…)` export: `sizes = Concat(Slice(Shape(x), [0], [k]), hw)`
-/// (axis 0, k past the channel axis) with x the Resize's own input. The channel entry is then
-/// x's channel count at run time, so it follows pruning without a rewrite.
-pub(super) fn sizes_follow_input(g: &Graph, resize: NodeId, axis: usize) -> bool {
-    let n = g.node(resize);
-    let (Some(x), Some(sz)) = (
-        n.inputs.first().copied().flatten(),
-        n.inputs.get(3).copied().flatten(),
-    ) else {
-        return false;
-    };
-    let Some(cat) = producer(g, sz, names::CONCAT) else {
-        return false;
-    };
-    let cat = g.node(cat);
-    let Some(Some(first)) = cat.inputs.first().copied() else {
-        return false;
-    };
-    let Some(sl) = producer(g, first, names::SLICE).map(|s| g.node(s)) else {
-        return false;
-    };
-    let ints = |i: usize| -> Option<Vec<i64>> {
-        let v = sl.inputs.get(i).copied().flatten()?;
-        g.foldable_const(v)?.as_i64s()
-    };
-    let optional_is = |i: usize, want: i64| {
-        sl.inputs.get(i).copied().flatten().is_none() || ints(i) == Some(vec![want])
-    };
-    let covers_channels = ints(2).is_some_and(|e| e.len() == 1 && e[0] > axis as i64);
-    let Some(Some(shape_in)) = sl.inputs.first().copied() else {
-        return false;
-    };
-    let Some(sh) = producer(g, shape_in, names::SHAPE).map(|s| g.node(s)) else {
-        return false;
-    };
-    cat.attr_i("axis") == Some(0)
-        && ints(1) == Some(vec![0])
-        && covers_channels
-        && optional_is(3, 0)
-        && optional_is(4, 1)
-        && sh.attr_i("start").unwrap_or(0) == 0
-        && sh.inputs.first().copied().flatten() == Some(x)
 }
