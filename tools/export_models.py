@@ -2,7 +2,8 @@
 """Exports real architectures (random weights) to ONNX for the generality table (issue #23):
 torchvision classifiers, segmentation-models-pytorch decoders (U-Net, FPN with GroupNorm,
 DeepLabV3+, PSPNet, LinkNet), a few timm nets, each with torch's TorchScript exporter
-(opset 17) and, with --dynamo, its dynamo exporter (opset 18) too.
+(opset 17) and, with --dynamo, its dynamo exporter (opset 18) too; and ultralytics YOLO
+detectors built from their yaml (`pip install ultralytics`).
 
 Needs torch, torchvision, timm and segmentation-models-pytorch (the trainspeed bench's venv
 under ~/.cache/onnx-prune/torch-venv has them after
@@ -62,6 +63,20 @@ def timm_nets():
         yield f"timm_{name}", lambda n=name: timm.create_model(n, pretrained=False), (1, 3, 224, 224)
 
 
+def yolos():
+    """Ultralytics detectors built from their yaml (random weights), the head in export form."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    for cfg in ["yolov8n.yaml", "yolo11n.yaml", "yolov5nu.yaml"]:
+        def make(c=cfg):
+            m = DetectionModel(c, verbose=False)
+            m.model[-1].export = True
+            m.model[-1].format = "onnx"
+            return m
+
+        yield f"yolo_{cfg[:-5]}", make, (1, 3, 320, 320)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -72,7 +87,14 @@ def main():
     only = set(filter(None, a.only.split(",")))
     torch.manual_seed(0)
     failed = 0
-    for name, make, shape in [*classifiers(), *segmenters(), *timm_nets()]:
+    families = [classifiers, segmenters, timm_nets, yolos]
+    nets = []
+    for f in families:
+        try:
+            nets.extend(f())
+        except ImportError as e:
+            print(f"{f.__name__}: skipped ({e})")
+    for name, make, shape in nets:
         if only and name not in only:
             continue
         try:

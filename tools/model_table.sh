@@ -5,7 +5,9 @@
 # decline reason (and the error on a failure). Optionally verifies the pruned model against the
 # masked original (tract, 3 random input sets).
 #   tools/model_table.sh BIN DIR... [> table.md]
-# Models come from tools/export_models.py, ../shared/models, or anywhere else. Not part of CI.
+# Models come from tools/export_models.py, ../shared/models, or anywhere else. A model whose
+# input has dynamic spatial dims gets them from a sidecar file `MODEL.onnx.input-shape` holding
+# the `--input-shape` value (e.g. `x=1x3x64x96`). Not part of CI.
 set -uo pipefail
 bin=$(realpath "${1:?usage: tools/model_table.sh BIN DIR...}")
 shift
@@ -15,18 +17,20 @@ echo "| model | exit | MACs after / before | declined share of MACs | verify (ma
 echo "|---|---|---|---|---|---|"
 find "$@" -name '*.onnx' ! -name '*.pruned.onnx' | sort | while read -r m; do
   n=$(basename "$m" .onnx)
+  shape=()
+  [ -f "$m.input-shape" ] && shape=(--input-shape "$(cat "$m.input-shape")")
   err=$("$bin" "$m" -o "$work/p.onnx" --target-flops 0.5 --method l1 --emit-plan "$work/plan.json" \
-    --report "$work/r.json" 2>&1 >/dev/null)
+    --report "$work/r.json" "${shape[@]}" 2>&1 >/dev/null)
   code=$?
   ratio="—"
   verify="—"
   if [ $code -eq 0 ]; then
     ratio=$(python3 -c "import json; r=json.load(open('$work/r.json')); print('%.3f' % (r['macs_after']/r['macs_before']))")
-    verify=$("$bin" verify "$m" "$work/p.onnx" --plan "$work/plan.json" 2>&1 | tail -1 |
+    verify=$("$bin" verify "$m" "$work/p.onnx" --plan "$work/plan.json" "${shape[@]}" 2>&1 | tail -1 |
       sed -n 's/.*relative to the output.s spread = \([0-9.e+-]*\).*/\1/p')
     [ -n "$verify" ] || verify="failed"
   fi
-  decl=$("$bin" inspect "$m" --groups --json 2>/dev/null | python3 -c "
+  decl=$("$bin" inspect "$m" --groups --json "${shape[@]}" 2>/dev/null | python3 -c "
 import json, sys
 try:
     d = json.load(sys.stdin)
