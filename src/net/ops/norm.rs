@@ -28,6 +28,23 @@ pub fn per_channel(v: Dt, rank: usize) -> OpResult<Dt> {
     v.reshape(&dims)
 }
 
+/// Input 0 (of rank ≥ `min_rank`), the per-channel scale (input 1) and bias (input 2) shaped
+/// to broadcast against it, and `epsilon`.
+fn per_channel_affine(
+    cx: &Fx,
+    ins: &[Option<Val>],
+    min_rank: usize,
+) -> OpResult<(Dt, Dt, Dt, f64)> {
+    let x = cx.f(ins, 0)?;
+    let r = x.rank;
+    if r < min_rank {
+        return Err(format!("{} needs rank ≥ {min_rank}", cx.node.op_type));
+    }
+    let scale = per_channel(cx.f(ins, 1)?, r)?;
+    let bias = per_channel(cx.f(ins, 2)?, r)?;
+    Ok((x, scale, bias, cx.attr_f("epsilon", 1e-5) as f64))
+}
+
 impl BurnOp for BatchNorm {
     fn weights(&self) -> &'static [usize] {
         &[1, 2]
@@ -36,14 +53,8 @@ impl BurnOp for BatchNorm {
         &[3, 4]
     }
     fn forward(&self, cx: &Fx, ins: &[Option<Val>]) -> OpResult<Vec<Val>> {
-        let x = cx.f(ins, 0)?;
+        let (x, scale, bias, eps) = per_channel_affine(cx, ins, 2)?;
         let r = x.rank;
-        if r < 2 {
-            return Err("BatchNormalization needs rank ≥ 2".into());
-        }
-        let scale = per_channel(cx.f(ins, 1)?, r)?;
-        let bias = per_channel(cx.f(ins, 2)?, r)?;
-        let eps = cx.attr_f("epsilon", 1e-5) as f64;
         let train = cx.train || cx.attr_i("training_mode", 0) == 1;
         let (centred, var) = if train {
             let axes: Vec<usize> = std::iter::once(0).chain(2..r).map(|a| x.ax(a)).collect();
@@ -98,14 +109,8 @@ impl BurnOp for InstanceNorm {
         &[1, 2]
     }
     fn forward(&self, cx: &Fx, ins: &[Option<Val>]) -> OpResult<Vec<Val>> {
-        let x = cx.f(ins, 0)?;
+        let (x, scale, bias, eps) = per_channel_affine(cx, ins, 3)?;
         let r = x.rank;
-        if r < 3 {
-            return Err("InstanceNormalization needs rank ≥ 3".into());
-        }
-        let scale = per_channel(cx.f(ins, 1)?, r)?;
-        let bias = per_channel(cx.f(ins, 2)?, r)?;
-        let eps = cx.attr_f("epsilon", 1e-5) as f64;
         let y = standardise(x, 2, eps);
         one(Dt::new(y.t * scale.t + bias.t, r))
     }
