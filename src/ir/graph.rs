@@ -110,6 +110,15 @@ impl Graph {
         }
     }
 
+    /// The node computing `v`, when it is a standard-domain `op_type` node.
+    pub fn producer(&self, v: ValueId, op_type: &str) -> Option<NodeId> {
+        let ValueDef::Node { node, .. } = self.values[v.0].def else {
+            return None;
+        };
+        let n = self.node(node);
+        (n.is_standard() && n.op_type == op_type).then_some(node)
+    }
+
     pub fn is_graph_output(&self, v: ValueId) -> bool {
         self.outputs.contains(&v)
     }

@@ -90,17 +90,9 @@ pub fn concat_piece(
     i: usize,
     len: impl Fn(crate::ir::ValueId) -> Option<usize>,
 ) -> Option<(crate::ir::NodeId, usize, crate::ir::ValueId, usize)> {
-    let val = g.value(v);
-    let crate::ir::ValueDef::Node { node, .. } = val.def else {
-        return None;
-    };
+    let node = g.producer(v, CONCAT)?;
     let n = g.node(node);
-    if !n.is_standard()
-        || n.op_type != CONCAT
-        || n.attr_i("axis") != Some(0)
-        || val.uses.len() != 1
-        || g.is_graph_output(v)
-    {
+    if n.attr_i("axis") != Some(0) || g.value(v).uses.len() != 1 || g.is_graph_output(v) {
         return None;
     }
     let mut off = 0usize;

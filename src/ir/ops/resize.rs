@@ -6,7 +6,7 @@
 
 use super::{axis, Channels, Fact, InferCx, Op, OpDef, OpResult, Zeros};
 use crate::ir::Dim;
-use crate::ir::{Graph, NodeId, ValueId};
+use crate::ir::{Graph, NodeId};
 
 pub struct Resize;
 impl Op for Resize {
@@ -69,15 +69,6 @@ impl Op for Resize {
     }
 }
 
-/// The node making `v`, when it is a standard `op`.
-fn producer(g: &Graph, v: ValueId, op: &str) -> Option<NodeId> {
-    let crate::ir::ValueDef::Node { node, .. } = g.value(v).def else {
-        return None;
-    };
-    let n = g.node(node);
-    (n.is_standard() && n.op_type == op).then_some(node)
-}
-
 /// torch's `F.interpolate(x, size=…)` export: `sizes = Concat(Slice(Shape(x), [0], [k]), hw)`
 /// (axis 0, k past the channel axis) with x the Resize's own input. The channel entry is then
 /// x's channel count at run time, so it follows pruning without a rewrite.
@@ -89,14 +80,14 @@ pub fn sizes_follow_input(g: &Graph, resize: NodeId, axis: usize) -> bool {
     ) else {
         return false;
     };
-    let Some(cat) = producer(g, sz, super::names::CONCAT) else {
+    let Some(cat) = g.producer(sz, super::names::CONCAT) else {
         return false;
     };
     let cat = g.node(cat);
     let Some(Some(first)) = cat.inputs.first().copied() else {
         return false;
     };
-    let Some(sl) = producer(g, first, super::names::SLICE).map(|s| g.node(s)) else {
+    let Some(sl) = g.producer(first, super::names::SLICE).map(|s| g.node(s)) else {
         return false;
     };
     let ints = |i: usize| -> Option<Vec<i64>> {
@@ -110,7 +101,7 @@ pub fn sizes_follow_input(g: &Graph, resize: NodeId, axis: usize) -> bool {
     let Some(Some(shape_in)) = sl.inputs.first().copied() else {
         return false;
     };
-    let Some(sh) = producer(g, shape_in, super::names::SHAPE).map(|s| g.node(s)) else {
+    let Some(sh) = g.producer(shape_in, super::names::SHAPE).map(|s| g.node(s)) else {
         return false;
     };
     cat.attr_i("axis") == Some(0)

@@ -221,20 +221,38 @@ pub(super) fn reshape(cx: &mut Cx) -> Result<(), String> {
     Err(why)
 }
 
+/// Whether `v` (a slice of `Shape(x)`) is read only as the first piece of Concats that are only
+/// the `sizes` of Resizes of x itself ([`crate::ir::ops::sizes_follow_input`] checks the chain
+/// from the Resize's side).
+fn only_own_resize_sizes(g: &crate::ir::Graph, v: ValueId, axis: i64) -> bool {
+    let only = |v: ValueId, ok: &dyn Fn(&crate::ir::Use) -> bool| {
+        !g.is_graph_output(v) && g.value(v).uses.iter().all(ok)
+    };
+    only(v, &|cu| {
+        cu.slot == crate::ir::Slot::Input(0)
+            && g.node(cu.node).op_type == crate::ir::ops::names::CONCAT
+            && g.node(cu.node)
+                .outputs
+                .first()
+                .copied()
+                .flatten()
+                .is_some_and(|co| {
+                    only(co, &|ru| {
+                        ru.slot == crate::ir::Slot::Input(3)
+                            && crate::ir::ops::sizes_follow_input(g, ru.node, axis as usize)
+                    })
+                })
+    })
+}
+
 /// `v` when the reshape's target is `Shape(v)` (the whole shape: torch's `x.view(y.size())`,
 /// and the opset-17 GroupNorm export's reshape back).
 fn shape_target(cx: &Cx) -> Option<ValueId> {
-    let t = cx.input(1)?;
-    let crate::ir::ValueDef::Node { node: id, .. } = cx.g.value(t).def else {
-        return None;
-    };
-    let n = cx.g.node(id);
-    (n.op_type == crate::ir::ops::names::SHAPE
-        && n.is_standard()
-        && n.attr_i("start").unwrap_or(0) == 0
-        && n.attr_i("end").is_none())
-    .then(|| n.inputs.first().copied().flatten())
-    .flatten()
+    let n =
+        cx.g.node(cx.g.producer(cx.input(1)?, crate::ir::ops::names::SHAPE)?);
+    (n.attr_i("start").unwrap_or(0) == 0 && n.attr_i("end").is_none())
+        .then(|| n.inputs.first().copied().flatten())
+        .flatten()
 }
 
 /// Whether the surgery can set entry `i` of the reshape's target: a constant target, or a
@@ -536,27 +554,7 @@ pub(super) fn shape(cx: &mut Cx) -> Result<(), String> {
             // Its leading dims as a Resize's `sizes` (torch's `F.interpolate(x, size=…)`):
             // only when the Resize resizes this same tensor, so the entry follows its pruning.
             let sl_out = n.outputs.first().copied().flatten();
-            let only_resize_sizes = start == 0
-                && sl_out.is_some_and(|so| {
-                    !cx.g.is_graph_output(so)
-                        && cx.g.value(so).uses.iter().all(|cu| {
-                            let cat = cx.g.node(cu.node);
-                            cu.slot == crate::ir::Slot::Input(0)
-                                && cat.op_type == crate::ir::ops::names::CONCAT
-                                && cat.outputs.first().copied().flatten().is_some_and(|co| {
-                                    !cx.g.is_graph_output(co)
-                                        && cx.g.value(co).uses.iter().all(|ru| {
-                                            ru.slot == crate::ir::Slot::Input(3)
-                                                && crate::ir::ops::sizes_follow_input(
-                                                    cx.g,
-                                                    ru.node,
-                                                    axis as usize,
-                                                )
-                                        })
-                                })
-                        })
-                });
-            if only_resize_sizes {
+            if start == 0 && sl_out.is_some_and(|so| only_own_resize_sizes(cx.g, so, axis)) {
                 continue;
             }
         }
