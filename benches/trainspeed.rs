@@ -6,7 +6,9 @@
 //!   momentum and weight decay, clipping 5) on the backend the build picks (`flex` on a CPU;
 //!   with `--features wgpu`, `-- --device wgpu` uses burn-wgpu); images/s and ms/step are the
 //!   median of `--steps` (5) timed steps after 2 warm-up steps; then the teacher's forward pass
-//!   alone (no autodiff, what distillation adds to every step).
+//!   alone (no autodiff, what distillation adds to every step). On `flex` the child runs twice:
+//!   with this project's convolution (`net::fastconv`, the default) and with burn's own
+//!   (`ONNX_PRUNE_BURN_CONV=1`), so one table shows what the first gives.
 //! - **PyTorch** (`tools/bench_train_torch.py`, CPU, the same thread count): the same ONNX graph
 //!   converted by onnx2torch, and for the CIFAR ResNets also the textbook module with BatchNorm;
 //!   the same step and medians. PyTorch is installed by this program from PyPI into
@@ -138,16 +140,21 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     for c in cases {
         let spec = format!("{}|{}|{}|{steps}|{device}", c.path.display(), c.batch, c.hw);
-        let out = Command::new(std::env::current_exe().unwrap())
-            .env("ONNX_PRUNE_BENCH_CHILD", spec)
-            .env("RAYON_NUM_THREADS", threads.to_string())
-            .output()
-            .unwrap();
-        let s = String::from_utf8_lossy(&out.stdout);
-        let burn: Option<Vec<String>> = s
-            .lines()
-            .find(|l| l.starts_with("RESULT"))
-            .map(|l| l.split_whitespace().map(String::from).collect());
+        // The same trainer twice: with this project's convolution (the default) and with
+        // burn's own (`ONNX_PRUNE_BURN_CONV=1`), so the table shows what the first gives.
+        let burn_runs: Vec<(&str, std::process::Output)> = [("", "0"), (", burn's conv", "1")]
+            .into_iter()
+            .filter(|(_, v)| *v == "0" || device != "wgpu")
+            .map(|(label, v)| {
+                let out = Command::new(std::env::current_exe().unwrap())
+                    .env("ONNX_PRUNE_BENCH_CHILD", &spec)
+                    .env("ONNX_PRUNE_BURN_CONV", v)
+                    .env("RAYON_NUM_THREADS", threads.to_string())
+                    .output()
+                    .unwrap();
+                (label, out)
+            })
+            .collect();
         let mut torch_rows: Vec<Vec<String>> = vec![];
         if let Some(py) = &torch {
             let spec = format!("{}:{}x{}", c.path.display(), c.hw, c.hw);
@@ -180,26 +187,32 @@ fn main() {
             .iter()
             .find(|r| r.get(2).map(String::as_str) == Some("onnx2torch") && measured(r))
             .and_then(|r| r[3].parse().ok());
-        match &burn {
-            Some(v) => {
-                let ratio = match (same_graph, v[2].parse::<f64>().ok()) {
-                    (Some(t), Some(b)) => format!("{:.2}×", b / t),
-                    _ => String::new(),
-                };
-                println!(
-                    "| {} | {} | burn {} | {} | {} | {} | {} | {} | {ratio} |",
-                    c.name, c.batch, v[1], v[2], v[3], v[6], v[4], v[5]
-                );
+        for (label, out) in &burn_runs {
+            let burn: Option<Vec<String>> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.starts_with("RESULT"))
+                .map(|l| l.split_whitespace().map(String::from).collect());
+            match &burn {
+                Some(v) => {
+                    let ratio = match (same_graph, v[2].parse::<f64>().ok()) {
+                        (Some(t), Some(b)) => format!("{:.2}×", b / t),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "| {} | {} | burn {}{label} | {} | {} | {} | {} | {} | {ratio} |",
+                        c.name, c.batch, v[1], v[2], v[3], v[6], v[4], v[5]
+                    );
+                }
+                None => println!(
+                    "| {} | {} | burn{label} | failed: {} | | | | | |",
+                    c.name,
+                    c.batch,
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                ),
             }
-            None => println!(
-                "| {} | {} | burn | failed: {} | | | | | |",
-                c.name,
-                c.batch,
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ),
         }
         for r in &torch_rows {
             if measured(r) {

@@ -14,6 +14,7 @@
 //! - [`Net::write_back`] replaces exactly the parameter and buffer initializers, bit for bit.
 
 pub mod device;
+pub mod fastconv;
 mod fx;
 pub mod ops;
 mod value;

@@ -7,8 +7,9 @@
 
 use super::Entry;
 use super::{one, spatial_pads, usizes, BurnOp, OpResult};
+use crate::net::fastconv::conv2d;
 use crate::net::{Dt, Fx, Val};
-use burn::tensor::module::{conv2d, conv_transpose2d};
+use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 pub struct Conv;
