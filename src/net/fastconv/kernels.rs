@@ -228,6 +228,25 @@ fn mat_mut(s: &mut [f32], rows: usize, cols: usize) -> MatMut<'_, f32> {
     MatMut::from_row_major_slice_mut(s, rows, cols)
 }
 
+/// A task's im2col buffer (none when the input is its own im2col matrix).
+fn scratch(g: &Geom) -> Vec<f32> {
+    if g.direct() {
+        Vec::new()
+    } else {
+        vec![0f32; g.k() * g.l()]
+    }
+}
+
+/// One image's im2col matrix: the image itself, or `cols` filled from it.
+fn columns<'a>(g: &Geom, xi: &'a [f32], cols: &'a mut [f32]) -> &'a [f32] {
+    if g.direct() {
+        xi
+    } else {
+        im2col(g, xi, cols);
+        cols
+    }
+}
+
 /// How many images each rayon task takes: enough tasks for every thread, few enough that the
 /// per-task buffers stay small.
 fn chunk(n: usize) -> usize {
@@ -243,20 +262,10 @@ pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32>
     y.par_chunks_mut(per * g.y_img())
         .enumerate()
         .for_each(|(ci, ys)| {
-            let mut cols = if g.direct() {
-                Vec::new()
-            } else {
-                vec![0f32; k * l]
-            };
+            let mut cols = scratch(g);
             for (j, yi) in ys.chunks_mut(g.y_img()).enumerate() {
                 let i = ci * per + j;
-                let xi = &x[i * g.x_img()..(i + 1) * g.x_img()];
-                let c: &[f32] = if g.direct() {
-                    xi
-                } else {
-                    im2col(g, xi, &mut cols);
-                    &cols
-                };
+                let c = columns(g, &x[i * g.x_img()..(i + 1) * g.x_img()], &mut cols);
                 matmul(
                     mat_mut(yi, g.o, l),
                     Accum::Replace,
@@ -304,21 +313,11 @@ pub fn backward(g: &Geom, x: Option<&[f32]>, w: &[f32], dy: &[f32], x_grad: bool
         .enumerate()
         .map(|(ci, dxs)| {
             let mut acc = x.map(|_| (vec![0f32; g.o * k], vec![0f32; g.o]));
-            let mut cols = if g.direct() {
-                Vec::new()
-            } else {
-                vec![0f32; k * l]
-            };
+            let mut cols = scratch(g);
             for i in ci * per..((ci + 1) * per).min(g.n) {
                 let dyi = &dy[i * g.y_img()..(i + 1) * g.y_img()];
                 if let (Some(x), Some((dw, db))) = (x, acc.as_mut()) {
-                    let xi = &x[i * g.x_img()..(i + 1) * g.x_img()];
-                    let c: &[f32] = if g.direct() {
-                        xi
-                    } else {
-                        im2col(g, xi, &mut cols);
-                        &cols
-                    };
+                    let c = columns(g, &x[i * g.x_img()..(i + 1) * g.x_img()], &mut cols);
                     matmul(
                         mat_mut(dw, g.o, k),
                         Accum::Add,
