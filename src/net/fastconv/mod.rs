@@ -28,7 +28,8 @@ use kernels::Geom;
 
 type FlexTensor = FloatTensor<Flex>;
 
-/// The extension: a one-group `f32` convolution whose geometry is already resolved.
+/// The extension: a one-group `f32` convolution whose geometry is already resolved; `b` is the
+/// bias, or an empty tensor for none.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastConv: Backend {
     fn fast_conv2d(
@@ -53,7 +54,8 @@ fn tensor(v: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
 impl FastConv for Flex {
     fn fast_conv2d(x: FlexTensor, w: FlexTensor, b: FlexTensor, g: Geom) -> FlexTensor {
         let (xs, ws, bs) = (slice(&x), slice(&w), slice(&b));
-        let y = kernels::forward(&g, &xs, &ws, Some(&bs));
+        // An empty bias stands for none (the extension's signature takes a tensor).
+        let y = kernels::forward(&g, &xs, &ws, Some(&*bs).filter(|b| !b.is_empty()));
         tensor(y, vec![g.n, g.o, g.oh, g.ow])
     }
 }
@@ -167,7 +169,7 @@ pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Option<Tensor<1>>, opts: ConvOption
     let Some(g) = g else {
         return module::conv2d(x, w, b, opts);
     };
-    let b = b.unwrap_or_else(|| Tensor::zeros([g.o], &x.device()));
+    let b = b.unwrap_or_else(|| Tensor::zeros([0], &x.device()));
     let y = <Dispatch as FastConv>::fast_conv2d(
         x.into_dispatch(),
         w.into_dispatch(),
