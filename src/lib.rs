@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod ir;
+pub mod job;
 pub mod learn;
 pub mod net;
 pub mod onnx;

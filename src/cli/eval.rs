@@ -74,7 +74,7 @@ pub(crate) fn eval_cmd(e: EvalArgs) -> Result<()> {
             let n = b.min(ds.n);
             let x = &ds.x[..n * ds.sample_len()];
             let m = runtime::open(kind, &e.model, n, chw, threads)?;
-            let (med, _) = median_latency(&mut [m], x, n, 3, e.latency, None)?;
+            let (med, _) = runtime::median_latency(&mut [m], x, n, 3, e.latency, None)?;
             lat.push((n, med[0]));
         }
     }
@@ -119,43 +119,4 @@ pub(crate) fn eval_cmd(e: EvalArgs) -> Result<()> {
 #[cfg(not(any(feature = "tract", feature = "ort")))]
 pub(crate) fn eval_cmd(_: EvalArgs) -> Result<()> {
     bail!("this build has no runtime: rebuild with the `tract` feature")
-}
-
-/// Median milliseconds of one `run_all(x, n)` of each model in `models`, run alternately so
-/// that all see the same machine load: `warm` untimed rounds, then up to `runs` timed ones
-/// (with `cap`: stopping once at least 5 are timed and `cap` has passed since the start).
-/// Returns the medians and the number of timed rounds.
-#[cfg(any(feature = "tract", feature = "ort"))]
-pub(crate) fn median_latency(
-    models: &mut [Box<dyn onnx_prune::eval::runtime::Runtime>],
-    x: &[f32],
-    n: usize,
-    warm: usize,
-    runs: usize,
-    cap: Option<std::time::Duration>,
-) -> Result<(Vec<f64>, usize)> {
-    use std::time::Instant;
-    let start = Instant::now();
-    let mut times = vec![vec![]; models.len()];
-    for i in 0..warm + runs {
-        for (m, ts) in models.iter_mut().zip(&mut times) {
-            let t = Instant::now();
-            m.run_all(x, n)?;
-            if i >= warm {
-                ts.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        if cap.is_some_and(|c| i + 1 >= warm + 5 && start.elapsed() > c) {
-            break;
-        }
-    }
-    let timed = times.first().map_or(0, Vec::len);
-    let med = times
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        })
-        .collect();
-    Ok((med, timed))
 }

@@ -10,7 +10,7 @@ use onnx_prune::report::group_digits;
 use onnx_prune::rewrite::{self, PassOptions};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub(crate) fn dims_str(d: &[Dim]) -> String {
     format!(
@@ -248,7 +248,7 @@ pub(crate) fn simplify(
         "none" => ExternalData::None,
         _ => ExternalData::Keep,
     };
-    let protect = input_files(input);
+    let protect = onnx::input_files(input);
     onnx::save(&model, output, &SaveOptions { external }, &protect)?;
     let detail: Vec<String> = rep
         .rewrites
@@ -270,15 +270,6 @@ pub(crate) fn simplify(
         }
     );
     Ok(())
-}
-
-/// The input model and its external data files: never to be overwritten.
-pub(crate) fn input_files(input: &Path) -> Vec<PathBuf> {
-    let mut v = vec![input.to_path_buf()];
-    if let Some(name) = input.file_name() {
-        v.push(input.with_file_name(format!("{}.data", name.to_string_lossy())));
-    }
-    v
 }
 
 #[cfg(feature = "tract")]

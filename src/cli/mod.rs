@@ -4,19 +4,15 @@
 mod args;
 mod eval;
 mod inspect;
-mod job;
 mod plan_cmds;
 mod prune;
-mod search;
 mod train;
 
 pub(crate) use args::*;
 pub(crate) use eval::*;
 pub(crate) use inspect::*;
-pub(crate) use job::*;
 pub(crate) use plan_cmds::*;
 pub(crate) use prune::*;
-pub(crate) use search::*;
 pub(crate) use train::*;
 
 /// A check that ran and failed — outputs beyond the tolerance (`compare`, `verify`) or, with

@@ -21,19 +21,11 @@ pub(crate) fn apply(
         .to_keep(&p)
         .with_context(|| plan.display().to_string())?;
     let pruned = p.apply(&keep)?;
-    finish_pruned(
-        input,
-        output,
-        &p,
-        &keep,
-        &pruned,
-        None,
-        None,
-        report,
-        false,
-        Default::default(),
-        None,
-    )
+    let files = onnx_prune::job::Files {
+        plan: None,
+        report: report.map(Path::to_path_buf),
+    };
+    write_plain(input, output, &p, &keep, &pruned, files)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -155,17 +147,9 @@ pub(crate) fn shrink(
             .filter(|g| g.atoms.iter().any(|&a| !keep[a]))
             .count()
     );
-    finish_pruned(
-        input,
-        output,
-        &p,
-        &keep,
-        &pruned,
-        None,
-        plan,
-        report,
-        false,
-        Default::default(),
-        None,
-    )
+    let files = onnx_prune::job::Files {
+        plan: plan.map(Path::to_path_buf),
+        report: report.map(Path::to_path_buf),
+    };
+    write_plain(input, output, &p, &keep, &pruned, files)
 }

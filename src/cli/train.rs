@@ -1,4 +1,4 @@
-//! Fine-tuning: `--finetune-epochs` of the main command and `onnx-prune finetune`.
+//! `onnx-prune finetune`, and the Ctrl-C flag every long command shares.
 
 use super::*;
 use anyhow::{bail, Result};
@@ -27,253 +27,23 @@ pub(crate) fn stop_flag() -> &'static std::sync::atomic::AtomicBool {
     &STOP
 }
 
-/// The main job's fine-tuning defaults where the flags leave them open (`cargo bench --bench
-/// timelimit -- --sweep`, docs/benchmarks.md "The fine-tuning recipe": resnet20 at 50%,
-/// 4 minutes each, equal time): SGD at 3e-3 with labels only beat 1e-3 and distillation — the
-/// teacher's forward pass costs a third of a step on a CPU, and the steps it costs bought more.
-pub(crate) const JOB_LR: f64 = 3e-3;
-
-/// Training options from the flags: `steps` in all, distillation weight by what is there.
-/// `job`: the main command's fine-tuning, whose defaults differ ([`JOB_LR`], and labels only
-/// when there are labels); `finetune` and `--recover ft:STEPS` keep lr 1e-3 and w = 0.5.
-pub(crate) fn train_options(
-    t: &TrainArgs,
-    steps: usize,
-    seed: u64,
-    teacher: bool,
-    labels: bool,
-    job: bool,
-) -> Result<onnx_prune::learn::train::TrainOptions> {
-    use onnx_prune::learn::train::{Optim, TrainOptions};
-    let kd = match t.kd_weight {
-        Some(w) if !(0.0..=1.0).contains(&w) => bail!("--kd-weight must be in [0, 1]"),
-        Some(w) if w > 0.0 && !teacher => bail!("--kd-weight > 0 needs a teacher model"),
-        Some(w) if w < 1.0 && !labels => {
-            bail!("the data has no labels (or --label-free): only distillation (--kd-weight 1) can train")
+impl TrainArgs {
+    /// The library's training settings from these flags.
+    pub(crate) fn settings(&self) -> onnx_prune::learn::train::Settings {
+        onnx_prune::learn::train::Settings {
+            optim: onnx_prune::learn::train::Optim::parse(&self.optimizer).expect("clap checked"),
+            lr: self.lr,
+            clip_grad: self.clip_grad,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            batch_size: self.batch_size,
+            kd_weight: self.kd_weight,
+            temperature: self.temperature,
+            augment: !self.no_augment,
+            checkpoint_every: self.checkpoint_every,
+            device: onnx_prune::net::Backend::parse(&self.train_device).expect("clap checked"),
         }
-        Some(w) => w,
-        None if !labels && !teacher => {
-            bail!("the data has no labels (or --label-free): give a teacher model to distil from")
-        }
-        None if !labels => 1.0,
-        None if teacher && !job => 0.5,
-        None => 0.0,
-    };
-    let lr = t.lr.unwrap_or(if job { JOB_LR } else { 1e-3 });
-    if lr <= 0.0 || !lr.is_finite() {
-        bail!("--lr must be positive");
     }
-    if t.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    if !(0.0..1.0).contains(&t.warmup) {
-        bail!("--warmup is a fraction of the steps in [0, 1)");
-    }
-    if let Some(b) = onnx_prune::net::Backend::parse(&t.train_device) {
-        onnx_prune::net::select(b);
-    }
-    Ok(TrainOptions {
-        optim: Optim::parse(&t.optimizer).expect("clap checked"),
-        lr,
-        warmup: (t.warmup * steps as f64).round() as usize,
-        weight_decay: t.weight_decay,
-        batch: t.batch_size,
-        steps,
-        augment: !t.no_augment,
-        pad: 4,
-        kd_weight: kd,
-        temperature: t.temperature,
-        clip_norm: t.clip_grad,
-        seed,
-        checkpoint_every: t.checkpoint_every,
-    })
-}
-
-/// Steps for `epochs` passes over `n` samples.
-pub(crate) fn steps_for(epochs: f64, n: usize, batch: usize) -> usize {
-    ((epochs * n as f64) / batch.min(n).max(1) as f64)
-        .ceil()
-        .max(1.0) as usize
-}
-
-pub(crate) fn print_train_summary(f: &onnx_prune::learn::train::Finetuned) {
-    let r = &f.report;
-    eprintln!(
-        "fine-tuned {} parameter(s) for {} step(s) in {:.1}s ({:.0} images/s); loss {:.4} -> {:.4}",
-        f.params,
-        r.steps_done - r.started_at,
-        r.seconds,
-        r.images_per_s,
-        r.loss_first,
-        r.loss_last
-    );
-}
-
-pub(crate) fn train_json(
-    f: &onnx_prune::learn::train::Finetuned,
-    o: &onnx_prune::learn::train::TrainOptions,
-) -> serde_json::Value {
-    let r = &f.report;
-    json!({
-        "steps": r.steps_done,
-        "resumed_at": r.started_at,
-        "interrupted": r.interrupted,
-        "seconds": r.seconds,
-        "images_per_s": r.images_per_s,
-        "loss_first": r.loss_first,
-        "loss_last": r.loss_last,
-        "params": f.params,
-        "backend": f.device_line,
-        "optimizer": format!("{:?}", o.optim),
-        "lr": o.lr,
-        "batch_size": o.batch,
-        "kd_weight": o.kd_weight,
-        "temperature": o.temperature,
-        "augment": o.augment,
-    })
-}
-
-/// Fine-tuning in the main command: trains the recovered model on `train` (teacher: the
-/// original) for `length` — planned to end by `deadline`, or a fixed length that still stops
-/// there — measures it again, and keeps it only if it scores at least as well on the
-/// validation subset as the recovered model (else the recovered one is shipped and the report
-/// says so). Returns the model to ship and whether Ctrl-C stopped the training.
-#[cfg(any(feature = "tract", feature = "ort"))]
-pub(crate) fn finetune_pruned(
-    p: &onnx_prune::search::datafree::Pruner,
-    pruned: Model,
-    c: &DataCtx,
-    train: &onnx_prune::data::Dataset,
-    args: &PruneArgs,
-    extra: &mut serde_json::Map<String, serde_json::Value>,
-    (length, deadline): (Length, &onnx_prune::budget::Deadline),
-) -> Result<(Model, bool)> {
-    use onnx_prune::learn::train;
-    let mut data = train.clone();
-    if args.label_free {
-        data.y = None;
-    }
-    let batch = args.train.batch_size;
-    let (steps, plan) = match length {
-        Length::Epochs(e) => (steps_for(e, data.n, batch), false),
-        Length::Steps(n) => (n, false),
-        _ => (
-            steps_for(onnx_prune::budget::MAX_EPOCHS, data.n, batch),
-            true,
-        ),
-    };
-    let o = train_options(
-        &args.train,
-        steps,
-        args.opts.seed,
-        true,
-        data.y.is_some(),
-        true,
-    )?;
-    let line = onnx_prune::net::device().1;
-    let what = match length {
-        Length::Epochs(e) => format!("{steps} step(s) of {} ({e} epoch(s))", o.batch),
-        Length::Steps(_) => format!("{steps} step(s) of {}", o.batch),
-        _ => format!(
-            "until {:.0}s from now (at most {} epochs)",
-            deadline.left().unwrap_or_default().as_secs_f64(),
-            onnx_prune::budget::MAX_EPOCHS
-        ),
-    };
-    eprintln!("fine-tuning on {} sample(s): {what}, {line}", data.n);
-    let before = score_fields(extra);
-    let ckpt = args.output.as_deref().map(train::Checkpoint::beside);
-    let pace = train::Pace {
-        deadline: deadline.clone(),
-        plan,
-        max_steps: steps,
-    };
-    let teacher = match o.kd_weight > 0.0 {
-        true => Some(c.teacher(p)?),
-        false => None,
-    };
-    let f = train::finetune(
-        &pruned,
-        teacher,
-        &data,
-        &o,
-        ckpt.as_ref(),
-        false,
-        stop_flag(),
-        Some(&pace),
-    )?;
-    print_train_summary(&f);
-    if f.report.deadline_hit {
-        eprintln!(
-            "fine-tuning stopped at its deadline after {} of {} step(s)",
-            f.report.steps_done, f.options.steps
-        );
-    } else if let Some(n) = f.report.replanned_from {
-        eprintln!(
-            "fine-tuning ran {} than measured: the plan went from {n} to {} step(s)",
-            if f.options.steps > n {
-                "faster"
-            } else {
-                "slower"
-            },
-            f.options.steps
-        );
-    }
-    let interrupted = f.report.interrupted;
-    // The main command does not resume: its checkpoints only guard a run that is killed.
-    if let Some(c) = &ckpt {
-        c.remove();
-    }
-    // Measure the fine-tuned model (the recovery report stays the recovery's).
-    let recover_json = extra.get("recover").cloned();
-    measure(p, &f.model, &Default::default(), c, args, None, extra)?;
-    if let Some(r) = recover_json {
-        extra.insert("recover".into(), r);
-    }
-    let mut j = train_json(&f, &f.options);
-    j["before"] = serde_json::Value::Object(before.clone());
-    j["deadline_hit"] = json!(f.report.deadline_hit);
-    j["planned_steps"] = json!(f.options.steps);
-    j["step_seconds_measured"] = json!(f.step_seconds);
-    j["replanned_from"] = json!(f.report.replanned_from);
-    // Ship whichever of the recovered and the fine-tuned model scores better on the
-    // validation subset (top-1 with labels, else relative MSE to the original).
-    let worse = match (before.get("top1_after"), extra.get("top1_after")) {
-        (Some(b), Some(a)) => a.as_f64() < b.as_f64(),
-        _ => match (before.get("rel_mse"), extra.get("rel_mse")) {
-            (Some(b), Some(a)) => a.as_f64().unwrap_or(f64::MAX) > b.as_f64().unwrap_or(f64::MAX),
-            _ => false,
-        },
-    };
-    let model = if worse {
-        eprintln!(
-            "note: the fine-tuned model scores lower on the validation subset than the recovered one: the recovered model is written"
-        );
-        j["after"] = json!(score_fields(extra));
-        for (k, v) in before {
-            extra.insert(k, v);
-        }
-        j["shipped"] = json!("recovered");
-        pruned
-    } else {
-        j["shipped"] = json!("fine-tuned");
-        f.model
-    };
-    extra.insert("finetune".into(), j);
-    Ok((model, interrupted))
-}
-
-#[cfg(not(any(feature = "tract", feature = "ort")))]
-pub(crate) fn finetune_pruned(
-    _: &onnx_prune::search::datafree::Pruner,
-    _: Model,
-    _: &DataCtx,
-    _: &onnx_prune::data::Dataset,
-    _: &PruneArgs,
-    _: &mut serde_json::Map<String, serde_json::Value>,
-    _: (Length, &onnx_prune::budget::Deadline),
-) -> Result<(Model, bool)> {
-    bail!("this build has no runtime: rebuild with the `tract` or `ort` feature")
 }
 
 /// `onnx-prune finetune`.
@@ -329,10 +99,13 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     let planned = a.time_limit.is_some() && a.steps.is_none() && a.epochs.is_none();
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s.max(1),
-        (None, e) if !planned => steps_for(e.unwrap_or(1.0), trainset.n, a.train.batch_size),
-        _ => steps_for(budget::MAX_EPOCHS, trainset.n, a.train.batch_size),
+        (None, e) if !planned => train::steps_for(e.unwrap_or(1.0), trainset.n, a.train.batch_size),
+        _ => train::steps_for(budget::MAX_EPOCHS, trainset.n, a.train.batch_size),
     };
-    let o = train_options(&a.train, steps, a.seed, teacher.is_some(), labels, false)?;
+    let o = a
+        .train
+        .settings()
+        .options(steps, a.seed, teacher.is_some(), labels, false)?;
     let (kind, rt_line) = runtime::choose(&a.runtime)?;
     eprintln!("{rt_line}");
     eprintln!("{}", onnx_prune::net::device().1);
@@ -407,7 +180,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         stop_flag(),
         pace.as_ref(),
     )?;
-    print_train_summary(&f);
+    eprintln!("{}", f.summary());
     onnx::save(
         &f.model,
         &a.output,
@@ -432,7 +205,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
     }
     eprintln!("wrote {}", a.output.display());
     if let Some(r) = &a.report {
-        let mut j = train_json(&f, &f.options);
+        let mut j = f.json();
         j["val_samples"] = json!(val.n);
         j["before"] = before;
         j["after"] = after;

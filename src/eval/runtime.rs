@@ -157,6 +157,44 @@ pub fn logits(
     open(kind, &path, batch, (ds.c, ds.h, ds.w), all_threads())?.run_all(&ds.x, ds.n)
 }
 
+/// Median milliseconds of one `run_all(x, n)` of each model in `models`, run alternately so
+/// that all see the same machine load: `warm` untimed rounds, then up to `runs` timed ones
+/// (with `cap`: stopping once at least 5 are timed and `cap` has passed since the start).
+/// Returns the medians and the number of timed rounds.
+pub fn median_latency(
+    models: &mut [Box<dyn Runtime>],
+    x: &[f32],
+    n: usize,
+    warm: usize,
+    runs: usize,
+    cap: Option<std::time::Duration>,
+) -> Result<(Vec<f64>, usize)> {
+    use std::time::Instant;
+    let start = Instant::now();
+    let mut times = vec![vec![]; models.len()];
+    for i in 0..warm + runs {
+        for (m, ts) in models.iter_mut().zip(&mut times) {
+            let t = Instant::now();
+            m.run_all(x, n)?;
+            if i >= warm {
+                ts.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        if cap.is_some_and(|c| i + 1 >= warm + 5 && start.elapsed() > c) {
+            break;
+        }
+    }
+    let timed = times.first().map_or(0, Vec::len);
+    let med = times
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        })
+        .collect();
+    Ok((med, timed))
+}
+
 /// Default thread count: every core.
 pub fn all_threads() -> usize {
     std::thread::available_parallelism()

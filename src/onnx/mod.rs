@@ -21,7 +21,9 @@ mod write;
 pub use read::{
     decode_model, load, set_constant_initializer_inputs, MAX_IR_VERSION, MIN_IR_VERSION,
 };
-pub use write::{encode_model, save, to_proto, write_atomic, ExternalData, SaveOptions};
+pub use write::{
+    encode_model, input_files, save, to_proto, write_atomic, ExternalData, SaveOptions,
+};
 
 /// "name version" of the producer recorded in the model, if any.
 pub fn producer(model: &crate::ir::Model) -> Option<String> {

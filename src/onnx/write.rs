@@ -457,3 +457,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The input model and its external data file (`NAME.data` beside it): never to be
+/// overwritten by an output.
+pub fn input_files(input: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = vec![input.to_path_buf()];
+    if let Some(name) = input.file_name() {
+        v.push(input.with_file_name(format!("{}.data", name.to_string_lossy())));
+    }
+    v
+}

@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 
 mod checkpoint;
 mod run;
+mod settings;
 
 pub use checkpoint::Checkpoint;
 pub use run::{finetune, quick, Finetuned, Pace};
+pub use settings::{steps_for, Settings, JOB_LR};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optim {

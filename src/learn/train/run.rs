@@ -16,6 +16,44 @@ pub struct Finetuned {
     pub step_seconds: Option<f64>,
 }
 
+impl Finetuned {
+    /// One line: parameters, steps, time, speed and the loss from first to last step.
+    pub fn summary(&self) -> String {
+        let r = &self.report;
+        format!(
+            "fine-tuned {} parameter(s) for {} step(s) in {:.1}s ({:.0} images/s); loss {:.4} -> {:.4}",
+            self.params,
+            r.steps_done - r.started_at,
+            r.seconds,
+            r.images_per_s,
+            r.loss_first,
+            r.loss_last
+        )
+    }
+
+    /// The report's object of a fine-tuning run: what ran and with which options.
+    pub fn json(&self) -> serde_json::Value {
+        let (r, o) = (&self.report, &self.options);
+        serde_json::json!({
+            "steps": r.steps_done,
+            "resumed_at": r.started_at,
+            "interrupted": r.interrupted,
+            "seconds": r.seconds,
+            "images_per_s": r.images_per_s,
+            "loss_first": r.loss_first,
+            "loss_last": r.loss_last,
+            "params": self.params,
+            "backend": self.device_line,
+            "optimizer": format!("{:?}", o.optim),
+            "lr": o.lr,
+            "batch_size": o.batch,
+            "kd_weight": o.kd_weight,
+            "temperature": o.temperature,
+            "augment": o.augment,
+        })
+    }
+}
+
 /// How long a fine-tune may run: it stops at `deadline`; with `plan`, its step count (and the
 /// warm-up, as the same fraction of it) is planned from the measured time of a step to end
 /// before the deadline, at most `max_steps`.
