@@ -4,8 +4,10 @@
 #   inspect --groups --json; the data-free job (--method l1, uniform and global) with its emitted
 #   plan; apply of that plan; shrink; and, on the shipped digits model with its fixture, the
 #   data job (search, least squares, fine-tuning) at a fixed seed and step count, with its plan.
-# Reports are left out (they hold wall times). Two binaries behave the same when their
-# manifests are identical:
+# The data job runs on tract (--runtime tract): its validation scores steer the search and the
+# re-ranking, and ORT and tract differ in the last bits, so a machine with or without ONNX Runtime
+# would otherwise give another manifest. Reports are left out (they hold wall times). Two
+# binaries behave the same when their manifests are identical:
 #   tools/identity.sh target/release/onnx-prune > before.txt   # on the old commit
 #   tools/identity.sh target/release/onnx-prune > after.txt    # on the new one
 #   diff before.txt after.txt && echo identical
@@ -36,6 +38,6 @@ done
 d="$work/digits_job"
 mkdir -p "$d"
 "$bin" models/digits_cnn.onnx -o "$d/job.onnx" --target-flops 0.5 --data fixtures/digits_train.npz \
-  --no-augment --seed 7 --episodes 6 --finetune-steps 20 --emit-plan "$d/job.plan.json" \
+  --no-augment --seed 7 --episodes 6 --finetune-steps 20 --runtime tract --emit-plan "$d/job.plan.json" \
   >/dev/null 2>&1 || echo "job failed" >"$d/job.onnx"
 (cd "$work" && find . -type f | sort | xargs sha256sum)

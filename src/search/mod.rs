@@ -1,7 +1,8 @@
-//! Deciding what to keep. `datafree`: magnitude/random importance with uniform or global
-//! allocation under a MAC budget (the baselines). `plan`: the versioned plan file format.
-//! `recover`: fast recovery from calibration data (least squares, BN re-calibration).
+//! Deciding what to keep. `datafree`: magnitude/random importance and the exact MAC model;
+//! `allocate`: uniform or global allocation under a MAC budget (the baselines). `plan`: the
+//! versioned plan file format. `recover`: fast recovery from calibration data (least squares, BN re-calibration).
 
+pub mod allocate;
 pub mod datafree;
 pub mod env;
 pub mod plan;
