@@ -8,6 +8,7 @@ pub mod error;
 pub mod eval;
 pub mod ir;
 pub mod job;
+pub mod latency;
 pub mod learn;
 pub mod net;
 pub mod onnx;

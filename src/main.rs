@@ -46,6 +46,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Cmd::Compare(c)) => compare(c),
         Some(Cmd::Eval(e)) => eval_cmd(e),
         Some(Cmd::Finetune(f)) => finetune_cmd(*f),
+        Some(Cmd::Profile(a)) => profile_cmd(&a),
         Some(Cmd::Shrink {
             input,
             output,
@@ -111,12 +112,21 @@ fn run(cli: Cli) -> Result<()> {
             if p.output.is_none() {
                 bail!("missing -o OUT.onnx");
             }
-            match p.target_flops {
-                None => bail!("missing --target-flops R (fraction of MACs to keep, e.g. 0.5)"),
-                Some(r) if !(r > 0.0 && r <= 1.0) => {
+            match (p.target_flops, p.latency.target_latency) {
+                (None, None) => bail!(
+                    "missing --target-flops R (fraction of MACs to keep, e.g. 0.5) or \
+                     --target-latency R (fraction of the latency)"
+                ),
+                (Some(r), _) if !(r > 0.0 && r <= 1.0) => {
                     bail!("--target-flops must be in (0, 1], got {r}")
                 }
-                Some(_) => {}
+                (_, Some(r)) if !(r > 0.0 && r <= 1.0) => {
+                    bail!("--target-latency must be in (0, 1], got {r}")
+                }
+                _ => {}
+            }
+            if p.latency.target_latency.is_none() && p.latency.latency_profile.is_some() {
+                bail!("--latency-profile is read for --target-latency: add --target-latency R");
             }
             if let Some(e) = p.finetune_epochs {
                 if e < 0.0 || !e.is_finite() {
@@ -152,7 +162,7 @@ fn run(cli: Cli) -> Result<()> {
             prune(
                 &input,
                 p.output.as_ref().unwrap(),
-                p.target_flops.unwrap(),
+                p.target_flops.unwrap_or(1.0),
                 &p,
             )
         }

@@ -40,6 +40,8 @@ pub(crate) struct PruneArgs {
     /// Fraction of the input's MACs the output may keep (e.g. 0.5)
     #[arg(long)]
     pub(crate) target_flops: Option<f64>,
+    #[command(flatten)]
+    pub(crate) latency: LatencyArgs,
     /// Calibration/validation data (.npy/.npz, MNIST idx, ImageFolder dir/.tar): enables the
     /// reinforcement-learning search (--agent), recovery (--recover) and an accuracy/fidelity
     /// report
@@ -149,6 +151,33 @@ pub(crate) struct PruneArgs {
     pub(crate) train: TrainArgs,
     #[command(flatten)]
     pub(crate) opts: PruneOpts,
+}
+
+/// `--target-latency` and the flags beside it.
+#[derive(Args)]
+pub(crate) struct LatencyArgs {
+    /// Latency budget: the output's measured latency is at most R × the input's (e.g. 0.5) on
+    /// --latency-runtime at --latency-batch and --threads. The per-layer latency profile is
+    /// measured here first unless --latency-profile gives one; the pruned model is measured
+    /// and the plan tightened until it fits (an unreachable target is an error). With
+    /// --target-flops both hold. Data-free or with --data (the search fits the same budget)
+    #[arg(long)]
+    pub(crate) target_latency: Option<f64>,
+    /// With --target-latency: the runtime whose latency counts: ort, tract, auto (the one
+    /// --runtime picks)
+    #[arg(long, default_value = "auto", value_parser = ["ort", "tract", "auto"])]
+    pub(crate) latency_runtime: String,
+    /// With --target-latency: the batch size latency is measured at
+    #[arg(long, default_value_t = 1)]
+    pub(crate) latency_batch: usize,
+    /// With --target-latency: the runtime's threads (1: the typical edge setting)
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+    /// With --target-latency: a profile measured on the device with `onnx-prune profile`
+    /// (refused when it was measured for another model file); the plan then fits its
+    /// predictions, and nothing is measured here
+    #[arg(long)]
+    pub(crate) latency_profile: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -332,6 +361,10 @@ pub(crate) enum Cmd {
     /// Evaluate a model on a dataset: top-1/top-5 with labels, fidelity to --reference,
     /// throughput
     Eval(EvalArgs),
+    /// Measure a latency profile of a model on this machine (each Conv/ConvTranspose/Gemm alone
+    /// on a grid of kept channel counts, and the whole model) for `--latency-profile`: run it
+    /// on the device, prune against it on the build machine
+    Profile(ProfileArgs),
     /// Re-apply a pruning plan (--emit-plan) to a model
     Apply {
         input: PathBuf,
@@ -485,6 +518,35 @@ pub(crate) struct EvalArgs {
     pub(crate) latency: usize,
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) shapes: ShapeArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct ProfileArgs {
+    pub(crate) model: PathBuf,
+    /// The profile (JSON; format in docs/latency.md)
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+    /// Runtime to measure: ort, tract, auto (ort if found)
+    #[arg(long, default_value = "auto", value_parser = ["ort", "tract", "auto"])]
+    pub(crate) runtime: String,
+    /// Threads the runtime runs with
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+    /// Batch size
+    #[arg(long, default_value_t = 1)]
+    pub(crate) batch: usize,
+    /// Grid points per channel space (each layer between two prunable spaces is measured at
+    /// up to POINTS² channel counts)
+    #[arg(long, default_value_t = 5)]
+    pub(crate) points: usize,
+    /// Channel multiple of the grid (the --round-to the plans will use)
+    #[arg(long, default_value_t = 8)]
+    pub(crate) round_to: usize,
+    /// Timed runs per point (after two warm-up runs); the median is kept
+    #[arg(long, default_value_t = 7)]
+    pub(crate) runs: usize,
     #[command(flatten)]
     pub(crate) shapes: ShapeArgs,
 }

@@ -34,8 +34,21 @@ fn options(args: &PruneArgs, ratio: f64, stop: &'static std::sync::atomic::Atomi
         (_, Some(n)) => Length::Steps(n),
         _ => Length::Planned,
     };
+    let l = &args.latency;
+    let latency = l.target_latency.map(|target| job::LatencyOptions {
+        target,
+        runtime: match (l.latency_runtime.as_str(), args.runtime.as_str()) {
+            ("auto", "ort" | "tract") => args.runtime.clone(),
+            (r, _) => r.to_string(),
+        },
+        batch: l.latency_batch,
+        threads: l.threads,
+        profile: l.latency_profile.clone(),
+        ..Default::default()
+    });
     Options {
         target_flops: ratio,
+        latency,
         channels: Channels::parse(&o.method).expect("clap checked"),
         allocation: if o.allocation == "global" {
             Allocation::Global
@@ -105,6 +118,34 @@ pub(crate) fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -
         ))
         .into());
     }
+    Ok(())
+}
+
+/// `onnx-prune profile MODEL -o profile.json`: the latency profile measured here.
+pub(crate) fn profile_cmd(a: &ProfileArgs) -> Result<()> {
+    let (_, p) = load_pruner(&a.model, &a.shapes.map())?;
+    let l = job::LatencyOptions {
+        runtime: a.runtime.clone(),
+        batch: a.batch,
+        threads: a.threads,
+        points: a.points,
+        runs: a.runs,
+        ..Default::default()
+    };
+    let s = job::latency::settings(&l, a.round_to)?;
+    eprintln!("{}", s.runtime_line);
+    let pr = onnx_prune::latency::measure::profile(&a.model, &p, &s, &|m| eprintln!("{m}"))?;
+    pr.save(&a.output)?;
+    let covered: f64 = pr.layers.iter().map(|l| l.full()).sum();
+    eprintln!(
+        "wrote {}: {} layers; the whole model {:.3} ms, its profiled layers alone {:.3} ms \
+         ({:.0}%)",
+        a.output.display(),
+        pr.layers.len(),
+        pr.model_ms,
+        covered,
+        100.0 * covered / pr.model_ms.max(1e-9)
+    );
     Ok(())
 }
 

@@ -20,7 +20,8 @@ impl Progress {
             total,
             done: AtomicUsize::new(0),
             start: Instant::now(),
-            on: std::io::stderr().is_terminal(),
+            // Small runs (latency measurements of one batch) would print a line per run.
+            on: std::io::stderr().is_terminal() && total > 256,
         }
     }
 

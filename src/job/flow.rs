@@ -22,6 +22,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) c: &'a DataCtx,
     pub(crate) o: &'a Options,
     pub(crate) out: &'a dyn Progress,
+    /// `--target-latency`: the predicted cost and the budget the search must fit.
+    pub(crate) lat: Option<(&'a dyn crate::search::allocate::SpaceCost, f64)>,
 }
 
 /// Channels ranked by their least-squares removal cost on the calibration images the search's

@@ -37,11 +37,13 @@ use std::time::Duration;
 mod data;
 mod finetune;
 mod flow;
+pub mod latency;
 mod phases;
 mod search;
 mod write;
 
 pub use data::DataCtx;
+pub use latency::LatencyOptions;
 pub use phases::{Length, SCORE_FIELDS};
 pub use write::{write_json, write_pruned, Files, Written};
 
@@ -85,6 +87,8 @@ impl Channels {
 pub struct Options {
     /// Fraction of the input's MACs the output may keep.
     pub target_flops: f64,
+    /// A latency budget as well (`--target-latency`; see [`latency`]).
+    pub latency: Option<LatencyOptions>,
     pub channels: Channels,
     pub allocation: Allocation,
     /// Keep a multiple of this many channels in every group.
@@ -136,6 +140,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             target_flops: 0.5,
+            latency: None,
             channels: Channels::Auto,
             allocation: Allocation::Uniform,
             round_to: 8,
@@ -335,7 +340,15 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
         }
         _ => (p.importance(method, o.seed), None),
     };
-    let data_free = || p.allocate(target, &imp, o.allocation, o.round_to);
+    // The unsearched plan: the allocation by `allocation`, within the latency budget if any.
+    let fitted = match &o.latency {
+        Some(l) => Some(latency::fit(input, &p, o, l, target, &imp, out)?),
+        None => None,
+    };
+    let unsearched = match &fitted {
+        Some(f) => f.keep.clone(),
+        None => p.allocate(target, &imp, o.allocation, o.round_to),
+    };
     // The plan the search competes against (and its label in the re-ranking).
     let baseline = format!(
         "{}-{method_name} ({})",
@@ -347,17 +360,23 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     );
     let (keep, pruned, curve) = match &ctx {
         Some(c) => {
-            let cx = flow::Cx { p: &p, c, o, out };
+            let cx = flow::Cx {
+                p: &p,
+                c,
+                o,
+                out,
+                lat: fitted.as_ref().map(|f| f.cost()),
+            };
             flow::with_data(
                 &cx,
-                (data_free(), &baseline),
+                (unsearched, &baseline),
                 (&imp, fast),
                 &mut extra,
                 &mut job,
             )?
         }
         None => {
-            let keep = data_free();
+            let keep = unsearched;
             let m = p.apply(&keep)?;
             (keep, m, None)
         }
@@ -368,6 +387,14 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
             search::speedup(input, &pruned, c, &mut extra, out)?;
         }
         extra.insert("time".into(), job.report());
+    }
+    if let Some(f) = &fitted {
+        // The plan written may be the search's: its latency, predicted and measured.
+        let searched = f.keep != keep && job.interrupted.is_none();
+        extra.insert(
+            "latency".into(),
+            f.finish(input, &p, &keep, &pruned, searched, out)?,
+        );
     }
     let predicted = p.macs(&keep);
     let interrupted = job.interrupted;

@@ -49,6 +49,9 @@ pub(crate) fn search(
         )));
     }
     let mut e = env::Env::new(p, o.target_flops, o.round_to, 0.05);
+    if let Some((cost, ms)) = cx.lat {
+        e = e.with_latency(cost, ms);
+    }
     // The agents keep channels by the channel ranking (L1 by default without data, ls with).
     e.set_select(select.to_vec());
     let episodes = o.episodes.unwrap_or(agent.default_episodes(e.steps()));

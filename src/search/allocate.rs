@@ -5,11 +5,55 @@
 
 use super::datafree::{Allocation, Pruner};
 
+/// A cost predicted from the kept channel count of every space (`crate::latency`'s model).
+pub trait SpaceCost: std::fmt::Debug + Sync {
+    fn predict(&self, counts: &[usize]) -> f64;
+}
+
+/// What a plan must fit: MACs at most `macs`, and with `latency` the predicted cost (ms) at
+/// most the given budget (both hold).
+#[derive(Clone, Copy, Debug)]
+pub struct Budget<'a> {
+    pub macs: u64,
+    pub latency: Option<(&'a dyn SpaceCost, f64)>,
+}
+
+impl Budget<'_> {
+    pub fn macs(macs: u64) -> Budget<'static> {
+        Budget {
+            macs,
+            latency: None,
+        }
+    }
+}
+
 impl Pruner {
+    /// Whether kept channel counts per space fit `b`.
+    fn fits(&self, counts: &[usize], b: &Budget) -> bool {
+        self.macs_from_counts(counts) <= b.macs
+            && b.latency.is_none_or(|(m, ms)| m.predict(counts) <= ms)
+    }
+
+    /// Whether the plan `keep` fits `b`.
+    pub fn fits_keep(&self, keep: &[bool], b: &Budget) -> bool {
+        self.fits(&self.counts(keep), b)
+    }
+
     /// Chooses what to keep so that MACs ≤ `target` (or as close as declined groups allow).
     pub fn allocate(
         &self,
         target: u64,
+        imp: &[f64],
+        alloc: Allocation,
+        round_to: usize,
+    ) -> Vec<bool> {
+        self.allocate_within(&Budget::macs(target), imp, alloc, round_to)
+    }
+
+    /// Chooses what to keep within `b` (or as close as declined groups allow).
+    pub fn allocate_within(
+        &self,
+        target: &Budget,
         imp: &[f64],
         alloc: Allocation,
         round_to: usize,
@@ -69,18 +113,24 @@ impl Pruner {
         keep
     }
 
-    fn uniform(&self, target: u64, imp: &[f64], free: &[Vec<usize>], round_to: usize) -> Vec<bool> {
+    fn uniform(
+        &self,
+        target: &Budget,
+        imp: &[f64],
+        free: &[Vec<usize>],
+        round_to: usize,
+    ) -> Vec<bool> {
         let build = |rho: f64| {
             let ratio = vec![rho; free.len()];
             self.keep_ratios(&ratio, imp, free, round_to)
         };
         let (mut lo, mut hi) = (0.0f64, 1.0f64);
-        if self.macs(&build(1.0)) <= target {
+        if self.fits_keep(&build(1.0), target) {
             return build(1.0);
         }
         for _ in 0..40 {
             let mid = (lo + hi) / 2.0;
-            if self.macs(&build(mid)) <= target {
+            if self.fits_keep(&build(mid), target) {
                 lo = mid;
             } else {
                 hi = mid;
@@ -92,9 +142,16 @@ impl Pruner {
     }
 
     /// Spends what is left of the budget: repeatedly gives the group with the lowest keep ratio
-    /// back its best removed channel, while MACs stay ≤ `target`.
+    /// back its best removed channel, while the plan stays within `target`.
     /// Channels come back `chunk` at a time (the `--round-to` multiple).
-    fn fill(&self, keep: &mut [bool], target: u64, imp: &[f64], free: &[Vec<usize>], chunk: usize) {
+    fn fill(
+        &self,
+        keep: &mut [bool],
+        target: &Budget,
+        imp: &[f64],
+        free: &[Vec<usize>],
+        chunk: usize,
+    ) {
         let mut counts = self.counts(keep);
         loop {
             let mut order: Vec<(f64, usize)> = free
@@ -125,7 +182,7 @@ impl Pruner {
                         trial[a] = true;
                     }
                     self.fix_parts(&mut trial, imp);
-                    if self.macs(&trial) <= target {
+                    if self.fits_keep(&trial, target) {
                         keep.copy_from_slice(&trial);
                         counts = self.counts(keep);
                         added = true;
@@ -138,7 +195,7 @@ impl Pruner {
                         counts[s] += n;
                     }
                 }
-                if self.macs_from_counts(&counts) <= target {
+                if self.fits(&counts, target) {
                     for &a in back {
                         keep[a] = true;
                     }
@@ -159,19 +216,38 @@ impl Pruner {
 
     /// Global allocation; rounding and grouped-conv repairs can add channels back, so the
     /// greedy pass is repeated with its internal target lowered by the overshoot until it fits.
-    fn global(&self, target: u64, imp: &[f64], free: &[Vec<usize>], round_to: usize) -> Vec<bool> {
-        let mut t = target;
-        let mut keep = self.global_once(t, imp, free, round_to);
+    fn global(
+        &self,
+        target: &Budget,
+        imp: &[f64],
+        free: &[Vec<usize>],
+        round_to: usize,
+    ) -> Vec<bool> {
+        let mut t = *target;
+        let mut keep = self.global_once(&t, imp, free, round_to);
         for _ in 0..40 {
-            let m = self.macs(&keep);
-            if m <= target || t == 0 {
+            let counts = self.counts(&keep);
+            if self.fits(&counts, target) || (t.macs == 0 && target.latency.is_none()) {
                 break;
             }
-            t = t.saturating_sub(m - target);
-            keep = self.global_once(t, imp, free, round_to);
+            // Lower each internal target by its overshoot.
+            let m = self.macs_from_counts(&counts);
+            if m > target.macs {
+                t.macs = t.macs.saturating_sub(m - target.macs);
+            }
+            if let (Some((lm, goal)), Some((_, ms))) = (target.latency, t.latency.as_mut()) {
+                let over = lm.predict(&counts) - goal;
+                if over > 0.0 {
+                    *ms = (*ms - over).max(0.0);
+                }
+            }
+            if t.macs == 0 && t.latency.is_some_and(|(_, ms)| ms == 0.0) {
+                break;
+            }
+            keep = self.global_once(&t, imp, free, round_to);
         }
         // Spend what the repairs left of the budget.
-        if self.macs(&keep) <= target {
+        if self.fits_keep(&keep, target) {
             self.fill(&mut keep, target, imp, free, round_to);
         }
         keep
@@ -179,7 +255,7 @@ impl Pruner {
 
     fn global_once(
         &self,
-        target: u64,
+        target: &Budget,
         imp: &[f64],
         free: &[Vec<usize>],
         round_to: usize,
@@ -198,7 +274,7 @@ impl Pruner {
         let mut counts = self.counts(&keep);
         let mut left: Vec<usize> = self.ch.groups.iter().map(|g| g.atoms.len()).collect();
         for &(_, a, gi) in &cand {
-            if self.macs_from_counts(&counts) <= target {
+            if self.fits(&counts, target) {
                 break;
             }
             if left[gi] <= round_to.max(1) {

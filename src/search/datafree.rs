@@ -27,6 +27,7 @@ pub enum Allocation {
 /// One MAC-carrying node: MACs scale with kept/len of its output and input spaces.
 #[derive(Clone, Debug)]
 struct MacTerm {
+    node: NodeId,
     macs: u64,
     out: Option<SpaceId>,
     inp: Option<SpaceId>,
@@ -75,7 +76,12 @@ impl Pruner {
             } else {
                 None
             };
-            terms.push(MacTerm { macs, out, inp });
+            terms.push(MacTerm {
+                node: id,
+                macs,
+                out,
+                inp,
+            });
         }
         let mut atom_spaces: Vec<HashMap<SpaceId, usize>> = vec![HashMap::new(); ch.atoms.len()];
         for (s, sp) in ch.spaces.iter().enumerate() {
@@ -122,6 +128,17 @@ impl Pruner {
             .iter()
             .map(|t| (t.macs as f64 * frac(t.out) * frac(t.inp)).round() as u64)
             .sum()
+    }
+
+    /// Kept channel count of every space (what [`crate::latency::LatencyModel`] predicts from).
+    pub fn space_counts(&self, keep: &[bool]) -> Vec<usize> {
+        self.counts(keep)
+    }
+
+    /// Every MAC-carrying node with the channel spaces of its input and output (those pruning
+    /// can shrink), in topological order.
+    pub fn node_spaces(&self) -> Vec<(NodeId, Option<SpaceId>, Option<SpaceId>)> {
+        self.terms.iter().map(|t| (t.node, t.inp, t.out)).collect()
     }
 
     /// MACs of the model pruned with `keep` (exact for Conv/ConvTranspose/Gemm/MatMul).

@@ -19,6 +19,7 @@
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::eval::{metrics, runtime, TempDir};
+use crate::search::allocate::{Budget, SpaceCost};
 use crate::search::datafree::{Method, Pruner};
 use crate::search::recover;
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ pub struct Env<'a> {
     /// unless [`Env::set_select`] gave another criterion (`--method ls`).
     pub select: Vec<f64>,
     pub target: u64,
+    /// A latency budget as well (`--target-latency`): the predicted cost and its limit.
+    latency: Option<(&'a dyn SpaceCost, f64)>,
     pub min_keep: f64,
     pub round_to: usize,
     /// Keep ratio per entry of `p.ch.groups` (1.0 = undecided/keep all).
@@ -123,6 +126,7 @@ impl<'a> Env<'a> {
             select: imp.clone(),
             imp,
             target: (p.base_macs as f64 * target_ratio).floor() as u64,
+            latency: None,
             min_keep,
             round_to: round_to.max(1),
             ratios: vec![1.0; n],
@@ -134,12 +138,37 @@ impl<'a> Env<'a> {
         e
     }
 
+    /// Every episode must also fit `ms` of the predicted `cost` (`--target-latency`).
+    pub fn with_latency(mut self, cost: &'a dyn SpaceCost, ms: f64) -> Env<'a> {
+        self.latency = Some((cost, ms));
+        self.uniform = self.uniform_ratios();
+        self
+    }
+
+    fn budget(&self) -> Budget<'a> {
+        Budget {
+            macs: self.target,
+            latency: self.latency,
+        }
+    }
+
+    /// Whether the plan `keep` fits the budget (MACs, and the latency budget when set).
+    pub fn fits(&self, keep: &[bool]) -> bool {
+        self.p.fits_keep(keep, &self.budget())
+    }
+
+    /// Whether the plan of these ratios fits the budget.
+    fn fits_ratios(&self, ratios: &[f64]) -> bool {
+        let keep = self.p.keep_from_ratios(ratios, &self.select, self.round_to);
+        self.p.fits_keep(&keep, &self.budget())
+    }
+
     /// Per group, the kept fraction of its free atoms in the uniform plan by `select`, as a
     /// ratio that [`Pruner::keep_from_ratios`] turns back into exactly that count (half an atom
     /// below it, so rounding up lands on it).
     fn uniform_ratios(&self) -> Vec<f64> {
-        let keep = self.p.allocate(
-            self.target,
+        let keep = self.p.allocate_within(
+            &self.budget(),
             &self.select,
             crate::search::datafree::Allocation::Uniform,
             self.round_to,
@@ -204,7 +233,7 @@ impl<'a> Env<'a> {
         let cur = self.groups[self.t].group;
         let fits = |x: f64, r: &mut Vec<f64>| {
             r[cur] = x;
-            self.macs_with(r) <= self.target
+            self.fits_ratios(r)
         };
         if fits(1.0, &mut r) {
             return 1.0;
@@ -237,7 +266,7 @@ impl<'a> Env<'a> {
             for gi in &self.groups[self.t..] {
                 r[gi.group] = (c * self.uniform[gi.group]).clamp(self.min_keep, 1.0);
             }
-            self.macs_with(r) <= self.target
+            self.fits_ratios(r)
         };
         // A factor at which every remaining group keeps everything.
         let top = self.groups[self.t.min(self.groups.len())..]

@@ -46,7 +46,7 @@ pub mod names {
         gather::GATHER,
         normalization::BATCH_NORMALIZATION,
         reduce::REDUCE_MEAN,
-        reshape::RESHAPE,
+        reshape::{FLATTEN, RESHAPE},
         resize::RESIZE,
         shape::SHAPE,
         slice::SLICE,

@@ -225,13 +225,14 @@ impl Op for Unsqueeze {
 
 /// Op types other passes name (when they build or recognise such nodes).
 pub const RESHAPE: &str = "Reshape";
+pub const FLATTEN: &str = "Flatten";
 
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
     OpDef::new(RESHAPE, &Reshape)
         .channels(Channels::Reshape)
         .zeros(Zeros::Spread),
-    OpDef::new("Flatten", &Flatten)
+    OpDef::new(FLATTEN, &Flatten)
         .channels(Channels::Flatten)
         .zeros(Zeros::Spread),
     OpDef::new("Squeeze", &Squeeze)

@@ -55,16 +55,13 @@ pub(super) fn ddpg_search(
         }
         let keep = env.keep();
         let macs = env.p.macs(&keep);
-        let reward = if macs <= env.target {
-            oracle.measure(&keep)?
-        } else {
-            0.0
-        };
+        let fits = env.fits(&keep);
+        let reward = if fits { oracle.measure(&keep)? } else { 0.0 };
         agent.end_episode(reward);
-        if macs <= env.target {
+        if fits {
             candidates.push((reward, keep.clone()));
         }
-        if macs <= env.target && best.as_ref().is_none_or(|b| reward > b.0) {
+        if fits && best.as_ref().is_none_or(|b| reward > b.0) {
             best = Some((reward, keep, env.step_ratios(), ep + 1));
         }
         let e = Episode {

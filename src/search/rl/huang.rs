@@ -64,14 +64,14 @@ pub(super) fn top_up(
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
     for _ in 0..30 {
         let mid = 0.5 * (lo + hi);
-        if p.macs(&build(mid)) <= env.target {
+        if env.fits(&build(mid)) {
             lo = mid;
         } else {
             hi = mid;
         }
     }
     let trial = build(lo);
-    if trial == keep || p.macs(&trial) > env.target {
+    if trial == keep || !env.fits(&trial) {
         return Ok((keep, acc, None));
     }
     let score = oracle.measure(&trial)?;
@@ -248,7 +248,7 @@ pub(super) fn reinforce_search(
             kept as f64 / g.free.len().max(1) as f64
         })
         .collect();
-    let best: Best = (env.p.macs(&keep) <= env.target).then_some((acc, keep, ratios, ep));
+    let best: Best = env.fits(&keep).then_some((acc, keep, ratios, ep));
     outcome(
         Agent::Reinforce,
         env,

@@ -179,10 +179,11 @@ pub(super) fn dqn_search(
                       log: &mut dyn FnMut(&Episode)| {
         let keep = env.keep();
         let macs = env.p.macs(&keep);
-        if macs <= env.target {
+        let fits = env.fits(&keep);
+        if fits {
             candidates.push((acc, keep.clone()));
         }
-        if macs <= env.target && best.as_ref().is_none_or(|b| acc > b.0) {
+        if fits && best.as_ref().is_none_or(|b| acc > b.0) {
             *best = Some((acc, keep, env.step_ratios(), ep));
         }
         let e = Episode {

@@ -1,0 +1,448 @@
+//! `--target-latency R`: the output's latency at most R × the input's on the deploy runtime.
+//!
+//! The latency model comes from `--latency-profile` (measured on the device by
+//! `onnx-prune profile`; checked against the input's SHA-256) or is measured here first. The
+//! allocation fits the predicted latency (and the MAC target, both hold). With a profile
+//! measured here the pruned model is then measured for real against the original (interleaved
+//! runs, medians): while it misses the target, the predicted budget is tightened by the miss and
+//! the allocation repeats; a plan well under the target gets some slack back ([`CLOSE`]); at
+//! most [`ROUNDS`] rounds, and the least pruned plan that met the target is kept. A target that
+//! cannot be met is an error, never a model over budget. With a profile from another machine
+//! nothing here can measure the device, so the prediction is the promise, and the report says
+//! so.
+//!
+//! With a search agent, every episode fits the same predicted budget the fitted plan met (the
+//! target, tightened by the measured rounds: the predictor calibrated on this model), and the
+//! written plan is measured again at the end ([`Fitted::finish`]); a miss is said, not hidden.
+
+use super::{Options, Progress};
+use crate::error::{Error, Result};
+use crate::eval::{self, runtime};
+use crate::latency::{measure, LatencyModel, Profile};
+use crate::search::allocate::{Budget, SpaceCost};
+use crate::search::datafree::Pruner;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Measure-and-adjust rounds at most.
+pub const ROUNDS: usize = 8;
+/// A plan measured at or above this fraction of the target ends the rounds (one further below
+/// gives part of the slack back, since every channel removed costs accuracy).
+pub const CLOSE: f64 = 0.96;
+
+/// The next predicted budget (ms) after the measured rounds: the saving asked of the
+/// prediction is scaled by how much of it the measurement showed (savings, not ratios, scale:
+/// a prediction that promised a 50% saving that measured 38% is asked for 50·50/38 = 66%);
+/// from the second round on, the secant through the last two rounds (budget → measured ratio).
+/// After a miss the budget is always tighter than the last; after a plan well under the target,
+/// looser (never above the whole model).
+pub fn next_budget(base: f64, target: f64, rounds: &[serde_json::Value]) -> f64 {
+    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let Some(last) = rounds.last() else {
+        return base * target;
+    };
+    let (b1, m1) = (get(last, "budget_ms"), get(last, "ratio"));
+    let proportional = {
+        let asked = 1.0 - b1 / base;
+        let got = (1.0 - m1).max(1e-3);
+        base * (1.0 - (asked * (1.0 - target) / got).min(1.0))
+    };
+    let next = match rounds.len() {
+        n if n >= 2 => {
+            let prev = &rounds[n - 2];
+            let (b0, m0) = (get(prev, "budget_ms"), get(prev, "ratio"));
+            let slope = (m1 - m0) / (b1 - b0);
+            if slope.is_finite() && slope > 1e-9 {
+                b1 + (target - m1) / slope
+            } else {
+                proportional
+            }
+        }
+        _ => proportional,
+    };
+    let next = if next.is_finite() { next } else { proportional };
+    if m1 > target {
+        next.clamp(0.0, b1 * 0.995)
+    } else {
+        next.clamp(b1 * 1.005, base)
+    }
+}
+
+/// The latency settings of a job (`--target-latency` and the flags beside it).
+#[derive(Clone, Debug)]
+pub struct LatencyOptions {
+    /// Output latency / input latency, at most.
+    pub target: f64,
+    /// `ort`, `tract` or `auto` (the job's runtime).
+    pub runtime: String,
+    pub batch: usize,
+    pub threads: usize,
+    /// A profile measured elsewhere (`onnx-prune profile`).
+    pub profile: Option<PathBuf>,
+    /// Grid points per channel space when the profile is measured here.
+    pub points: usize,
+    /// Timed runs per median (profile points; the final check takes at least 20).
+    pub runs: usize,
+}
+
+impl Default for LatencyOptions {
+    fn default() -> Self {
+        LatencyOptions {
+            target: 1.0,
+            runtime: "auto".into(),
+            batch: 1,
+            threads: 1,
+            profile: None,
+            points: 5,
+            runs: 7,
+        }
+    }
+}
+
+/// Profile settings for `p`'s runtime choice.
+pub fn settings(l: &LatencyOptions, round_to: usize) -> Result<measure::Settings> {
+    let (kind, line) = runtime::choose(&l.runtime)?;
+    if kind == runtime::Kind::Burn {
+        return Err(Error::Usage(
+            "latency is measured on ort or tract, not burn".into(),
+        ));
+    }
+    Ok(measure::Settings {
+        kind,
+        runtime_line: line,
+        threads: l.threads.max(1),
+        batch: l.batch.max(1),
+        points: l.points.max(2),
+        round_to: round_to.max(1),
+        runs: l.runs.max(1),
+    })
+}
+
+/// The latency model of `input`: its profile read (and checked) or measured now.
+pub fn model(
+    input: &Path,
+    p: &Pruner,
+    l: &LatencyOptions,
+    round_to: usize,
+    out: &dyn Progress,
+) -> Result<(LatencyModel, bool)> {
+    let (profile, here) = match &l.profile {
+        Some(path) => {
+            let pr = Profile::load(path)?;
+            pr.check(&crate::latency::file_sha256(input)?, path, input)?;
+            out.line(&format!(
+                "latency profile {}: {} layers, {} at {} threads, batch {} ({:.3} ms)",
+                path.display(),
+                pr.layers.len(),
+                pr.runtime,
+                pr.threads,
+                pr.batch,
+                pr.model_ms
+            ));
+            (pr, false)
+        }
+        None => {
+            let s = settings(l, round_to)?;
+            out.line(&format!(
+                "measuring the latency profile ({}, {} threads, batch {}; save it with \
+                 `onnx-prune profile` to skip this)",
+                s.kind.name(),
+                s.threads,
+                s.batch
+            ));
+            let pr = measure::profile(input, p, &s, &|m| out.line(m))?;
+            (pr, true)
+        }
+    };
+    Ok((LatencyModel::new(profile, p), here))
+}
+
+/// The plan fitted to the latency budget, and what the search (if any) must fit.
+pub struct Fitted {
+    /// The unsearched plan that met the target.
+    pub keep: Vec<bool>,
+    pub model: LatencyModel,
+    /// The predicted budget (ms) the plan met: the target, tightened by the measured rounds.
+    pub budget_ms: f64,
+    target: f64,
+    /// Where the candidates are measured (a profile measured here), else `None`.
+    settings: Option<measure::Settings>,
+    report: serde_json::Value,
+}
+
+impl Fitted {
+    /// The measured ratio of the plan (the prediction's when nothing was measured).
+    fn ratio(&self) -> f64 {
+        self.report["measured"]["ratio"]
+            .as_f64()
+            .unwrap_or_else(|| self.report["predicted_ratio"].as_f64().unwrap_or(0.0))
+    }
+
+    /// The predicted cost and its budget, for the search.
+    pub fn cost(&self) -> (&dyn SpaceCost, f64) {
+        (&self.model, self.budget_ms)
+    }
+
+    /// The report's `latency` object for the plan written: the fitted plan's, or for another
+    /// (the search's) its prediction and, when `measure` and the profile was measured here,
+    /// its measured ratio, beside the fitted plan's figures.
+    pub fn finish(
+        &self,
+        input: &Path,
+        p: &Pruner,
+        keep: &[bool],
+        pruned: &crate::ir::Model,
+        measure: bool,
+        out: &dyn Progress,
+    ) -> Result<serde_json::Value> {
+        if keep == self.keep.as_slice() {
+            return Ok(self.report.clone());
+        }
+        let counts = p.space_counts(keep);
+        let base = self.model.profile.model_ms;
+        let predicted = self.model.predict(&counts);
+        let measured = match (&self.settings, measure) {
+            (Some(s), true) => {
+                let tmp = eval::TempDir::new("latency")?;
+                let path = tmp.save(pruned, "written.onnx")?;
+                Some(measure_pair(
+                    s,
+                    input,
+                    &path,
+                    &self.model.profile.input_shape,
+                )?)
+            }
+            _ => None,
+        };
+        let ratio = measured.map(|(a, b)| b / a.max(1e-9));
+        out.line(&format!(
+            "latency of the written plan: predicted {:.3}x{} (target {:.3}x)",
+            predicted / base,
+            ratio.map_or(String::new(), |r| format!(", measured {r:.3}x")),
+            self.target
+        ));
+        if ratio.is_some_and(|r| r > self.target) {
+            out.line(&format!(
+                "note: the searched plan measures over --target-latency {} (the unsearched plan \
+                 met it; the search fits the same predicted budget, and the two measurements \
+                 differ by the runtime's noise and the model's error)",
+                self.target
+            ));
+        }
+        let mut j = self.report.clone();
+        j["unsearched"] = json!({
+            "predicted_ms": self.report["predicted_ms"],
+            "measured": self.report["measured"],
+        });
+        j["plan"] = json!("searched");
+        j["predicted_ms"] = json!(predicted);
+        j["predicted_ratio"] = json!(predicted / base);
+        j["measured"] = json!(measured
+            .map(|(a, b)| json!({"original_ms": a, "pruned_ms": b, "ratio": b / a.max(1e-9)})));
+        j["met"] = json!(
+            ratio.map_or(predicted <= self.budget_ms * (1.0 + 1e-9), |r| r
+                <= self.target)
+        );
+        j["layers"] = layers(&self.model, &counts);
+        Ok(j)
+    }
+}
+
+/// Chooses what to keep under the MAC target and the latency target (see the module docs).
+pub fn fit(
+    input: &Path,
+    p: &Pruner,
+    o: &Options,
+    l: &LatencyOptions,
+    macs: u64,
+    imp: &[f64],
+    out: &dyn Progress,
+) -> Result<Fitted> {
+    let (lm, here) = model(input, p, l, o.round_to, out)?;
+    let base = lm.profile.model_ms;
+    let goal = base * l.target;
+    let mut budget_ms = goal;
+    let mut rounds = vec![];
+    let mut prev: Option<Vec<bool>> = None;
+    let mut best: Option<Fitted> = None;
+    let s = if here {
+        Some(settings(l, o.round_to)?)
+    } else {
+        None
+    };
+    let tmp = eval::TempDir::new("latency")?;
+    for round in 1..=ROUNDS {
+        let budget = Budget {
+            macs,
+            latency: Some((&lm, budget_ms)),
+        };
+        let keep = p.allocate_within(&budget, imp, o.allocation, o.round_to);
+        if prev.as_ref() == Some(&keep) {
+            break; // a new budget no longer changes the plan
+        }
+        let counts = p.space_counts(&keep);
+        let predicted = lm.predict(&counts);
+        let Some(st) = &s else {
+            if predicted > goal * (1.0 + 1e-9) {
+                return Err(unreachable(l.target, predicted / base, "predicted"));
+            }
+            let report = report(&lm, &counts, l, predicted, None, &rounds, here);
+            return Ok(Fitted {
+                keep,
+                model: lm,
+                budget_ms,
+                target: l.target,
+                settings: None,
+                report,
+            });
+        };
+        let pruned = p.apply(&keep)?;
+        let path = tmp.save(&pruned, "candidate.onnx")?;
+        let (orig_ms, ms) = measure_pair(st, input, &path, &lm.profile.input_shape)?;
+        let ratio = ms / orig_ms.max(1e-9);
+        out.line(&format!(
+            "latency round {round}: predicted {:.3}x, measured {ratio:.3}x ({orig_ms:.3} -> \
+             {ms:.3} ms; target {:.3}x)",
+            predicted / base,
+            l.target
+        ));
+        rounds.push(json!({
+            "budget_ms": budget_ms, "predicted_ms": predicted, "original_ms": orig_ms,
+            "measured_ms": ms, "ratio": ratio,
+        }));
+        // The best plan that meets the target: the least pruned (highest measured ratio).
+        if ratio <= l.target && best.as_ref().is_none_or(|b: &Fitted| ratio > b.ratio()) {
+            let report = report(
+                &lm,
+                &counts,
+                l,
+                predicted,
+                Some((orig_ms, ms)),
+                &rounds,
+                here,
+            );
+            best = Some(Fitted {
+                keep: keep.clone(),
+                model: lm.clone(),
+                budget_ms,
+                target: l.target,
+                settings: s.clone(),
+                report,
+            });
+        }
+        // Just under the target: done. Over it: tighten. Well under it: loosen (the best plan
+        // that met the target is kept whatever the later rounds measure).
+        if ratio <= l.target && ratio >= l.target * CLOSE {
+            break;
+        }
+        prev = Some(keep);
+        budget_ms = next_budget(base, l.target, &rounds);
+    }
+    if let Some(mut b) = best {
+        // The rounds after the chosen one go into its report too.
+        b.report["rounds"] = json!(rounds);
+        return Ok(b);
+    }
+    let best = rounds
+        .iter()
+        .filter_map(|r| r["ratio"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    Err(unreachable(
+        l.target,
+        best,
+        &format!("measured after {} rounds", rounds.len()),
+    ))
+}
+
+fn unreachable(target: f64, got: f64, how: &str) -> Error {
+    Error::Usage(format!(
+        "--target-latency {target} is out of reach: the best plan is {how} at {got:.3}x of the \
+         original's latency (the layers and ops that cannot be pruned take the rest; a larger \
+         target or a smaller --round-to may fit); nothing was written"
+    ))
+}
+
+/// Median ms of the original and the candidate, run alternately (≥ 20 timed runs each).
+fn measure_pair(
+    s: &measure::Settings,
+    input: &Path,
+    cand: &Path,
+    shape: &[i64],
+) -> Result<(f64, f64)> {
+    let chw = (shape[1] as usize, shape[2] as usize, shape[3] as usize);
+    let n = s.batch;
+    let x = vec![0.5f32; n * chw.0 * chw.1 * chw.2];
+    let a = runtime::open(s.kind, input, n, chw, s.threads)?;
+    let b = runtime::open(s.kind, cand, n, chw, s.threads)?;
+    let (med, _) = runtime::median_latency(&mut [a, b], &x, n, 2, s.runs.max(20), None)?;
+    Ok((med[0], med[1]))
+}
+
+/// Per profiled layer: its predicted and its full-size milliseconds.
+fn layers(lm: &LatencyModel, counts: &[usize]) -> serde_json::Value {
+    let v: Vec<_> = lm
+        .layer_names()
+        .into_iter()
+        .zip(lm.per_layer(counts))
+        .map(|(n, (ms, d))| json!({"node": n, "predicted_ms": ms, "full_ms": ms - d}))
+        .collect();
+    json!(v)
+}
+
+fn report(
+    lm: &LatencyModel,
+    counts: &[usize],
+    l: &LatencyOptions,
+    predicted: f64,
+    measured: Option<(f64, f64)>,
+    rounds: &[serde_json::Value],
+    here: bool,
+) -> serde_json::Value {
+    let pr = &lm.profile;
+    json!({
+        "target": l.target,
+        "runtime": pr.runtime,
+        "threads": pr.threads,
+        "batch": pr.batch,
+        "profile": if here { "measured here" } else { "from --latency-profile (another machine: not measured here)" },
+        "original_ms": pr.model_ms,
+        "layer_scale": lm.scale,
+        "predicted_ms": predicted,
+        "predicted_ratio": predicted / pr.model_ms,
+        "measured": measured.map(|(a, b)| json!({"original_ms": a, "pruned_ms": b, "ratio": b / a.max(1e-9)})),
+        "rounds": rounds,
+        "layers": layers(lm, counts),
+        "unmatched_layers": lm.unmatched,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_budget as tighten;
+    use serde_json::json;
+
+    #[test]
+    fn a_miss_asks_the_prediction_for_proportionally_more_saving() {
+        // Predicted 50 of 100 ms; measured 0.62: asked 50% saving, got 38%, so ask 65.8%.
+        let r = vec![json!({"budget_ms": 50.0, "ratio": 0.62})];
+        let b = tighten(100.0, 0.5, &r);
+        assert!((b - (100.0 - 50.0 * 50.0 / 38.0)).abs() < 1e-9, "{b}");
+        // Then the secant through both rounds: 0.62 at 50, 0.56 at 40 -> 0.5 at 30.
+        let r = vec![
+            json!({"budget_ms": 50.0, "ratio": 0.62}),
+            json!({"budget_ms": 40.0, "ratio": 0.56}),
+        ];
+        assert!((tighten(100.0, 0.5, &r) - 30.0).abs() < 1e-9);
+        // A flat or inverted secant falls back to the proportional step; never looser.
+        let r = vec![
+            json!({"budget_ms": 50.0, "ratio": 0.6}),
+            json!({"budget_ms": 45.0, "ratio": 0.6}),
+        ];
+        let b = tighten(100.0, 0.5, &r);
+        assert!(b < 45.0 && b > 0.0, "{b}");
+        // Well under the target: looser than the last budget, by the proportional step.
+        let r = vec![json!({"budget_ms": 40.0, "ratio": 0.4})];
+        let b = tighten(100.0, 0.5, &r);
+        assert!((b - (100.0 - 60.0 * 50.0 / 60.0)).abs() < 1e-9, "{b}");
+    }
+}

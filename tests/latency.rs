@@ -1,0 +1,238 @@
+//! `--target-latency` and `onnx-prune profile` on the shipped digits model. No timing is
+//! asserted: `profile` is measured (one run per point) and checked for its structure, then its
+//! times are replaced by a deterministic cost (input × output channels) so that what the
+//! pruning fits does not depend on the machine's load.
+
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn digits() -> PathBuf {
+    common::repo().join("models/digits_cnn.onnx")
+}
+
+/// Measures the profile of `model` into `out`, then replaces its times by
+/// `0.01 ms · cin · cout` per layer (and the whole model by their sum + 0.05 ms).
+fn profile(model: &Path, out: &Path) {
+    let st = common::bin()
+        .arg("profile")
+        .arg(model)
+        .arg("-o")
+        .arg(out)
+        .args(["--runtime", "tract", "--points", "3", "--runs", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let mut p = json(out);
+    let mut total = 0.05;
+    for l in p["layers"].as_array_mut().unwrap() {
+        let outs: Vec<f64> = l["out_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_f64().unwrap())
+            .collect();
+        let ins: Vec<f64> = if l["tied"].as_bool().unwrap() {
+            vec![1.0]
+        } else {
+            l["in_counts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_f64().unwrap())
+                .collect()
+        };
+        let ms: Vec<Vec<f64>> = ins
+            .iter()
+            .map(|ci| outs.iter().map(|co| 0.01 * ci * co).collect())
+            .collect();
+        total += ms.last().unwrap().last().unwrap();
+        l["ms"] = serde_json::json!(ms);
+    }
+    p["model_ms"] = serde_json::json!(total);
+    p["overhead_ms"] = serde_json::json!(0.0);
+    std::fs::write(out, p.to_string()).unwrap();
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn a_device_profile_prunes_to_its_prediction_and_with_target_flops_both_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let prof = dir.path().join("digits.profile.json");
+    profile(&digits(), &prof);
+    let pj = json(&prof);
+    assert_eq!(pj["format"], "onnx-prune latency profile");
+    assert_eq!(pj["version"], 1);
+    assert_eq!(
+        pj["model_sha256"].as_str().unwrap(),
+        onnx_prune::latency::file_sha256(&digits()).unwrap()
+    );
+    let layers = pj["layers"].as_array().unwrap();
+    assert!(layers.len() >= 4, "{layers:?}");
+    // The library reads back what the command wrote.
+    onnx_prune::latency::Profile::load(&prof).unwrap();
+
+    for (flops, lat) in [(None, 0.7), (Some("0.3"), 0.7)] {
+        let out = dir.path().join("out.onnx");
+        let rep = dir.path().join("out.report.json");
+        let mut c = common::bin();
+        c.arg(digits()).arg("-o").arg(&out);
+        c.args(["--target-latency", &lat.to_string(), "--latency-profile"]);
+        c.arg(&prof).arg("--report").arg(&rep);
+        if let Some(f) = flops {
+            c.args(["--target-flops", f]);
+        }
+        let st = c.output().unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let r = json(&rep);
+        let l = &r["latency"];
+        let pred = l["predicted_ratio"].as_f64().unwrap();
+        assert!(pred <= lat + 1e-9, "predicted {pred} over {lat}");
+        assert!(pred > 0.0);
+        assert!(
+            l["measured"].is_null(),
+            "a device profile is not measured here"
+        );
+        assert!(l["profile"].as_str().unwrap().contains("another machine"));
+        assert!(!l["layers"].as_array().unwrap().is_empty());
+        if let Some(f) = flops {
+            let f: f64 = f.parse().unwrap();
+            let m = r["macs_ratio"].as_f64().unwrap();
+            assert!(m <= f, "MACs {m} over {f}");
+        }
+        // The output runs.
+        let ev = common::bin()
+            .arg("eval")
+            .arg(&out)
+            .arg("--data")
+            .arg(common::repo().join("fixtures/digits_test.npz"))
+            .output()
+            .unwrap();
+        assert!(
+            ev.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ev.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_search_fits_the_latency_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let prof = dir.path().join("digits.profile.json");
+    profile(&digits(), &prof);
+    let out = dir.path().join("out.onnx");
+    let rep = dir.path().join("out.report.json");
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-latency", "0.6", "--latency-profile"])
+        .arg(&prof)
+        .arg("--data")
+        .arg(common::repo().join("fixtures/digits_train.npz"))
+        .args([
+            "--episodes",
+            "4",
+            "--finetune-steps",
+            "0",
+            "--seed",
+            "3",
+            "--report",
+        ])
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r = json(&rep);
+    assert!(r["search"].is_object(), "no search in the report");
+    let pred = r["latency"]["predicted_ratio"].as_f64().unwrap();
+    assert!(pred <= 0.6 + 1e-9, "predicted {pred} over 0.6");
+    let curve = r["search"]["curve"].as_array().unwrap();
+    assert!(!curve.is_empty());
+}
+
+#[test]
+fn a_profile_of_another_model_or_an_unreachable_target_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let prof = dir.path().join("digits.profile.json");
+    profile(&digits(), &prof);
+    let other = common::repo().join("models/tiny_resnet.onnx");
+    let out = dir.path().join("out.onnx");
+    let st = common::bin()
+        .arg(&other)
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-latency", "0.5", "--latency-profile"])
+        .arg(&prof)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(err.contains("another model"), "{err}");
+    assert!(err.contains("digits.profile.json"), "{err}");
+    assert!(!out.exists());
+
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-latency", "0.01", "--latency-profile"])
+        .arg(&prof)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(err.contains("out of reach"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn latency_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let run = |args: &[&str]| {
+        let st = common::bin()
+            .arg(digits())
+            .arg("-o")
+            .arg(&out)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            st.status.code(),
+            String::from_utf8_lossy(&st.stderr).to_string(),
+        )
+    };
+    let (code, err) = run(&["--target-latency", "1.5"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--target-latency must be in (0, 1]"), "{err}");
+    let (code, err) = run(&["--target-flops", "0.5", "--latency-profile", "p.json"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("add --target-latency"), "{err}");
+    let (code, err) = run(&[
+        "--target-latency",
+        "0.5",
+        "--latency-profile",
+        "/nonexistent/p.json",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/p.json"), "{err}");
+    assert!(!out.exists());
+}
