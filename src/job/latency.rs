@@ -35,7 +35,7 @@ pub const CLOSE: f64 = 0.96;
 /// a prediction that promised a 50% saving that measured 38% is asked for 50·50/38 = 66%);
 /// from the second round on, the secant through the last two rounds (budget → measured ratio).
 /// After a miss the budget is always tighter than the last; after a plan well under the target,
-/// looser (never above the whole model).
+/// looser (never above the whole model); and always inside the bracket the rounds have found.
 pub fn next_budget(base: f64, target: f64, rounds: &[serde_json::Value]) -> f64 {
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     let Some(last) = rounds.last() else {
@@ -61,10 +61,28 @@ pub fn next_budget(base: f64, target: f64, rounds: &[serde_json::Value]) -> f64 
         _ => proportional,
     };
     let next = if next.is_finite() { next } else { proportional };
-    if m1 > target {
+    let next = if m1 > target {
         next.clamp(0.0, b1 * 0.995)
     } else {
         next.clamp(b1 * 1.005, base)
+    };
+    // Stay strictly between the largest budget that met the target and the smallest that did
+    // not (noisy measurements can send a secant far out): else their midpoint.
+    let met = |r: &&serde_json::Value| get(r, "ratio") <= target;
+    let lo = rounds
+        .iter()
+        .filter(met)
+        .map(|r| get(r, "budget_ms"))
+        .fold(0.0, f64::max);
+    let hi = rounds
+        .iter()
+        .filter(|r| !met(r))
+        .map(|r| get(r, "budget_ms"))
+        .fold(base, f64::min);
+    if lo < hi && !(next > lo && next < hi) {
+        0.5 * (lo + hi)
+    } else {
+        next
     }
 }
 
@@ -444,5 +462,15 @@ mod tests {
         let r = vec![json!({"budget_ms": 40.0, "ratio": 0.4})];
         let b = tighten(100.0, 0.5, &r);
         assert!((b - (100.0 - 60.0 * 50.0 / 60.0)).abs() < 1e-9, "{b}");
+        // A secant that leaves the bracket of a passing and a failing budget is replaced by
+        // the bracket's midpoint: 40 met (0.44), 50 missed (0.51), 45 missed (0.505): the
+        // nearly flat secant through the last two lands on 40, which already met the target.
+        let r = vec![
+            json!({"budget_ms": 40.0, "ratio": 0.44}),
+            json!({"budget_ms": 50.0, "ratio": 0.51}),
+            json!({"budget_ms": 45.0, "ratio": 0.505}),
+        ];
+        let b = tighten(100.0, 0.5, &r);
+        assert!((b - 42.5).abs() < 1e-9, "{b}");
     }
 }
