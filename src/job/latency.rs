@@ -136,14 +136,15 @@ pub fn settings(l: &LatencyOptions, round_to: usize) -> Result<measure::Settings
     })
 }
 
-/// The latency model of `input`: its profile read (and checked) or measured now.
+/// The latency model of `input`: its profile read (and checked) or measured now; with the
+/// measurement settings when it was measured here (candidates are then measured the same way).
 pub fn model(
     input: &Path,
     p: &Pruner,
     l: &LatencyOptions,
     round_to: usize,
     out: &dyn Progress,
-) -> Result<(LatencyModel, bool)> {
+) -> Result<(LatencyModel, Option<measure::Settings>)> {
     let (profile, here) = match &l.profile {
         Some(path) => {
             let pr = Profile::load(path)?;
@@ -157,7 +158,7 @@ pub fn model(
                 pr.batch,
                 pr.model_ms
             ));
-            (pr, false)
+            (pr, None)
         }
         None => {
             let s = settings(l, round_to)?;
@@ -169,7 +170,7 @@ pub fn model(
                 s.batch
             ));
             let pr = measure::profile(input, p, &s, &|m| out.line(m))?;
-            (pr, true)
+            (pr, Some(s))
         }
     };
     Ok((LatencyModel::new(profile, p), here))
@@ -276,18 +277,14 @@ pub fn fit(
     imp: &[f64],
     out: &dyn Progress,
 ) -> Result<Fitted> {
-    let (lm, here) = model(input, p, l, o.round_to, out)?;
+    let (lm, s) = model(input, p, l, o.round_to, out)?;
+    let here = s.is_some();
     let base = lm.profile.model_ms;
     let goal = base * l.target;
     let mut budget_ms = goal;
     let mut rounds = vec![];
     let mut prev: Option<Vec<bool>> = None;
     let mut best: Option<Fitted> = None;
-    let s = if here {
-        Some(settings(l, o.round_to)?)
-    } else {
-        None
-    };
     let tmp = eval::TempDir::new("latency")?;
     for round in 1..=ROUNDS {
         let budget = Budget {
@@ -387,12 +384,8 @@ fn measure_pair(
     cand: &Path,
     shape: &[i64],
 ) -> Result<(f64, f64)> {
-    let chw = (shape[1] as usize, shape[2] as usize, shape[3] as usize);
-    let n = s.batch;
-    let x = vec![0.5f32; n * chw.0 * chw.1 * chw.2];
-    let a = runtime::open(s.kind, input, n, chw, s.threads)?;
-    let b = runtime::open(s.kind, cand, n, chw, s.threads)?;
-    let (med, _) = runtime::median_latency(&mut [a, b], &x, n, 2, s.runs.max(20), None)?;
+    let chw = [shape[1] as usize, shape[2] as usize, shape[3] as usize];
+    let med = measure::time_all(s, &[input, cand], chw, s.runs.max(20))?;
     Ok((med[0], med[1]))
 }
 

@@ -302,13 +302,21 @@ fn node(
     }
 }
 
-/// Median ms of one run of the model at `path` on a batch of `batch` images of `chw`.
-fn time(s: &Settings, path: &Path, chw: [usize; 3], runs: usize) -> Result<f64> {
+/// Median ms of one run of each model in `paths` on a batch of `batch` images of `chw`, the
+/// models run alternately (`runs` timed rounds after two warm-up rounds).
+pub fn time_all(s: &Settings, paths: &[&Path], chw: [usize; 3], runs: usize) -> Result<Vec<f64>> {
     let n = s.batch;
     let x = vec![0.5f32; n * chw[0] * chw[1] * chw[2]];
-    let m = runtime::open(s.kind, path, n, (chw[0], chw[1], chw[2]), s.threads)?;
-    let (med, _) = runtime::median_latency(&mut [m], &x, n, 2, runs.max(1), None)?;
-    Ok(med[0])
+    let mut ms = paths
+        .iter()
+        .map(|p| runtime::open(s.kind, p, n, (chw[0], chw[1], chw[2]), s.threads))
+        .collect::<Result<Vec<_>>>()?;
+    let (med, _) = runtime::median_latency(&mut ms, &x, n, 2, runs.max(1), None)?;
+    Ok(med)
+}
+
+fn time(s: &Settings, path: &Path, chw: [usize; 3], runs: usize) -> Result<f64> {
+    Ok(time_all(s, &[path], chw, runs)?[0])
 }
 
 /// Measures the profile of the model file `input` (analysed as `p`); `say` gets one line per
@@ -331,6 +339,7 @@ pub fn profile(input: &Path, p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Re
         time(s, &path, chw, s.runs.max(20))?
     };
     let ls = layers(p, s.batch);
+    let keys = super::layer_keys(p);
     let mut out = vec![];
     for (k, l) in ls.iter().enumerate() {
         let len = |sp: Option<SpaceId>| sp.map(|sp| p.ch.spaces[sp].len);
@@ -341,7 +350,7 @@ pub fn profile(input: &Path, p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Re
         let out_counts = gr(l.out);
         let in_counts = if l.tied { vec![] } else { gr(l.inp) };
         let rows: Vec<usize> = if l.tied { vec![0] } else { in_counts.clone() };
-        let name = &super::layer_key(p, l.node);
+        let name = &keys[&l.node];
         let mut ms = vec![];
         for &ci in &rows {
             let mut row = vec![];

@@ -37,7 +37,7 @@ pub const VERSION: u32 = 1;
 /// A layer's measured latency on a grid of kept channel counts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerProfile {
-    /// The node in the simplified model ([`layer_key`]: its name, or `op#index`).
+    /// The node in the simplified model ([`layer_keys`]: its name, or `op#index`).
     pub node: String,
     pub op: String,
     /// Kept channels of the input space at which it was measured (one value when the input
@@ -164,18 +164,26 @@ impl Profile {
     }
 }
 
-/// The key of a layer in a profile: the node's name when it is non-empty and unique in the
-/// simplified model, else `op#index` (deterministic for a file too).
-pub fn layer_key(p: &Pruner, id: crate::ir::NodeId) -> String {
+/// The key of every MAC-carrying node in a profile: the node's name when it is non-empty and
+/// unique in the simplified model, else `op#index` (deterministic for a file too).
+pub fn layer_keys(p: &Pruner) -> std::collections::HashMap<crate::ir::NodeId, String> {
     let g = &p.model.graph;
-    let n = g.node(id);
-    let unique =
-        !n.name.is_empty() && g.live_nodes().filter(|(_, m)| m.name == n.name).count() == 1;
-    if unique {
-        n.name.clone()
-    } else {
-        format!("{}#{}", n.op_type, id.0)
+    let mut uses: std::collections::HashMap<&str, usize> = Default::default();
+    for (_, n) in g.live_nodes() {
+        *uses.entry(n.name.as_str()).or_default() += 1;
     }
+    p.node_spaces()
+        .into_iter()
+        .map(|(id, _, _)| {
+            let n = g.node(id);
+            let key = if !n.name.is_empty() && uses[n.name.as_str()] == 1 {
+                n.name.clone()
+            } else {
+                format!("{}#{}", n.op_type, id.0)
+            };
+            (id, key)
+        })
+        .collect()
 }
 
 fn sorted(v: &[usize]) -> bool {
@@ -265,15 +273,16 @@ impl LatencyModel {
     pub fn new(profile: Profile, p: &Pruner) -> LatencyModel {
         let mut terms = vec![];
         let mut unmatched = vec![];
+        let keys = layer_keys(p);
         let spaces: Vec<_> = p
             .node_spaces()
             .into_iter()
-            .map(|(n, i, o)| (layer_key(p, n), i, o))
+            .map(|(n, i, o)| (&keys[&n], i, o))
             .collect();
         // A layer measured at one count of a space follows no space (constant); a tied
         // (depthwise) one follows whichever of its spaces exists.
         for (li, l) in profile.layers.iter().enumerate() {
-            match spaces.iter().find(|(k, _, _)| *k == l.node) {
+            match spaces.iter().find(|(k, _, _)| **k == l.node) {
                 Some(&(_, inp, out)) => {
                     let fixed = |s: Option<SpaceId>, grid: &[usize]| s.filter(|_| grid.len() > 1);
                     let (inp, out) = if l.tied {
@@ -332,26 +341,27 @@ impl LatencyModel {
     /// Predicted milliseconds with `counts[s]` channels kept in every space `s` (never below
     /// zero).
     pub fn predict(&self, counts: &[usize]) -> f64 {
-        let d: f64 = self.per_layer(counts).iter().map(|(_, d)| d).sum();
+        // Called for every trial of the allocation loops: no allocation here.
+        let d: f64 = self.terms.iter().map(|t| self.term(t, counts).1).sum();
         (self.profile.model_ms + d).max(0.0)
     }
 
     /// Each profiled layer's predicted milliseconds and its change from the full model.
     pub fn per_layer(&self, counts: &[usize]) -> Vec<(f64, f64)> {
-        self.terms
-            .iter()
-            .map(|t| {
-                let l = &self.layers[t.layer];
-                let c = |s: Option<SpaceId>, grid: &[usize]| match s {
-                    Some(s) => counts[s] as f64,
-                    None => grid.last().copied().unwrap_or(1) as f64,
-                };
-                let cout = c(t.out, &l.out_counts);
-                let cin = if l.tied { cout } else { c(t.inp, &l.in_counts) };
-                let ms = l.at(cin, cout);
-                (ms, ms - self.full[t.layer])
-            })
-            .collect()
+        self.terms.iter().map(|t| self.term(t, counts)).collect()
+    }
+
+    /// One bound layer's predicted milliseconds and its change from the full model.
+    fn term(&self, t: &Term, counts: &[usize]) -> (f64, f64) {
+        let l = &self.layers[t.layer];
+        let c = |s: Option<SpaceId>, grid: &[usize]| match s {
+            Some(s) => counts[s] as f64,
+            None => grid.last().copied().unwrap_or(1) as f64,
+        };
+        let cout = c(t.out, &l.out_counts);
+        let cin = if l.tied { cout } else { c(t.inp, &l.in_counts) };
+        let ms = l.at(cin, cout);
+        (ms, ms - self.full[t.layer])
     }
 
     /// Names of the bound layers, in the order of [`LatencyModel::per_layer`].

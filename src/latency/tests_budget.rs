@@ -17,6 +17,7 @@ fn tiny() -> Pruner {
 /// output channels, plus 0.2 ms outside the layers.
 fn synthetic(p: &Pruner, scale: &dyn Fn(usize) -> f64) -> Profile {
     let mut layers = vec![];
+    let keys = layer_keys(p);
     let mut total = 0.2;
     for (k, (node, inp, out)) in p.node_spaces().into_iter().enumerate() {
         let g = |s: Option<SpaceId>| s.map_or(vec![1], |s| measure::grid(p.ch.spaces[s].len, 8, 5));
@@ -31,7 +32,7 @@ fn synthetic(p: &Pruner, scale: &dyn Fn(usize) -> f64) -> Profile {
             .collect();
         total += ms.last().unwrap().last().unwrap();
         layers.push(LayerProfile {
-            node: layer_key(p, node),
+            node: keys[&node].clone(),
             op: p.model.graph.node(node).op_type.clone(),
             in_counts: ins,
             out_counts: outs,
