@@ -236,3 +236,135 @@ fn latency_flags_are_checked() {
     assert!(err.contains("/nonexistent/p.json"), "{err}");
     assert!(!out.exists());
 }
+
+/// The report's groups: every kept count a multiple of `m`, or the group's whole.
+fn kept_in_multiples(report: &Value, m: u64) {
+    for g in report["groups"].as_array().unwrap() {
+        let (kept, all) = (g["kept"].as_u64().unwrap(), g["channels"].as_u64().unwrap());
+        assert!(
+            kept % m == 0 || kept == all,
+            "{g} is not in multiples of {m}"
+        );
+    }
+}
+
+#[test]
+fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
+    let dir = tempfile::tempdir().unwrap();
+    let candidates = onnx_prune::latency::staircase::CANDIDATES.map(|c| c as u64);
+    // `profile --round-to auto` stores the staircase and measures its grid in that multiple.
+    let prof = dir.path().join("digits.auto.json");
+    let st = common::bin()
+        .arg("profile")
+        .arg(digits())
+        .arg("-o")
+        .arg(&prof)
+        .args(["--runtime", "tract", "--points", "3", "--runs", "1"])
+        .args(["--round-to", "auto"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{err}");
+    let pj = json(&prof);
+    let sc = &pj["staircase"];
+    let m = sc["round_to"].as_u64().unwrap();
+    assert!(candidates.contains(&m), "{sc}");
+    let stairs = sc["layers"].as_array().unwrap();
+    assert!(!stairs.is_empty());
+    for s in stairs {
+        let counts: Vec<u64> = s["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        assert!(counts.windows(2).all(|w| w[1] == w[0] + 1), "{s}");
+        assert_eq!(s["ms"].as_array().unwrap().len(), counts.len());
+    }
+    let p = onnx_prune::latency::Profile::load(&prof).unwrap();
+    assert_eq!(p.staircase.as_ref().unwrap().round_to as u64, m);
+
+    // The main job measures it here when no profile is given, and plans in that multiple.
+    let out = dir.path().join("out.onnx");
+    let rep = dir.path().join("out.report.json");
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out)
+        .args([
+            "--target-flops",
+            "0.5",
+            "--round-to",
+            "auto",
+            "--runtime",
+            "tract",
+        ])
+        .arg("--report")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r = json(&rep);
+    assert_eq!(r["round_to"]["auto"], true);
+    let mj = r["round_to"]["multiple"].as_u64().unwrap();
+    assert!(candidates.contains(&mj), "{}", r["round_to"]);
+    assert!(r["macs_ratio"].as_f64().unwrap() <= 0.5);
+    kept_in_multiples(&r, mj);
+
+    // With a device profile, its staircase decides (nothing is measured here).
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-latency", "0.8", "--round-to", "auto"])
+        .arg("--latency-profile")
+        .arg(&prof)
+        .arg("--report")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r = json(&rep);
+    assert_eq!(r["round_to"]["multiple"].as_u64().unwrap(), m);
+    kept_in_multiples(&r, m);
+
+    // A profile measured with a fixed multiple has no staircase: refused, nothing written.
+    let fixed = dir.path().join("digits.fixed.json");
+    profile(&digits(), &fixed);
+    let out2 = dir.path().join("out2.onnx");
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out2)
+        .args(["--target-latency", "0.8", "--round-to", "auto"])
+        .arg("--latency-profile")
+        .arg(&fixed)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(err.contains("no staircase"), "{err}");
+    assert!(err.contains("digits.fixed.json"), "{err}");
+    assert!(!out2.exists());
+
+    for bad in ["0", "x"] {
+        let st = common::bin()
+            .arg(digits())
+            .arg("-o")
+            .arg(&out2)
+            .args(["--round-to", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert_eq!(st.status.code(), Some(2), "{err}");
+        assert!(err.contains("neither a positive integer nor auto"), "{err}");
+    }
+}

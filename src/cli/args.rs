@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use onnx_prune::analysis::parse_input_shape;
+use onnx_prune::job::RoundTo;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -193,9 +194,10 @@ pub(crate) struct PruneOpts {
     #[arg(long, default_value = "uniform", value_parser = ["uniform", "global"])]
     pub(crate) allocation: String,
     /// Keep a multiple of N channels in every group (8 by default: runtimes' kernels are much
-    /// faster on such channel counts; 1 prunes most finely)
-    #[arg(long, default_value_t = 8)]
-    pub(crate) round_to: usize,
+    /// faster on such channel counts; 1 prunes most finely). auto: the multiple measured to
+    /// be free on the deploy runtime (its latency staircase; from --latency-profile when given)
+    #[arg(long, default_value = "8", value_name = "N|auto", value_parser = parse_round_to)]
+    pub(crate) round_to: RoundTo,
     /// Write the kept channels per group (JSON plan, re-applicable with `apply`)
     #[arg(long)]
     pub(crate) emit_plan: Option<PathBuf>,
@@ -541,14 +543,20 @@ pub(crate) struct ProfileArgs {
     /// up to POINTS² channel counts)
     #[arg(long, default_value_t = 5)]
     pub(crate) points: usize,
-    /// Channel multiple of the grid (the --round-to the plans will use)
-    #[arg(long, default_value_t = 8)]
-    pub(crate) round_to: usize,
+    /// Channel multiple of the grid (the --round-to the plans will use). auto: measure the
+    /// staircase first, choose the multiple from it and store both in the profile (for
+    /// `--round-to auto --latency-profile`)
+    #[arg(long, default_value = "8", value_name = "N|auto", value_parser = parse_round_to)]
+    pub(crate) round_to: RoundTo,
     /// Timed runs per point (after two warm-up runs); the median is kept
     #[arg(long, default_value_t = 7)]
     pub(crate) runs: usize,
     #[command(flatten)]
     pub(crate) shapes: ShapeArgs,
+}
+
+fn parse_round_to(s: &str) -> Result<RoundTo, String> {
+    RoundTo::parse(s).ok_or_else(|| format!("'{s}' is neither a positive integer nor auto"))
 }
 
 #[derive(Args)]

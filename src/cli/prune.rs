@@ -132,9 +132,19 @@ pub(crate) fn profile_cmd(a: &ProfileArgs) -> Result<()> {
         runs: a.runs,
         ..Default::default()
     };
-    let s = job::latency::settings(&l, a.round_to)?;
+    let mut s = job::latency::settings(&l, a.round_to.multiple())?;
     eprintln!("{}", s.runtime_line);
-    let pr = onnx_prune::latency::measure::profile(&a.model, &p, &s, &|m| eprintln!("{m}"))?;
+    let say = |m: &str| eprintln!("{m}");
+    let staircase = match a.round_to {
+        job::RoundTo::Auto => {
+            let st = onnx_prune::latency::staircase::measure(&p, &s, &say)?;
+            s.round_to = st.round_to;
+            Some(st)
+        }
+        job::RoundTo::Fixed(_) => None,
+    };
+    let mut pr = onnx_prune::latency::measure::profile(&a.model, &p, &s, &say)?;
+    pr.staircase = staircase;
     pr.save(&a.output)?;
     let covered: f64 = pr.layers.iter().map(|l| l.full()).sum();
     eprintln!(

@@ -136,6 +136,49 @@ pub fn settings(l: &LatencyOptions, round_to: usize) -> Result<measure::Settings
     })
 }
 
+/// `--round-to auto`: the staircase of the deploy runtime, from the `--latency-profile` (one
+/// measured on the device with `onnx-prune profile --round-to auto`), else measured here on the
+/// latency runtime (`--latency-runtime`, default the job's; `--threads`, `--latency-batch`).
+pub fn staircase(
+    input: &Path,
+    p: &Pruner,
+    o: &Options,
+    out: &dyn Progress,
+) -> Result<crate::latency::staircase::Staircase> {
+    let l = o.latency.clone().unwrap_or_else(|| LatencyOptions {
+        runtime: if o.runtime == "burn" {
+            "auto".into()
+        } else {
+            o.runtime.clone()
+        },
+        ..LatencyOptions::default()
+    });
+    if let Some(path) = &l.profile {
+        let pr = Profile::load(path)?;
+        pr.check(&crate::latency::file_sha256(input)?, path, input)?;
+        let Some(st) = pr.staircase else {
+            return Err(Error::bad_file(
+                path,
+                "--round-to auto: this profile has no staircase (it was measured with a fixed                  --round-to): measure it with `onnx-prune profile --round-to auto`, or give                  --round-to N",
+            ));
+        };
+        out.line(&format!(
+            "--round-to auto: {} (the staircase in {})",
+            st.round_to,
+            path.display()
+        ));
+        return Ok(st);
+    }
+    let s = settings(&l, 1)?;
+    out.line(&format!(
+        "--round-to auto: measuring the staircase ({}, {} threads, batch {})",
+        s.kind.name(),
+        s.threads,
+        s.batch
+    ));
+    crate::latency::staircase::measure(p, &s, &|m| out.line(m))
+}
+
 /// The latency model of `input`: its profile read (and checked) or measured now; with the
 /// measurement settings when it was measured here (candidates are then measured the same way).
 pub fn model(
@@ -277,7 +320,7 @@ pub fn fit(
     imp: &[f64],
     out: &dyn Progress,
 ) -> Result<Fitted> {
-    let (lm, s) = model(input, p, l, o.round_to, out)?;
+    let (lm, s) = model(input, p, l, o.round_to.multiple(), out)?;
     let here = s.is_some();
     let base = lm.profile.model_ms;
     let goal = base * l.target;
@@ -291,7 +334,7 @@ pub fn fit(
             macs,
             latency: Some((&lm, budget_ms)),
         };
-        let keep = p.allocate_within(&budget, imp, o.allocation, o.round_to);
+        let keep = p.allocate_within(&budget, imp, o.allocation, o.round_to.multiple());
         if prev.as_ref() == Some(&keep) {
             break; // a new budget no longer changes the plan
         }

@@ -81,6 +81,32 @@ impl Channels {
     }
 }
 
+/// `--round-to`: a fixed channel multiple, or `auto`: the multiple chosen from the deploy
+/// runtime's measured staircase ([`crate::latency::staircase`]), once per job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundTo {
+    Fixed(usize),
+    Auto,
+}
+
+impl RoundTo {
+    /// `auto` or a positive integer.
+    pub fn parse(s: &str) -> Option<RoundTo> {
+        match s {
+            "auto" => Some(RoundTo::Auto),
+            _ => s.parse().ok().filter(|&n| n >= 1).map(RoundTo::Fixed),
+        }
+    }
+    /// The multiple. [`run`] resolves `Auto` before anything is planned; unresolved it counts
+    /// as the fixed default, 8.
+    pub fn multiple(self) -> usize {
+        match self {
+            RoundTo::Fixed(n) => n.max(1),
+            RoundTo::Auto => 8,
+        }
+    }
+}
+
 /// What the job does; `Default` gives the command line's defaults (documented on its flags in
 /// docs/cli.md), with `target_flops` 0.5.
 #[derive(Clone, Debug)]
@@ -91,8 +117,8 @@ pub struct Options {
     pub latency: Option<LatencyOptions>,
     pub channels: Channels,
     pub allocation: Allocation,
-    /// Keep a multiple of this many channels in every group.
-    pub round_to: usize,
+    /// Keep a multiple of this many channels in every group (`--round-to`).
+    pub round_to: RoundTo,
     pub seed: u64,
     /// Fixed input shapes by input name.
     pub shapes: HashMap<String, Vec<i64>>,
@@ -143,7 +169,7 @@ impl Default for Options {
             latency: None,
             channels: Channels::Auto,
             allocation: Allocation::Uniform,
-            round_to: 8,
+            round_to: RoundTo::Fixed(8),
             seed: 0,
             shapes: HashMap::new(),
             data: None,
@@ -310,8 +336,21 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     // The job's clock starts before anything is loaded; the stop flag is honoured from here on.
     let clock: std::sync::Arc<dyn crate::budget::Clock> =
         std::sync::Arc::new(crate::budget::SystemClock::new());
-    let mut job = phases::Phases::new(o, clock, o.stop());
     let (_, p) = load_pruner(input, &o.shapes)?;
+    // `--round-to auto`: measured once, then the job runs with the multiple it chose.
+    let resolved;
+    let (o, staircase) = match o.round_to {
+        RoundTo::Auto => {
+            let st = latency::staircase(input, &p, o, out)?;
+            resolved = Options {
+                round_to: RoundTo::Fixed(st.round_to),
+                ..o.clone()
+            };
+            (&resolved, Some(st))
+        }
+        RoundTo::Fixed(_) => (o, None),
+    };
+    let mut job = phases::Phases::new(o, clock, o.stop());
     let method = match o.channels {
         Channels::L2 => Method::L2,
         Channels::Random => Method::Random,
@@ -328,6 +367,12 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     };
     let target = (p.base_macs as f64 * o.target_flops).floor() as u64;
     let mut extra = serde_json::Map::new();
+    if let Some(st) = staircase {
+        extra.insert(
+            "round_to".into(),
+            serde_json::json!({"auto": true, "multiple": st.round_to, "staircase": st}),
+        );
+    }
     let ctx = match &o.data {
         Some(d) => Some(DataCtx::load(&p, d, o, out)?),
         None => None,
@@ -347,7 +392,7 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     };
     let unsearched = match &fitted {
         Some(f) => f.keep.clone(),
-        None => p.allocate(target, &imp, o.allocation, o.round_to),
+        None => p.allocate(target, &imp, o.allocation, o.round_to.multiple()),
     };
     // The plan the search competes against (and its label in the re-ranking).
     let baseline = format!(

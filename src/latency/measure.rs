@@ -80,11 +80,11 @@ pub fn grid(len: usize, round_to: usize, points: usize) -> Vec<usize> {
 }
 
 /// One layer to profile: its node, weight layout and channel spaces.
-struct Layer {
-    node: NodeId,
+pub(super) struct Layer {
+    pub(super) node: NodeId,
     layout: WeightLayout,
-    inp: Option<SpaceId>,
-    out: Option<SpaceId>,
+    pub(super) inp: Option<SpaceId>,
+    pub(super) out: Option<SpaceId>,
     /// The data input's shape (batch first).
     x: Vec<i64>,
     /// The weight's shape.
@@ -92,7 +92,20 @@ struct Layer {
     tied: bool,
 }
 
-fn layers(p: &Pruner, batch: usize) -> Vec<Layer> {
+impl Layer {
+    /// The layer's MACs at full size, roughly (the weight applied at every input position):
+    /// to rank layers by weight.
+    pub(super) fn weight_macs(&self) -> f64 {
+        let at = if self.layout.is_dense() || self.x.len() < 4 {
+            1.0
+        } else {
+            (self.x[2] * self.x[3]) as f64
+        };
+        self.w.iter().product::<i64>() as f64 * at
+    }
+}
+
+pub(super) fn layers(p: &Pruner, batch: usize) -> Vec<Layer> {
     let g = &p.model.graph;
     let free: std::collections::HashSet<usize> = p.free_atoms().into_iter().flatten().collect();
     // A space no plan can shrink is measured at its full count only.
@@ -159,7 +172,7 @@ fn scaled(full: i64, kept: usize, len: usize, multiple: i64) -> i64 {
 
 /// The one-layer model of `l` with `cin` / `cout` channels kept in its spaces (space counts),
 /// and the image size `(C, H, W)` it takes.
-fn micro(p: &Pruner, l: &Layer, cin: usize, cout: usize) -> Result<(Model, [usize; 3])> {
+pub(super) fn micro(p: &Pruner, l: &Layer, cin: usize, cout: usize) -> Result<(Model, [usize; 3])> {
     let src = p.model.graph.node(l.node);
     let len = |s: Option<SpaceId>| s.map_or(1, |s| p.ch.spaces[s].len);
     let g_attr = l.layout.group.max(1);
@@ -315,7 +328,7 @@ pub fn time_all(s: &Settings, paths: &[&Path], chw: [usize; 3], runs: usize) -> 
     Ok(med)
 }
 
-fn time(s: &Settings, path: &Path, chw: [usize; 3], runs: usize) -> Result<f64> {
+pub(super) fn time(s: &Settings, path: &Path, chw: [usize; 3], runs: usize) -> Result<f64> {
     Ok(time_all(s, &[path], chw, runs)?[0])
 }
 
@@ -396,6 +409,7 @@ pub fn profile(input: &Path, p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Re
         overhead_ms: overhead,
         created_by: format!("onnx-prune {}", env!("CARGO_PKG_VERSION")),
         layers: out,
+        staircase: None,
     })
 }
 

@@ -20,6 +20,7 @@
 //! [`Pruner::new`] builds), which is deterministic for a given file; the model hash guards it.
 
 pub mod measure;
+pub mod staircase;
 #[cfg(test)]
 mod tests_budget;
 
@@ -81,6 +82,10 @@ pub struct Profile {
     #[serde(default)]
     pub created_by: String,
     pub layers: Vec<LayerProfile>,
+    /// With `profile --round-to auto`: the measured staircase and the channel multiple chosen
+    /// from it (the grid uses that multiple). Optional: profiles without it are version 1 too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staircase: Option<staircase::Staircase>,
 }
 
 /// SHA-256 (hex) of a file's bytes.
@@ -428,6 +433,7 @@ mod tests {
             overhead_ms: 0.0,
             created_by: "test".into(),
             layers: vec![layer(false), layer(true)],
+            staircase: None,
         }
     }
 
@@ -455,6 +461,28 @@ mod tests {
             .to_string();
         assert!(e.contains("another model"), "{e}");
         assert!(e.contains("p.json"), "{e}");
+    }
+
+    #[test]
+    fn a_staircase_is_optional_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        profile().save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("staircase"), "{text}");
+        let counts: Vec<usize> = (1..=16).collect();
+        let ms = counts.iter().map(|&c| 1.0 + c.div_ceil(8) as f64).collect();
+        let stair = staircase::read("c", counts, ms);
+        let mut p = profile();
+        p.staircase = Some(staircase::Staircase {
+            round_to: staircase::choose(std::slice::from_ref(&stair)),
+            kappa: staircase::KAPPA,
+            layers: vec![stair],
+        });
+        p.save(&path).unwrap();
+        let back = Profile::load(&path).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.staircase.unwrap().round_to, 8);
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn synthetic(p: &Pruner, scale: &dyn Fn(usize) -> f64) -> Profile {
         overhead_ms: 0.0,
         created_by: "test".into(),
         layers,
+        staircase: None,
     }
 }
 
