@@ -368,3 +368,44 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
         assert!(err.contains("neither a positive integer nor auto"), "{err}");
     }
 }
+
+#[test]
+fn measured_here_every_layer_of_the_written_plan_is_timed_alone_and_plotted() {
+    // The one test that measures for real (tract, the digits model): it checks what is
+    // reported and drawn, never a time. The target is lax so that the measured rounds meet it
+    // on a loaded machine too (each miss tightens the budget).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let rep = dir.path().join("out.report.json");
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-latency", "0.95", "--runtime", "tract"])
+        .arg("--report")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r = json(&rep);
+    let l = &r["latency"];
+    assert_eq!(l["profile"], "measured here");
+    assert!(l["measured"]["ratio"].as_f64().unwrap() <= 0.95);
+    let layers = l["layers"].as_array().unwrap();
+    assert!(layers.len() >= 4, "{layers:?}");
+    for x in layers {
+        for k in ["alone_full_ms", "alone_predicted_ms", "alone_measured_ms"] {
+            let v = x[k].as_f64().unwrap_or(-1.0);
+            assert!(v > 0.0 && v.is_finite(), "{k} in {x}");
+        }
+    }
+    let svg = std::fs::read_to_string(dir.path().join("out.report.latency.svg")).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("pruned, measured"),
+        "{svg}"
+    );
+}

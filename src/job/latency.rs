@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 /// Measure-and-adjust rounds at most.
 pub const ROUNDS: usize = 8;
+/// Budget tightenings (3% each) tried after a miss for a plan that differs from the last.
+const NUDGES: usize = 60;
 /// A plan measured at or above this fraction of the target ends the rounds (one further below
 /// gives part of the slack back, since every channel removed costs accuracy).
 pub const CLOSE: f64 = 0.96;
@@ -247,7 +249,9 @@ impl Fitted {
 
     /// The report's `latency` object for the plan written: the fitted plan's, or for another
     /// (the search's) its prediction and, when `measure` and the profile was measured here,
-    /// its measured ratio, beside the fitted plan's figures.
+    /// its measured ratio, beside the fitted plan's figures. With `measure` and a profile
+    /// measured here, every layer of the written plan is also timed alone (the per-layer check
+    /// of the prediction, `alone_*` in `layers`).
     pub fn finish(
         &self,
         input: &Path,
@@ -257,9 +261,29 @@ impl Fitted {
         measure: bool,
         out: &dyn Progress,
     ) -> Result<serde_json::Value> {
-        if keep == self.keep.as_slice() {
-            return Ok(self.report.clone());
+        let mut j = if keep == self.keep.as_slice() {
+            self.report.clone()
+        } else {
+            self.searched(input, p, keep, pruned, measure, out)?
+        };
+        if let (Some(s), true) = (&self.settings, measure) {
+            let counts = p.space_counts(keep);
+            out.line("latency: timing every layer of the written plan alone");
+            let timed = measure::layers_alone(p, s, &counts)?;
+            j["layers"] = layers_checked(&self.model, &counts, &timed);
         }
+        Ok(j)
+    }
+
+    fn searched(
+        &self,
+        input: &Path,
+        p: &Pruner,
+        keep: &[bool],
+        pruned: &crate::ir::Model,
+        measure: bool,
+        out: &dyn Progress,
+    ) -> Result<serde_json::Value> {
         let counts = p.space_counts(keep);
         let base = self.model.profile.model_ms;
         let predicted = self.model.predict(&counts);
@@ -334,7 +358,22 @@ pub fn fit(
             macs,
             latency: Some((&lm, budget_ms)),
         };
-        let keep = p.allocate_within(&budget, imp, o.allocation, o.round_to.multiple());
+        let mut keep = p.allocate_within(&budget, imp, o.allocation, o.round_to.multiple());
+        // After a miss the plan must change: a budget tightened by less than one channel step
+        // is tightened further (3% at a time) until it does.
+        let missed = rounds
+            .last()
+            .is_some_and(|r: &serde_json::Value| r["ratio"].as_f64().unwrap_or(0.0) > l.target);
+        let mut nudges = 0;
+        while missed && prev.as_ref() == Some(&keep) && nudges < NUDGES {
+            budget_ms *= 0.97;
+            let budget = Budget {
+                macs,
+                latency: Some((&lm, budget_ms)),
+            };
+            keep = p.allocate_within(&budget, imp, o.allocation, o.round_to.multiple());
+            nudges += 1;
+        }
         if prev.as_ref() == Some(&keep) {
             break; // a new budget no longer changes the plan
         }
@@ -433,6 +472,29 @@ fn measure_pair(
 }
 
 /// Per profiled layer: its predicted and its full-size milliseconds.
+/// [`layers`] with each layer's time alone: the profile's (interpolated at the kept counts,
+/// and at full size) beside the one `timed` now.
+fn layers_checked(
+    lm: &LatencyModel,
+    counts: &[usize],
+    timed: &[(String, f64)],
+) -> serde_json::Value {
+    let mut v = layers(lm, counts);
+    let names: Vec<String> = lm.layer_names().into_iter().map(String::from).collect();
+    for ((row, name), (pred, full)) in v
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .zip(&names)
+        .zip(lm.alone(counts))
+    {
+        row["alone_full_ms"] = json!(full);
+        row["alone_predicted_ms"] = json!(pred);
+        row["alone_measured_ms"] = json!(timed.iter().find(|(n, _)| n == name).map(|t| t.1));
+    }
+    v
+}
+
 fn layers(lm: &LatencyModel, counts: &[usize]) -> serde_json::Value {
     let v: Vec<_> = lm
         .layer_names()

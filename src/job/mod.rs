@@ -434,11 +434,12 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
         extra.insert("time".into(), job.report());
     }
     if let Some(f) = &fitted {
-        // The plan written may be the search's: its latency, predicted and measured.
-        let searched = f.keep != keep && job.interrupted.is_none();
+        // The plan written may be the search's: its latency, predicted and measured (skipped
+        // after Ctrl-C).
+        let measure = job.interrupted.is_none();
         extra.insert(
             "latency".into(),
-            f.finish(input, &p, &keep, &pruned, searched, out)?,
+            f.finish(input, &p, &keep, &pruned, measure, out)?,
         );
     }
     let predicted = p.macs(&keep);

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 pub struct Files {
     /// The plan (kept channels per group, re-applicable with `apply`).
     pub plan: Option<PathBuf>,
-    /// The JSON report; beside it `.groups.md`, `.keep.svg` and (after a search) `.curve.svg`.
+    /// The JSON report; beside it `.groups.md`, `.keep.svg`, (after a search) `.curve.svg` and
+    /// (with `--target-latency` measured here) `.latency.svg`.
     pub report: Option<PathBuf>,
 }
 
@@ -115,6 +116,28 @@ pub fn write_pruned(
         )?;
         if let Some(c) = curve {
             report::plot_curve(&side("curve.svg"), &format!("{name}: search"), c)?;
+        }
+        // With --target-latency measured here: predicted vs measured per layer.
+        let alone: Vec<(f64, f64, f64)> = extra
+            .get("latency")
+            .and_then(|l| l["layers"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                let f = |k: &str| l[k].as_f64();
+                Some((
+                    f("alone_full_ms")?,
+                    f("alone_predicted_ms")?,
+                    f("alone_measured_ms")?,
+                ))
+            })
+            .collect();
+        if !alone.is_empty() {
+            report::plot_latency_layers(
+                &side("latency.svg"),
+                &format!("{name}: latency per layer, predicted vs measured"),
+                &alone,
+            )?;
         }
         let mut r = json!({
             "input": input.display().to_string(), "output": output.display().to_string(),

@@ -332,6 +332,28 @@ pub(super) fn time(s: &Settings, path: &Path, chw: [usize; 3], runs: usize) -> R
     Ok(time_all(s, &[path], chw, runs)?[0])
 }
 
+/// Every profiled layer of `p` alone at the kept space counts `counts` (one value per channel
+/// space): its key and median milliseconds, in the order [`profile`] measures them.
+pub fn layers_alone(p: &Pruner, s: &Settings, counts: &[usize]) -> Result<Vec<(String, f64)>> {
+    let keys = super::layer_keys(p);
+    let tmp = eval::TempDir::new("alone")?;
+    let mut v = vec![];
+    for l in layers(p, s.batch) {
+        let c = |sp: Option<SpaceId>| sp.map_or(1, |sp| counts[sp]);
+        let cout = c(l.out);
+        let cin = if l.tied { cout } else { c(l.inp) };
+        let (m, chw) = micro(p, &l, cin, cout)?;
+        let path = tmp.save(&m, "layer.onnx")?;
+        let name = keys[&l.node].clone();
+        let t = time(s, &path, chw, s.runs).map_err(|e| Error::Node {
+            node: name.clone(),
+            msg: format!("could not time the layer alone: {e}"),
+        })?;
+        v.push((name, t));
+    }
+    Ok(v)
+}
+
 /// Measures the profile of the model file `input` (analysed as `p`); `say` gets one line per
 /// layer.
 pub fn profile(input: &Path, p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Result<Profile> {

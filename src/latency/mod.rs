@@ -359,14 +359,33 @@ impl LatencyModel {
     /// One bound layer's predicted milliseconds and its change from the full model.
     fn term(&self, t: &Term, counts: &[usize]) -> (f64, f64) {
         let l = &self.layers[t.layer];
+        let (cin, cout) = Self::kept(l, t, counts);
+        let ms = l.at(cin, cout);
+        (ms, ms - self.full[t.layer])
+    }
+
+    /// A bound layer's kept input and output counts.
+    fn kept(l: &LayerProfile, t: &Term, counts: &[usize]) -> (f64, f64) {
         let c = |s: Option<SpaceId>, grid: &[usize]| match s {
             Some(s) => counts[s] as f64,
             None => grid.last().copied().unwrap_or(1) as f64,
         };
         let cout = c(t.out, &l.out_counts);
         let cin = if l.tied { cout } else { c(t.inp, &l.in_counts) };
-        let ms = l.at(cin, cout);
-        (ms, ms - self.full[t.layer])
+        (cin, cout)
+    }
+
+    /// Each bound layer as the profile measured it alone (no overhead taken off, not scaled):
+    /// interpolated at the kept counts, and at the full counts.
+    pub fn alone(&self, counts: &[usize]) -> Vec<(f64, f64)> {
+        self.terms
+            .iter()
+            .map(|t| {
+                let l = &self.profile.layers[t.layer];
+                let (cin, cout) = Self::kept(l, t, counts);
+                (l.at(cin, cout), l.full())
+            })
+            .collect()
     }
 
     /// Names of the bound layers, in the order of [`LatencyModel::per_layer`].

@@ -104,3 +104,74 @@ pub fn plot_curve(path: &Path, title: &str, curve: &[Episode]) -> Result<()> {
         Ok(())
     })
 }
+
+/// Per profiled layer (x: the layer, in topological order): its time alone at full size, the
+/// profile's prediction at the kept counts, and the time measured alone at the kept counts
+/// (`rows`: full, predicted, measured; ms).
+pub fn plot_latency_layers(path: &Path, title: &str, rows: &[(f64, f64, f64)]) -> Result<()> {
+    let n = rows.len().max(1) as f64;
+    let top = rows
+        .iter()
+        .flat_map(|r| [r.0, r.1, r.2])
+        .fold(0.0f64, f64::max)
+        .max(1e-6)
+        * 1.1;
+    write_svg(path, &|svg| {
+        let e = plot_err(path);
+        {
+            let root = SVGBackend::with_string(svg, (960, 420)).into_drawing_area();
+            root.fill(&WHITE).map_err(&e)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..n, 0f64..top)
+                .map_err(&e)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_desc("layer (rows of the report's latency.layers)")
+                .y_desc("ms, layer alone")
+                .x_label_formatter(&|x| format!("{}", *x as usize + 1))
+                .draw()
+                .map_err(&e)?;
+            let grey = RGBColor(200, 200, 200);
+            chart
+                .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                    Rectangle::new(
+                        [(i as f64 + 0.1, 0.0), (i as f64 + 0.9, r.0)],
+                        grey.filled(),
+                    )
+                }))
+                .map_err(&e)?
+                .label("original")
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], grey.filled()));
+            type Series = (&'static str, RGBColor, fn(&(f64, f64, f64)) -> f64);
+            let series: [Series; 2] = [
+                ("pruned, predicted", RGBColor(31, 119, 180), |r| r.1),
+                ("pruned, measured", RGBColor(214, 39, 40), |r| r.2),
+            ];
+            for (label, color, f) in series {
+                chart
+                    .draw_series(
+                        rows.iter()
+                            .enumerate()
+                            .map(|(i, r)| Circle::new((i as f64 + 0.5, f(r)), 3, color.filled())),
+                    )
+                    .map_err(&e)?
+                    .label(label)
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(&e)?;
+            root.present().map_err(&e)?;
+        }
+        Ok(())
+    })
+}
