@@ -103,6 +103,12 @@ impl Layer {
         };
         self.w.iter().product::<i64>() as f64 * at
     }
+
+    /// The weight's shape and the input's, batch left out (layers of the same shape time
+    /// alike).
+    pub(super) fn shape(&self) -> (Vec<i64>, Vec<i64>) {
+        (self.w.clone(), self.x.iter().skip(1).copied().collect())
+    }
 }
 
 pub(super) fn layers(p: &Pruner, batch: usize) -> Vec<Layer> {

@@ -495,7 +495,7 @@ mod tests {
         let mut p = profile();
         p.staircase = Some(staircase::Staircase {
             round_to: staircase::choose(std::slice::from_ref(&stair)),
-            kappa: staircase::KAPPA,
+            z: staircase::Z,
             layers: vec![stair],
         });
         p.save(&path).unwrap();

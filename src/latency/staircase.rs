@@ -9,14 +9,17 @@
 //!
 //! The measurement: the heaviest few prunable layers ([`LAYERS`], by MACs), each alone (the
 //! same one-layer models as the profile) at every output count of a window of [`WINDOW`]
-//! consecutive counts ending on a multiple of it near half the layer's channels. A layer's time
-//! is a staircase of period `m` when it is flat within every aligned block of `m` counts: the
-//! spread of its times around each block's median (pooled, robust) is no more than
-//! [`KAPPA`] × the measurement noise (from the spread of consecutive differences, which a flat
-//! stretch leaves as pure noise). Each layer's multiple is the largest candidate of
-//! [`CANDIDATES`] for which it and every smaller one is flat; the chosen multiple is the median
-//! of the layers' (the lower one of an even count): a layer whose time rises with every channel
-//! gives 1, a runtime with 16-channel blocks gives 16.
+//! consecutive counts ending on a multiple of it near half the layer's channels (one layer per
+//! distinct shape, so that a network of repeated blocks shows each stage). Rounding up to a
+//! multiple `m` is free for a layer when, in each aligned block of `m` counts, the time at the
+//! block's top (the multiple) exceeds the median time of the block's first half (the counts
+//! that round up furthest) by no more than [`Z`] standard errors of that difference (the median over the blocks; the noise is
+//! the robust spread of consecutive differences, which a flat stretch leaves as pure noise).
+//! One-sided: a runtime whose kernels are faster at multiples (onnxruntime's NCHWc path takes
+//! channel counts that are multiples of its block) makes rounding up cheaper still. A layer's
+//! multiple is the largest free candidate of [`CANDIDATES`]; the chosen multiple is the median
+//! of the layers' (the lower one of an even count): a layer whose time rises measurably with
+//! every channel gives 1, a runtime with 16-channel blocks gives 16.
 
 use super::measure::{self, Settings};
 use crate::error::{Error, Result};
@@ -24,14 +27,16 @@ use crate::eval;
 use crate::search::datafree::Pruner;
 use serde::{Deserialize, Serialize};
 
-/// Candidate channel multiples.
-pub const CANDIDATES: [usize; 6] = [1, 2, 4, 8, 16, 32];
-/// How far a block's spread may exceed the noise and still count as flat.
-pub const KAPPA: f64 = 2.5;
+/// Candidate channel multiples (CPU kernels block by 8 or 16; the window holds at least two
+/// blocks of each).
+pub const CANDIDATES: [usize; 5] = [1, 2, 4, 8, 16];
+/// Standard errors by which a block's top may exceed the rest of the block and still count as
+/// free.
+pub const Z: f64 = 3.0;
 /// The smallest noise assumed, as a fraction of the layer's time (a noiseless measurement must
 /// not make every rounding look costly).
 pub const NOISE_FLOOR: f64 = 0.002;
-/// Counts measured per layer (the largest candidate).
+/// Counts measured per layer (twice the largest candidate).
 pub const WINDOW: usize = 32;
 /// Layers measured.
 pub const LAYERS: usize = 3;
@@ -47,9 +52,10 @@ pub struct Stair {
     pub ms: Vec<f64>,
     /// The measurement noise (ms; robust standard deviation).
     pub noise: f64,
-    /// Per candidate multiple: the spread (ms) of the times within its aligned blocks.
-    pub spread: Vec<(usize, f64)>,
-    /// The largest multiple over whose blocks the time is flat.
+    /// Per candidate multiple (from 2): how much more the top of its aligned blocks costs
+    /// than the rest of the block, in standard errors (the median over the blocks).
+    pub score: Vec<(usize, f64)>,
+    /// The largest multiple rounding up to which is free.
     pub multiple: usize,
 }
 
@@ -58,7 +64,8 @@ pub struct Stair {
 pub struct Staircase {
     /// The chosen channel multiple (the median of the layers').
     pub round_to: usize,
-    pub kappa: f64,
+    /// [`Z`].
+    pub z: f64,
     pub layers: Vec<Stair>,
 }
 
@@ -97,35 +104,40 @@ fn robust_sd(v: &[f64]) -> f64 {
     1.4826 * median(v.iter().map(|x| (x - m).abs()).collect())
 }
 
-/// Reads one layer's times: its noise, the spread within the blocks of each candidate, and
-/// the largest multiple it is flat over.
+/// Reads one layer's times: its noise, the score of each candidate, and the largest multiple
+/// rounding up to which is free.
 pub fn read(node: &str, counts: Vec<usize>, ms: Vec<f64>) -> Stair {
     let diffs: Vec<f64> = ms.windows(2).map(|w| w[1] - w[0]).collect();
     let top = ms.last().copied().unwrap_or(0.0);
     let noise = (robust_sd(&diffs) / 2f64.sqrt()).max(NOISE_FLOOR * top);
-    let mut spread = vec![];
+    let mut score = vec![];
     let mut multiple = 1;
-    let mut flat = true;
-    for m in CANDIDATES {
-        // Whole aligned blocks of m counts inside the window.
-        let mut dev = vec![];
-        let mut blocks = 0;
+    for m in CANDIDATES.into_iter().filter(|&m| m >= 2) {
+        // The standard error of a single time less the median of the block's first half (a
+        // median's variance is ~π/2 σ²/n; of one or two values, σ²/n).
+        let h = m / 2;
+        let med_var = if h >= 3 {
+            std::f64::consts::FRAC_PI_2
+        } else {
+            1.0
+        } / h as f64;
+        let se = noise * (1.0 + med_var).sqrt();
+        let mut gaps = vec![];
         for (i, &c) in counts.iter().enumerate() {
+            // Whole aligned blocks of m counts inside the window.
             if c % m != 0 || i + 1 < m || counts[i + 1 - m] + m - 1 != c {
                 continue;
             }
-            let block = &ms[i + 1 - m..=i];
-            let med = median(block.to_vec());
-            dev.extend(block.iter().map(|t| t - med));
-            blocks += 1;
+            // Rounding up costs most from the block's first counts.
+            let first = ms[i + 1 - m..i + 1 - m + h].to_vec();
+            gaps.push((ms[i] - median(first)) / se.max(1e-12));
         }
-        if blocks == 0 {
+        if gaps.is_empty() {
             break;
         }
-        let sd = if m == 1 { 0.0 } else { robust_sd(&dev) };
-        spread.push((m, sd));
-        flat = flat && sd <= KAPPA * noise;
-        if flat {
+        let sc = median(gaps);
+        score.push((m, sc));
+        if sc <= Z {
             multiple = m;
         }
     }
@@ -134,7 +146,7 @@ pub fn read(node: &str, counts: Vec<usize>, ms: Vec<f64>) -> Stair {
         counts,
         ms,
         noise,
-        spread,
+        score,
         multiple,
     }
 }
@@ -161,6 +173,9 @@ pub fn measure(p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Result<Staircase
         .map(|(i, l)| (l.weight_macs(), i))
         .collect();
     heavy.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    // One layer per distinct shape (a repeated block measured once).
+    let mut seen = std::collections::HashSet::new();
+    heavy.retain(|&(_, i)| seen.insert(ls[i].shape()));
     heavy.truncate(LAYERS);
     if heavy.is_empty() {
         return Err(Error::Usage(
@@ -208,7 +223,7 @@ pub fn measure(p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Result<Staircase
     ));
     Ok(Staircase {
         round_to,
-        kappa: KAPPA,
+        z: Z,
         layers,
     })
 }
@@ -260,8 +275,24 @@ mod tests {
         // Time that rises with every channel: no rounding is free.
         let linear = stair(window(64), |c| 0.01 * c as f64 * jitter(c, 0.002));
         assert_eq!(linear.multiple, 1, "{linear:?}");
-        // The spread grows with the block.
-        assert!(linear.spread.windows(2).all(|w| w[0].1 <= w[1].1));
+        // The halves grow apart with the block.
+        assert!(
+            linear.score.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{linear:?}"
+        );
+    }
+
+    #[test]
+    fn a_kernel_faster_at_multiples_of_16_gives_16() {
+        // Off the multiples of 16 a slower path (padding and layout changes around a blocked
+        // kernel); at 16 the blocked kernel alone, faster than any count below it.
+        let t = |c: usize| {
+            let slow = 0.4 + 0.005 * c as f64;
+            let fast = 0.25 + 0.1 * c.div_ceil(16) as f64;
+            (if c.is_multiple_of(16) { fast } else { slow }) * jitter(c, 0.005)
+        };
+        let l = stair(window(16), t);
+        assert_eq!(l.multiple, 16, "{l:?}");
     }
 
     #[test]
@@ -282,6 +313,6 @@ mod tests {
     fn candidates_larger_than_a_small_window_are_left_out() {
         let l = stair(window(12), |_| 1.0);
         assert_eq!(l.multiple, 8);
-        assert!(l.spread.iter().all(|&(m, _)| m <= 8));
+        assert!(l.score.iter().all(|&(m, _)| m <= 8));
     }
 }
