@@ -409,3 +409,47 @@ fn measured_here_every_layer_of_the_written_plan_is_timed_alone_and_plotted() {
         "{svg}"
     );
 }
+
+#[test]
+fn measured_here_the_searched_candidates_are_measured_before_recovery() {
+    // Real measurements (tract, the digits model); asserts how they are used, not what they
+    // are: a candidate over the target is never re-ranked, one within it is.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let rep = dir.path().join("out.report.json");
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-latency", "0.9", "--runtime", "tract", "--data"])
+        .arg(common::repo().join("fixtures/digits_train.npz"))
+        .args(["--episodes", "6", "--finetune-steps", "0", "--seed", "3"])
+        .arg("--report")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r = json(&rep);
+    let checked = r["search"]["latency_checked"].as_array().unwrap();
+    // Without a re-ranking (every searched plan left out), the unsearched plan is written.
+    let reranked: Option<Vec<&str>> = r["search"]["rerank"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x["source"].as_str().unwrap()).collect());
+    for c in checked {
+        let ratio = c["measured_ratio"].as_f64().unwrap();
+        assert!(ratio > 0.0);
+        let kept = c["kept"].as_bool().unwrap();
+        assert_eq!(kept, ratio <= 0.9, "{c}");
+        let source = c["source"].as_str().unwrap();
+        if let Some(rr) = &reranked {
+            assert_eq!(rr.contains(&source), kept, "{c} vs {rr:?}");
+        }
+    }
+    if !checked.iter().any(|c| c["kept"] == true) {
+        assert_ne!(r["latency"]["plan"], "searched", "{}", r["latency"]);
+    }
+}

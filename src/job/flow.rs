@@ -22,8 +22,9 @@ pub(crate) struct Cx<'a> {
     pub(crate) c: &'a DataCtx,
     pub(crate) o: &'a Options,
     pub(crate) out: &'a dyn Progress,
-    /// `--target-latency`: the predicted cost and the budget the search must fit.
-    pub(crate) lat: Option<(&'a dyn crate::search::allocate::SpaceCost, f64)>,
+    /// `--target-latency`: the fitted plan, the predicted cost and budget the search must fit,
+    /// and the measurement the search's plans must pass.
+    pub(crate) lat: Option<&'a super::latency::Fitted>,
 }
 
 /// Channels ranked by their least-squares removal cost on the calibration images the search's
@@ -212,16 +213,22 @@ pub(crate) fn with_data(
                 .first()
                 .is_none_or(|x| x.1.unwrap_or(f64::NEG_INFINITY) < df_proxy)
             {
-                cands = vec![(baseline.to_string(), None, df, true)];
+                cands = vec![(baseline.to_string(), None, df.clone(), true)];
             }
         } else if o.rerank > 0 && c.val.n > 0 {
             if !cands.iter().any(|x| x.3) {
                 // Second, after the search's best: a re-ranking cut short by the time limit
                 // still weighs the search against the unsearched plan.
-                cands.insert(1.min(cands.len()), (baseline.to_string(), None, df, true));
+                cands.insert(
+                    1.min(cands.len()),
+                    (baseline.to_string(), None, df.clone(), true),
+                );
             }
         } else {
             cands.truncate(1);
+        }
+        if let (Some(f), false) = (cx.lat, job.stopped()) {
+            latency_gate(cx, f, &mut cands, (baseline, &df), extra)?;
         }
         if cands.len() > 1 {
             // With fine-tuning to follow, the re-ranking may take a share of what is left.
@@ -283,4 +290,51 @@ pub(crate) fn with_data(
         job.interrupted = Some("finetune");
     }
     Ok((keep, m, curve))
+}
+
+/// `--target-latency` measured here: every searched candidate is measured before it is
+/// recovered, and one over the target is left out (the search fits the predicted budget, but a
+/// plan can measure far from its prediction: a channel count that moves a layer off the
+/// runtime's blocked kernels costs layout changes no per-layer table sees). The unsearched plan
+/// met the target in the measured rounds; it takes the place of a search that left nothing.
+fn latency_gate(
+    cx: &Cx,
+    f: &super::latency::Fitted,
+    cands: &mut Vec<Cand>,
+    (baseline, df): (&str, &[bool]),
+    extra: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
+    let mut rows = vec![];
+    let mut kept = vec![];
+    for c in cands.drain(..) {
+        if c.3 {
+            kept.push(c);
+            continue;
+        }
+        let Some(r) = f.measure_plan(cx.p, &c.2)? else {
+            kept.push(c);
+            continue;
+        };
+        let ok = r <= f.target();
+        if !ok {
+            cx.out.line(&format!(
+                "rerank: {} measures {r:.3}x of the original's latency, over --target-latency {}: \
+                 left out",
+                c.0,
+                f.target()
+            ));
+        }
+        rows.push(json!({"source": c.0, "measured_ratio": r, "kept": ok}));
+        if ok {
+            kept.push(c);
+        }
+    }
+    if kept.is_empty() {
+        kept.push((baseline.to_string(), None, df.to_vec(), true));
+    }
+    *cands = kept;
+    if let Some(serde_json::Value::Object(s)) = extra.get_mut("search") {
+        s.insert("latency_checked".into(), json!(rows));
+    }
+    Ok(())
 }

@@ -232,6 +232,8 @@ pub struct Fitted {
     /// Where the candidates are measured (a profile measured here), else `None`.
     settings: Option<measure::Settings>,
     report: serde_json::Value,
+    /// The input model's file (the original every candidate is measured against).
+    input: PathBuf,
 }
 
 impl Fitted {
@@ -245,6 +247,24 @@ impl Fitted {
     /// The predicted cost and its budget, for the search.
     pub fn cost(&self) -> (&dyn SpaceCost, f64) {
         (&self.model, self.budget_ms)
+    }
+
+    /// `--target-latency`.
+    pub fn target(&self) -> f64 {
+        self.target
+    }
+
+    /// The measured latency ratio of the plan `keep` against the original (interleaved runs,
+    /// medians), or `None` when the profile came from another machine (nothing here can
+    /// measure the device; the prediction is the promise).
+    pub fn measure_plan(&self, p: &Pruner, keep: &[bool]) -> Result<Option<f64>> {
+        let Some(s) = &self.settings else {
+            return Ok(None);
+        };
+        let tmp = eval::TempDir::new("latency")?;
+        let path = tmp.save(&p.apply(keep)?, "candidate.onnx")?;
+        let (a, b) = measure_pair(s, &self.input, &path, &self.model.profile.input_shape)?;
+        Ok(Some(b / a.max(1e-9)))
     }
 
     /// The report's `latency` object for the plan written: the fitted plan's, or for another
@@ -391,6 +411,7 @@ pub fn fit(
                 target: l.target,
                 settings: None,
                 report,
+                input: input.to_path_buf(),
             });
         };
         let pruned = p.apply(&keep)?;
@@ -425,6 +446,7 @@ pub fn fit(
                 target: l.target,
                 settings: s.clone(),
                 report,
+                input: input.to_path_buf(),
             });
         }
         // Just under the target: done. Over it: tighten. Well under it: loosen (the best plan

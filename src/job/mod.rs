@@ -410,7 +410,7 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
                 c,
                 o,
                 out,
-                lat: fitted.as_ref().map(|f| f.cost()),
+                lat: fitted.as_ref(),
             };
             flow::with_data(
                 &cx,

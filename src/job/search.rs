@@ -49,7 +49,7 @@ pub(crate) fn search(
         )));
     }
     let mut e = env::Env::new(p, o.target_flops, o.round_to.multiple(), 0.05);
-    if let Some((cost, ms)) = cx.lat {
+    if let Some((cost, ms)) = cx.lat.map(|f| f.cost()) {
         e = e.with_latency(cost, ms);
     }
     // The agents keep channels by the channel ranking (L1 by default without data, ls with).
