@@ -21,6 +21,7 @@ fn profile(model: &Path, out: &Path) {
         .arg("-o")
         .arg(out)
         .args(["--runtime", "tract", "--points", "3", "--runs", "1"])
+        .args(["--round-to", "8"])
         .output()
         .unwrap();
     assert!(
@@ -315,26 +316,30 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
     assert!(r["macs_ratio"].as_f64().unwrap() <= 0.5);
     kept_in_multiples(&r, mj);
 
-    // With a device profile, its staircase decides (nothing is measured here).
-    let st = common::bin()
-        .arg(digits())
-        .arg("-o")
-        .arg(&out)
-        .args(["--target-latency", "0.8", "--round-to", "auto"])
-        .arg("--latency-profile")
-        .arg(&prof)
-        .arg("--report")
-        .arg(&rep)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let r = json(&rep);
-    assert_eq!(r["round_to"]["multiple"].as_u64().unwrap(), m);
-    kept_in_multiples(&r, m);
+    // With a device profile, its staircase decides (nothing is measured here), asked for or
+    // by default under --target-latency.
+    for flag in [&["--round-to", "auto"][..], &[]] {
+        let st = common::bin()
+            .arg(digits())
+            .arg("-o")
+            .arg(&out)
+            .args(["--target-latency", "0.8"])
+            .args(flag)
+            .arg("--latency-profile")
+            .arg(&prof)
+            .arg("--report")
+            .arg(&rep)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let r = json(&rep);
+        assert_eq!(r["round_to"]["multiple"].as_u64().unwrap(), m, "{flag:?}");
+        kept_in_multiples(&r, m);
+    }
 
     // A profile measured with a fixed multiple has no staircase: refused, nothing written.
     let fixed = dir.path().join("digits.fixed.json");
@@ -354,6 +359,22 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
     assert!(err.contains("no staircase"), "{err}");
     assert!(err.contains("digits.fixed.json"), "{err}");
     assert!(!out2.exists());
+    // Not asked for, the default falls back to 8 and says so.
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out2)
+        .args(["--target-latency", "0.8", "--latency-profile"])
+        .arg(&fixed)
+        .arg("--report")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{err}");
+    assert!(err.contains("--round-to 8"), "{err}");
+    assert!(json(&rep)["round_to"].is_null());
+    kept_in_multiples(&json(&rep), 8);
 
     for bad in ["0", "x"] {
         let st = common::bin()

@@ -193,11 +193,12 @@ pub(crate) struct PruneOpts {
     /// uniform: same keep ratio in every group; global: one threshold over normalised importance
     #[arg(long, default_value = "uniform", value_parser = ["uniform", "global"])]
     pub(crate) allocation: String,
-    /// Keep a multiple of N channels in every group (8 by default: runtimes' kernels are much
-    /// faster on such channel counts; 1 prunes most finely). auto: the multiple measured to
-    /// be free on the deploy runtime (its latency staircase; from --latency-profile when given)
-    #[arg(long, default_value = "8", value_name = "N|auto", value_parser = parse_round_to)]
-    pub(crate) round_to: RoundTo,
+    /// Keep a multiple of N channels in every group (runtimes' kernels are much faster on such
+    /// channel counts; 1 prunes most finely). auto: the multiple measured to be free on the
+    /// deploy runtime (its latency staircase; from --latency-profile when given). Default:
+    /// auto with --target-latency, else 8
+    #[arg(long, value_name = "N|auto", value_parser = parse_round_to)]
+    pub(crate) round_to: Option<RoundTo>,
     /// Write the kept channels per group (JSON plan, re-applicable with `apply`)
     #[arg(long)]
     pub(crate) emit_plan: Option<PathBuf>,
@@ -544,9 +545,9 @@ pub(crate) struct ProfileArgs {
     #[arg(long, default_value_t = 5)]
     pub(crate) points: usize,
     /// Channel multiple of the grid (the --round-to the plans will use). auto: measure the
-    /// staircase first, choose the multiple from it and store both in the profile (for
-    /// `--round-to auto --latency-profile`)
-    #[arg(long, default_value = "8", value_name = "N|auto", value_parser = parse_round_to)]
+    /// staircase first, choose the multiple from it and store both in the profile (the main
+    /// job's --round-to auto, its default with --target-latency, then takes it from there)
+    #[arg(long, default_value = "auto", value_name = "N|auto", value_parser = parse_round_to)]
     pub(crate) round_to: RoundTo,
     /// Timed runs per point (after two warm-up runs); the median is kept
     #[arg(long, default_value_t = 7)]

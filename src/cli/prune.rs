@@ -4,14 +4,18 @@
 
 use super::*;
 use anyhow::{Context, Result};
-use onnx_prune::job::{self, Channels, Length, Options};
+use onnx_prune::job::{self, Channels, Length, Options, RoundTo};
 use onnx_prune::search::datafree::Allocation;
 use std::path::Path;
 
 pub(crate) use onnx_prune::job::{load_pruner, write_json};
 
 /// The job's options from the flags (`ratio`: `--target-flops`, checked by the caller).
-fn options(args: &PruneArgs, ratio: f64, stop: &'static std::sync::atomic::AtomicBool) -> Options {
+fn options(
+    args: &PruneArgs,
+    ratio: f64,
+    stop: &'static std::sync::atomic::AtomicBool,
+) -> Result<Options> {
     let o = &args.opts;
     let (recover, recover_ft_steps) = match args.recover.as_deref() {
         Some(r) => match r.strip_prefix("ft:") {
@@ -46,7 +50,29 @@ fn options(args: &PruneArgs, ratio: f64, stop: &'static std::sync::atomic::Atomi
         profile: l.latency_profile.clone(),
         ..Default::default()
     });
-    Options {
+    // --round-to's default: auto under a latency target (the staircase decides; kept channel
+    // counts off the runtime's blocks cost time for nothing), 8 otherwise, and 8 with a device
+    // profile measured without a staircase (nothing here measures the device).
+    let round_to = match (o.round_to, &latency) {
+        (Some(r), _) => r,
+        (None, None) => RoundTo::Fixed(8),
+        (None, Some(l)) => match &l.profile {
+            Some(path)
+                if onnx_prune::latency::Profile::load(path)?
+                    .staircase
+                    .is_none() =>
+            {
+                eprintln!(
+                    "note: --round-to 8: the latency profile {} has no staircase (measure it \
+                     with `onnx-prune profile --round-to auto` for the device's own multiple)",
+                    path.display()
+                );
+                RoundTo::Fixed(8)
+            }
+            _ => RoundTo::Auto,
+        },
+    };
+    Ok(Options {
         target_flops: ratio,
         latency,
         channels: Channels::parse(&o.method).expect("clap checked"),
@@ -55,7 +81,7 @@ fn options(args: &PruneArgs, ratio: f64, stop: &'static std::sync::atomic::Atomi
         } else {
             Allocation::Uniform
         },
-        round_to: o.round_to,
+        round_to,
         seed: o.seed,
         shapes: o.shapes.map(),
         data: args.data.clone(),
@@ -83,7 +109,7 @@ fn options(args: &PruneArgs, ratio: f64, stop: &'static std::sync::atomic::Atomi
         train: args.train.settings(),
         checkpoint_beside: args.output.clone(),
         stop: Some(stop),
-    }
+    })
 }
 
 pub(crate) fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -> Result<()> {
@@ -93,7 +119,7 @@ pub(crate) fn prune(input: &Path, output: &Path, ratio: f64, args: &PruneArgs) -
     } else {
         &STOP
     };
-    let o = options(args, ratio, stop);
+    let o = options(args, ratio, stop)?;
     let out = job::run(input, &o, &job::Stderr)?;
     let files = job::Files {
         plan: args.opts.emit_plan.clone(),

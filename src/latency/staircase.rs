@@ -13,13 +13,14 @@
 //! distinct shape, so that a network of repeated blocks shows each stage). Rounding up to a
 //! multiple `m` is free for a layer when, in each aligned block of `m` counts, the time at the
 //! block's top (the multiple) exceeds the median time of the block's first half (the counts
-//! that round up furthest) by no more than [`Z`] standard errors of that difference (the median over the blocks; the noise is
-//! the robust spread of consecutive differences, which a flat stretch leaves as pure noise).
+//! that round up furthest) by no more than [`Z`] standard errors of that difference (the
+//! median over the blocks; the noise is the robust spread of consecutive differences, which a
+//! flat stretch leaves as pure noise).
 //! One-sided: a runtime whose kernels are faster at multiples (onnxruntime's NCHWc path takes
 //! channel counts that are multiples of its block) makes rounding up cheaper still. A layer's
-//! multiple is the largest free candidate of [`CANDIDATES`]; the chosen multiple is the median
-//! of the layers' (the lower one of an even count): a layer whose time rises measurably with
-//! every channel gives 1, a runtime with 16-channel blocks gives 16.
+//! multiple is the largest free candidate of [`CANDIDATES`]; the chosen multiple is the largest
+//! of the layers' ([`choose`]): a runtime with 16-channel blocks gives 16, one whose every
+//! layer's time rises measurably with each channel gives 1.
 
 use super::measure::{self, Settings};
 use crate::error::{Error, Result};
@@ -62,7 +63,7 @@ pub struct Stair {
 /// The measured staircase and the multiple chosen from it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Staircase {
-    /// The chosen channel multiple (the median of the layers').
+    /// The chosen channel multiple (the largest of the layers').
     pub round_to: usize,
     /// [`Z`].
     pub z: f64,
@@ -151,12 +152,12 @@ pub fn read(node: &str, counts: Vec<usize>, ms: Vec<f64>) -> Stair {
     }
 }
 
-/// The multiple chosen from the layers' (their median; the lower middle one of an even
-/// count); 1 without layers.
+/// The multiple chosen from the layers': the largest (1 without layers). The kernels' block
+/// is the runtime's, shared by every layer; a layer whose time also rises inside each block
+/// (a memory-bound stem, an expansion at full resolution) reads as a smaller period without
+/// making the block any smaller.
 pub fn choose(layers: &[Stair]) -> usize {
-    let mut m: Vec<usize> = layers.iter().map(|l| l.multiple).collect();
-    m.sort_unstable();
-    m.get(m.len().saturating_sub(1) / 2).copied().unwrap_or(1)
+    layers.iter().map(|l| l.multiple).max().unwrap_or(1)
 }
 
 /// Measures the staircase of `p`'s heaviest layers on `s`'s runtime and chooses the multiple.
@@ -214,7 +215,7 @@ pub fn measure(p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Result<Staircase
     }
     let round_to = choose(&layers);
     say(&format!(
-        "--round-to auto: {round_to} (the median of the layers' staircase periods: {})",
+        "--round-to auto: {round_to} (the largest of the layers' staircase periods: {})",
         layers
             .iter()
             .map(|l| l.multiple.to_string())
@@ -296,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn the_layers_median_is_chosen() {
+    fn the_largest_period_is_chosen() {
         let steps16 = |c: usize| (1.0 + c.div_ceil(16) as f64) * jitter(c, 0.01);
         let linear = |c: usize| 0.01 * c as f64;
         let ls = vec![
@@ -305,7 +306,8 @@ mod tests {
             stair(window(256), steps16),
         ];
         assert_eq!(choose(&ls), 16);
-        assert_eq!(choose(&ls[..2]), 1);
+        assert_eq!(choose(&ls[..2]), 16);
+        assert_eq!(choose(&ls[1..2]), 1);
         assert_eq!(choose(&[]), 1);
     }
 
