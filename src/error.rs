@@ -21,6 +21,9 @@ pub enum Error {
     Node { node: String, msg: String },
     #[error("{0}")]
     Usage(String),
+    /// A target no plan can meet (`--target-latency` out of reach); nothing is written.
+    #[error("{0}")]
+    Unreachable(String),
     /// A report or plan that could not be encoded as JSON.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -341,6 +341,31 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
         kept_in_multiples(&r, m);
     }
 
+    // A staircase multiple too coarse for the target gives way to finer ones (here one that
+    // allows no pruning at all: every group of the digits model has 32 channels or fewer).
+    let mut coarse = json(&prof);
+    coarse["staircase"]["round_to"] = 64.into();
+    let coarse_path = dir.path().join("digits.coarse.json");
+    std::fs::write(&coarse_path, coarse.to_string()).unwrap();
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-latency", "0.8", "--latency-profile"])
+        .arg(&coarse_path)
+        .arg("--report")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{err}");
+    assert!(err.contains("trying multiples of 32"), "{err}");
+    let r = json(&rep);
+    assert_eq!(r["round_to"]["staircase_multiple"], 64);
+    let fine = r["round_to"]["multiple"].as_u64().unwrap();
+    assert!(fine < 64, "{}", r["round_to"]);
+    kept_in_multiples(&r, fine);
+
     // A profile measured with a fixed multiple has no staircase: refused, nothing written.
     let fixed = dir.path().join("digits.fixed.json");
     profile(&digits(), &fixed);

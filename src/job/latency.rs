@@ -474,7 +474,7 @@ pub fn fit(
 }
 
 fn unreachable(target: f64, got: f64, how: &str) -> Error {
-    Error::Usage(format!(
+    Error::Unreachable(format!(
         "--target-latency {target} is out of reach: the best plan is {how} at {got:.3}x of the \
          original's latency (the layers and ops that cannot be pruned take the rest; a larger \
          target or a smaller --round-to may fit); nothing was written"

@@ -367,6 +367,7 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     };
     let target = (p.base_macs as f64 * o.target_flops).floor() as u64;
     let mut extra = serde_json::Map::new();
+    let staircase_used = staircase.is_some();
     if let Some(st) = staircase {
         extra.insert(
             "round_to".into(),
@@ -386,9 +387,44 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
         _ => (p.importance(method, o.seed), None),
     };
     // The unsearched plan: the allocation by `allocation`, within the latency budget if any.
-    let fitted = match &o.latency {
-        Some(l) => Some(latency::fit(input, &p, o, l, target, &imp, out)?),
-        None => None,
+    // A staircase multiple that puts the latency target out of reach (whole blocks of channels
+    // are too coarse for it) gives way to finer ones.
+    let mut fitted = None;
+    let mut multiple = o.round_to.multiple();
+    if let Some(l) = &o.latency {
+        loop {
+            let at = Options {
+                round_to: RoundTo::Fixed(multiple),
+                ..o.clone()
+            };
+            match latency::fit(input, &p, &at, l, target, &imp, out) {
+                Err(Error::Unreachable(msg)) if staircase_used && multiple > 1 => {
+                    out.line(&format!(
+                        "--round-to auto: {msg}; trying multiples of {}",
+                        multiple / 2
+                    ));
+                    multiple /= 2;
+                }
+                r => {
+                    fitted = Some(r?);
+                    break;
+                }
+            }
+        }
+    }
+    let finer;
+    let o = if multiple != o.round_to.multiple() {
+        if let Some(serde_json::Value::Object(r)) = extra.get_mut("round_to") {
+            r.insert("staircase_multiple".into(), r["multiple"].clone());
+            r.insert("multiple".into(), multiple.into());
+        }
+        finer = Options {
+            round_to: RoundTo::Fixed(multiple),
+            ..o.clone()
+        };
+        &finer
+    } else {
+        o
     };
     let unsearched = match &fitted {
         Some(f) => f.keep.clone(),
