@@ -238,6 +238,38 @@ fn latency_flags_are_checked() {
     assert!(!out.exists());
 }
 
+/// A temporary path as a flag's value.
+fn s(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 temporary path")
+}
+
+/// `onnx-prune DIGITS -o OUT ARGS…`: its exit code and stderr.
+fn digits_job(out: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let st = common::bin()
+        .arg(digits())
+        .arg("-o")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        st.status.code(),
+        String::from_utf8_lossy(&st.stderr).into_owned(),
+    )
+}
+
+/// The flags of a job at `--target-latency 0.8` on the profile `prof`.
+fn lat(prof: &Path) -> Vec<&str> {
+    vec!["--target-latency", "0.8", "--latency-profile", s(prof)]
+}
+
+/// [`digits_job`], which must succeed: its stderr.
+fn digits_ok(out: &Path, args: &[&str]) -> String {
+    let (code, err) = digits_job(out, args);
+    assert_eq!(code, Some(0), "{err}");
+    err
+}
+
 /// The report's groups: every kept count a multiple of `m`, or the group's whole.
 fn kept_in_multiples(report: &Value, m: u64) {
     for g in report["groups"].as_array().unwrap() {
@@ -288,27 +320,16 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
     // The main job measures it here when no profile is given, and plans in that multiple.
     let out = dir.path().join("out.onnx");
     let rep = dir.path().join("out.report.json");
-    let st = common::bin()
-        .arg(digits())
-        .arg("-o")
-        .arg(&out)
-        .args([
-            "--target-flops",
-            "0.5",
-            "--round-to",
-            "auto",
-            "--runtime",
-            "tract",
-        ])
-        .arg("--report")
-        .arg(&rep)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let mut args = vec![
+        "--target-flops",
+        "0.5",
+        "--round-to",
+        "auto",
+        "--runtime",
+        "tract",
+    ];
+    args.extend(["--report", s(&rep)]);
+    digits_ok(&out, &args);
     let r = json(&rep);
     assert_eq!(r["round_to"]["auto"], true);
     let mj = r["round_to"]["multiple"].as_u64().unwrap();
@@ -319,23 +340,10 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
     // With a device profile, its staircase decides (nothing is measured here), asked for or
     // by default under --target-latency.
     for flag in [&["--round-to", "auto"][..], &[]] {
-        let st = common::bin()
-            .arg(digits())
-            .arg("-o")
-            .arg(&out)
-            .args(["--target-latency", "0.8"])
-            .args(flag)
-            .arg("--latency-profile")
-            .arg(&prof)
-            .arg("--report")
-            .arg(&rep)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        let mut args = lat(&prof);
+        args.extend(flag);
+        args.extend(["--report", s(&rep)]);
+        digits_ok(&out, &args);
         let r = json(&rep);
         assert_eq!(r["round_to"]["multiple"].as_u64().unwrap(), m, "{flag:?}");
         kept_in_multiples(&r, m);
@@ -347,18 +355,9 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
     coarse["staircase"]["round_to"] = 64.into();
     let coarse_path = dir.path().join("digits.coarse.json");
     std::fs::write(&coarse_path, coarse.to_string()).unwrap();
-    let st = common::bin()
-        .arg(digits())
-        .arg("-o")
-        .arg(&out)
-        .args(["--target-latency", "0.8", "--latency-profile"])
-        .arg(&coarse_path)
-        .arg("--report")
-        .arg(&rep)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&st.stderr);
-    assert!(st.status.success(), "{err}");
+    let mut args = lat(&coarse_path);
+    args.extend(["--report", s(&rep)]);
+    let err = digits_ok(&out, &args);
     assert!(err.contains("trying multiples of 32"), "{err}");
     let r = json(&rep);
     assert_eq!(r["round_to"]["staircase_multiple"], 64);
@@ -370,47 +369,24 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
     let fixed = dir.path().join("digits.fixed.json");
     profile(&digits(), &fixed);
     let out2 = dir.path().join("out2.onnx");
-    let st = common::bin()
-        .arg(digits())
-        .arg("-o")
-        .arg(&out2)
-        .args(["--target-latency", "0.8", "--round-to", "auto"])
-        .arg("--latency-profile")
-        .arg(&fixed)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&st.stderr);
-    assert_eq!(st.status.code(), Some(2), "{err}");
+    let mut args = lat(&fixed);
+    args.extend(["--round-to", "auto"]);
+    let (code, err) = digits_job(&out2, &args);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no staircase"), "{err}");
     assert!(err.contains("digits.fixed.json"), "{err}");
     assert!(!out2.exists());
     // Not asked for, the default falls back to 8 and says so.
-    let st = common::bin()
-        .arg(digits())
-        .arg("-o")
-        .arg(&out2)
-        .args(["--target-latency", "0.8", "--latency-profile"])
-        .arg(&fixed)
-        .arg("--report")
-        .arg(&rep)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&st.stderr);
-    assert!(st.status.success(), "{err}");
+    let mut args = lat(&fixed);
+    args.extend(["--report", s(&rep)]);
+    let err = digits_ok(&out2, &args);
     assert!(err.contains("--round-to 8"), "{err}");
     assert!(json(&rep)["round_to"].is_null());
     kept_in_multiples(&json(&rep), 8);
 
     for bad in ["0", "x"] {
-        let st = common::bin()
-            .arg(digits())
-            .arg("-o")
-            .arg(&out2)
-            .args(["--round-to", bad])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&st.stderr);
-        assert_eq!(st.status.code(), Some(2), "{err}");
+        let (code, err) = digits_job(&out2, &["--round-to", bad]);
+        assert_eq!(code, Some(2), "{err}");
         assert!(err.contains("neither a positive integer nor auto"), "{err}");
     }
 }
@@ -423,19 +399,16 @@ fn measured_here_every_layer_of_the_written_plan_is_timed_alone_and_plotted() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
     let rep = dir.path().join("out.report.json");
-    let st = common::bin()
-        .arg(digits())
-        .arg("-o")
-        .arg(&out)
-        .args(["--target-latency", "0.95", "--runtime", "tract"])
-        .arg("--report")
-        .arg(&rep)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    digits_ok(
+        &out,
+        &[
+            "--target-latency",
+            "0.95",
+            "--runtime",
+            "tract",
+            "--report",
+            s(&rep),
+        ],
     );
     let r = json(&rep);
     let l = &r["latency"];
@@ -463,21 +436,25 @@ fn measured_here_the_searched_candidates_are_measured_before_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
     let rep = dir.path().join("out.report.json");
-    let st = common::bin()
-        .arg(digits())
-        .arg("-o")
-        .arg(&out)
-        .args(["--target-latency", "0.9", "--runtime", "tract", "--data"])
-        .arg(common::repo().join("fixtures/digits_train.npz"))
-        .args(["--episodes", "6", "--finetune-steps", "0", "--seed", "3"])
-        .arg("--report")
-        .arg(&rep)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    let data = common::repo().join("fixtures/digits_train.npz");
+    digits_ok(
+        &out,
+        &[
+            "--target-latency",
+            "0.9",
+            "--runtime",
+            "tract",
+            "--data",
+            s(&data),
+            "--episodes",
+            "6",
+            "--finetune-steps",
+            "0",
+            "--seed",
+            "3",
+            "--report",
+            s(&rep),
+        ],
     );
     let r = json(&rep);
     let checked = r["search"]["latency_checked"].as_array().unwrap();
