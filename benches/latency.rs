@@ -8,8 +8,11 @@
 //! on the original (sum of the profiled layers vs the whole model).
 //!
 //! `cargo bench --bench latency [-- --models resnet18_bn,mobilenet_v2] [-- --target 0.5]
-//! [-- --extra DIR]` (default: the four zoo models of the issue; `--extra DIR` adds every .onnx
-//! in DIR, e.g. YOLO-/EfficientNet-style exports). Needs ../shared and Python onnxruntime.
+//! [-- --extra DIR] [-- --round-to 8,16,auto]` (default: the four zoo models of the issue;
+//! `--extra DIR` adds every .onnx in DIR, e.g. YOLO-/EfficientNet-style exports). With
+//! `--round-to LIST` instead: the latency job once per channel multiple (`auto`: the measured
+//! staircase), all outputs of a model measured together, the MACs each keeps at its measured
+//! ratio. Needs ../shared and Python onnxruntime.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,11 @@ fn main() {
         models.extend(v);
     }
     let tmp = tempfile::tempdir().unwrap();
+    if let Some(list) = arg(&args, "--round-to") {
+        let multiples: Vec<&str> = list.split(',').collect();
+        round_to_table(&models, &target, &multiples, tmp.path());
+        return;
+    }
     println!("## --target-latency {target} vs --target-flops {target}: ORT CPU 1 thread, batch 1 (tools/ort_latency.py: interleaved, 3 rounds × 20 runs, median of round medians)\n");
     println!("| model | original ms | latency: ratio | MACs kept | predicted | rounds | profile s | job s | flops: ratio | MACs kept | layers alone / whole |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
@@ -178,5 +186,74 @@ fn main() {
             s[s.len() - 1],
             s.len()
         );
+    }
+}
+
+/// `--round-to LIST`: per model, the data-free latency job at each multiple; the outputs and
+/// the original measured together (interleaved); MACs kept at the measured ratio.
+fn round_to_table(models: &[PathBuf], target: &str, multiples: &[&str], tmp: &Path) {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = env!("CARGO_BIN_EXE_onnx-prune");
+    println!("## --target-latency {target} by --round-to: MACs kept at the measured latency ratio (ORT CPU 1 thread, batch 1; tools/ort_latency.py, all outputs of a model interleaved)\n");
+    println!("| model | {} |", multiples.join(" | "));
+    println!("|---|{}", "---|".repeat(multiples.len()));
+    for m in models {
+        let name = m.file_stem().unwrap().to_string_lossy().to_string();
+        let mut outs = vec![];
+        let mut cells = vec![];
+        for r in multiples {
+            let out = tmp.join(format!("{name}.{r}.onnx"));
+            let rep = out.with_extension("json");
+            let st = Command::new(bin)
+                .arg(m)
+                .arg("-o")
+                .arg(&out)
+                .args(["--target-latency", target, "--round-to", r, "--report"])
+                .arg(&rep)
+                .output()
+                .unwrap();
+            if st.status.success() {
+                let j = json(&rep);
+                let used = j["round_to"]["multiple"]
+                    .as_u64()
+                    .map_or(r.to_string(), |u| format!("{r} = {u}"));
+                cells.push((used, j["macs_ratio"].as_f64().unwrap()));
+                outs.push(out);
+            } else {
+                let e = String::from_utf8_lossy(&st.stderr);
+                cells.push((
+                    format!("failed: {}", e.lines().last().unwrap_or("")),
+                    f64::NAN,
+                ));
+            }
+        }
+        let measured = Command::new("python3")
+            .arg(repo.join("tools/ort_latency.py"))
+            .arg(m)
+            .args(&outs)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&measured.stdout).unwrap_or(Value::Null);
+        let ms: Vec<f64> = v["models"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x["ms"].as_f64().unwrap_or(f64::NAN))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut k = 1;
+        let row: Vec<String> = cells
+            .iter()
+            .map(|(label, macs)| {
+                if macs.is_nan() {
+                    return label.clone();
+                }
+                let ratio = ms.get(k).zip(ms.first()).map_or(f64::NAN, |(a, b)| a / b);
+                k += 1;
+                format!("{:.1}% at {ratio:.3} ({label})", 100.0 * macs)
+            })
+            .collect();
+        println!("| {name} | {} |", row.join(" | "));
     }
 }

@@ -41,6 +41,8 @@ pub const NOISE_FLOOR: f64 = 0.002;
 pub const WINDOW: usize = 32;
 /// Layers measured.
 pub const LAYERS: usize = 3;
+/// Timed runs per count at least (the steps of small layers are a few microseconds).
+pub const RUNS: usize = 15;
 
 /// One layer's latency at consecutive kept output counts, and what it says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -196,7 +198,7 @@ pub fn measure(p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Result<Staircase
         for &c in &counts {
             let (m, chw) = measure::micro(p, l, cin, c)?;
             let path = tmp.save(&m, "stair.onnx")?;
-            let t = measure::time(s, &path, chw, s.runs).map_err(|e| Error::Node {
+            let t = measure::time(s, &path, chw, s.runs.max(RUNS)).map_err(|e| Error::Node {
                 node: name.clone(),
                 msg: format!("could not time the layer alone: {e}"),
             })?;
