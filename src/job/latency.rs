@@ -261,9 +261,7 @@ impl Fitted {
         let Some(s) = &self.settings else {
             return Ok(None);
         };
-        let tmp = eval::TempDir::new("latency")?;
-        let path = tmp.save(&p.apply(keep)?, "candidate.onnx")?;
-        let (a, b) = measure_pair(s, &self.input, &path, &self.model.profile.input_shape)?;
+        let (a, b) = measure_pair(s, &self.input, &p.apply(keep)?, &self.model.profile)?;
         Ok(Some(b / a.max(1e-9)))
     }
 
@@ -308,16 +306,7 @@ impl Fitted {
         let base = self.model.profile.model_ms;
         let predicted = self.model.predict(&counts);
         let measured = match (&self.settings, measure) {
-            (Some(s), true) => {
-                let tmp = eval::TempDir::new("latency")?;
-                let path = tmp.save(pruned, "written.onnx")?;
-                Some(measure_pair(
-                    s,
-                    input,
-                    &path,
-                    &self.model.profile.input_shape,
-                )?)
-            }
+            (Some(s), true) => Some(measure_pair(s, input, pruned, &self.model.profile)?),
             _ => None,
         };
         let ratio = measured.map(|(a, b)| b / a.max(1e-9));
@@ -372,7 +361,6 @@ pub fn fit(
     let mut rounds = vec![];
     let mut prev: Option<Vec<bool>> = None;
     let mut best: Option<Fitted> = None;
-    let tmp = eval::TempDir::new("latency")?;
     for round in 1..=ROUNDS {
         let budget = Budget {
             macs,
@@ -415,8 +403,7 @@ pub fn fit(
             });
         };
         let pruned = p.apply(&keep)?;
-        let path = tmp.save(&pruned, "candidate.onnx")?;
-        let (orig_ms, ms) = measure_pair(st, input, &path, &lm.profile.input_shape)?;
+        let (orig_ms, ms) = measure_pair(st, input, &pruned, &lm.profile)?;
         let ratio = ms / orig_ms.max(1e-9);
         out.line(&format!(
             "latency round {round}: predicted {:.3}x, measured {ratio:.3}x ({orig_ms:.3} -> \
@@ -481,15 +468,19 @@ fn unreachable(target: f64, got: f64, how: &str) -> Error {
     ))
 }
 
-/// Median ms of the original and the candidate, run alternately (≥ 20 timed runs each).
+/// Median ms of the original (the file `input`) and the candidate model, run alternately
+/// (≥ 20 timed runs each) at the profile's input shape.
 fn measure_pair(
     s: &measure::Settings,
     input: &Path,
-    cand: &Path,
-    shape: &[i64],
+    cand: &crate::ir::Model,
+    profile: &Profile,
 ) -> Result<(f64, f64)> {
+    let tmp = eval::TempDir::new("latency")?;
+    let path = tmp.save(cand, "candidate.onnx")?;
+    let shape = &profile.input_shape;
     let chw = [shape[1] as usize, shape[2] as usize, shape[3] as usize];
-    let med = measure::time_all(s, &[input, cand], chw, s.runs.max(20))?;
+    let med = measure::time_all(s, &[input, &path], chw, s.runs.max(20))?;
     Ok((med[0], med[1]))
 }
 

@@ -390,41 +390,36 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     // A staircase multiple that puts the latency target out of reach (whole blocks of channels
     // are too coarse for it) gives way to finer ones.
     let mut fitted = None;
-    let mut multiple = o.round_to.multiple();
-    if let Some(l) = &o.latency {
-        loop {
-            let at = Options {
-                round_to: RoundTo::Fixed(multiple),
-                ..o.clone()
-            };
-            match latency::fit(input, &p, &at, l, target, &imp, out) {
-                Err(Error::Unreachable(msg)) if staircase_used && multiple > 1 => {
-                    out.line(&format!(
-                        "--round-to auto: {msg}; trying multiples of {}",
-                        multiple / 2
-                    ));
-                    multiple /= 2;
-                }
-                r => {
-                    fitted = Some(r?);
-                    break;
+    let at;
+    let o = match &o.latency {
+        None => o,
+        Some(l) => {
+            let mut finer = o.clone();
+            loop {
+                let multiple = finer.round_to.multiple();
+                match latency::fit(input, &p, &finer, l, target, &imp, out) {
+                    Err(Error::Unreachable(msg)) if staircase_used && multiple > 1 => {
+                        out.line(&format!(
+                            "--round-to auto: {msg}; trying multiples of {}",
+                            multiple / 2
+                        ));
+                        finer.round_to = RoundTo::Fixed(multiple / 2);
+                    }
+                    r => {
+                        fitted = Some(r?);
+                        break;
+                    }
                 }
             }
+            if finer.round_to != o.round_to {
+                if let Some(serde_json::Value::Object(r)) = extra.get_mut("round_to") {
+                    r.insert("staircase_multiple".into(), r["multiple"].clone());
+                    r.insert("multiple".into(), finer.round_to.multiple().into());
+                }
+            }
+            at = finer;
+            &at
         }
-    }
-    let finer;
-    let o = if multiple != o.round_to.multiple() {
-        if let Some(serde_json::Value::Object(r)) = extra.get_mut("round_to") {
-            r.insert("staircase_multiple".into(), r["multiple"].clone());
-            r.insert("multiple".into(), multiple.into());
-        }
-        finer = Options {
-            round_to: RoundTo::Fixed(multiple),
-            ..o.clone()
-        };
-        &finer
-    } else {
-        o
     };
     let unsearched = match &fitted {
         Some(f) => f.keep.clone(),

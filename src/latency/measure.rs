@@ -178,7 +178,7 @@ fn scaled(full: i64, kept: usize, len: usize, multiple: i64) -> i64 {
 
 /// The one-layer model of `l` with `cin` / `cout` channels kept in its spaces (space counts),
 /// and the image size `(C, H, W)` it takes.
-pub(super) fn micro(p: &Pruner, l: &Layer, cin: usize, cout: usize) -> Result<(Model, [usize; 3])> {
+fn micro(p: &Pruner, l: &Layer, cin: usize, cout: usize) -> Result<(Model, [usize; 3])> {
     let src = p.model.graph.node(l.node);
     let len = |s: Option<SpaceId>| s.map_or(1, |s| p.ch.spaces[s].len);
     let g_attr = l.layout.group.max(1);
@@ -338,6 +338,24 @@ pub(super) fn time(s: &Settings, path: &Path, chw: [usize; 3], runs: usize) -> R
     Ok(time_all(s, &[path], chw, runs)?[0])
 }
 
+/// The layer `l` alone at `cin` / `cout` kept (space counts): its median ms over `runs` timed
+/// runs; a failure names the layer (`name`).
+pub(super) fn time_layer(
+    p: &Pruner,
+    l: &Layer,
+    (cin, cout): (usize, usize),
+    (s, runs): (&Settings, usize),
+    tmp: &eval::TempDir,
+    name: &str,
+) -> Result<f64> {
+    let (m, chw) = micro(p, l, cin, cout)?;
+    let path = tmp.save(&m, "layer.onnx")?;
+    time(s, &path, chw, runs).map_err(|e| Error::Node {
+        node: name.to_string(),
+        msg: format!("could not time the layer alone: {e}"),
+    })
+}
+
 /// Every profiled layer of `p` alone at the kept space counts `counts` (one value per channel
 /// space): its key and median milliseconds, in the order [`profile`] measures them.
 pub fn layers_alone(p: &Pruner, s: &Settings, counts: &[usize]) -> Result<Vec<(String, f64)>> {
@@ -348,13 +366,8 @@ pub fn layers_alone(p: &Pruner, s: &Settings, counts: &[usize]) -> Result<Vec<(S
         let c = |sp: Option<SpaceId>| sp.map_or(1, |sp| counts[sp]);
         let cout = c(l.out);
         let cin = if l.tied { cout } else { c(l.inp) };
-        let (m, chw) = micro(p, &l, cin, cout)?;
-        let path = tmp.save(&m, "layer.onnx")?;
         let name = keys[&l.node].clone();
-        let t = time(s, &path, chw, s.runs).map_err(|e| Error::Node {
-            node: name.clone(),
-            msg: format!("could not time the layer alone: {e}"),
-        })?;
+        let t = time_layer(p, &l, (cin, cout), (s, s.runs), &tmp, &name)?;
         v.push((name, t));
     }
     Ok(v)
@@ -396,13 +409,7 @@ pub fn profile(input: &Path, p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Re
         for &ci in &rows {
             let mut row = vec![];
             for &co in &out_counts {
-                let (m, mchw) = micro(p, l, ci, co)?;
-                let path = tmp.save(&m, "layer.onnx")?;
-                let t = time(s, &path, mchw, s.runs).map_err(|e| Error::Node {
-                    node: name.clone(),
-                    msg: format!("could not time the layer alone: {e}"),
-                })?;
-                row.push(t);
+                row.push(time_layer(p, l, (ci, co), (s, s.runs), &tmp, name)?);
             }
             ms.push(row);
         }

@@ -196,13 +196,8 @@ pub fn measure(p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Result<Staircase
         let cin = l.inp.map_or(1, |sp| p.ch.spaces[sp].len);
         let mut ms = vec![];
         for &c in &counts {
-            let (m, chw) = measure::micro(p, l, cin, c)?;
-            let path = tmp.save(&m, "stair.onnx")?;
-            let t = measure::time(s, &path, chw, s.runs.max(RUNS)).map_err(|e| Error::Node {
-                node: name.clone(),
-                msg: format!("could not time the layer alone: {e}"),
-            })?;
-            ms.push(t);
+            let runs = (s, s.runs.max(RUNS));
+            ms.push(measure::time_layer(p, l, (cin, c), runs, &tmp, name)?);
         }
         say(&format!(
             "staircase {}/{}: {name} at {}..{} output channels: {:.3}..{:.3} ms",
