@@ -228,7 +228,11 @@ pub(crate) fn with_data(
             cands.truncate(1);
         }
         if let (Some(f), false) = (cx.lat, job.stopped()) {
-            latency_gate(cx, f, &mut cands, (baseline, &df), extra)?;
+            let measure = |keep: &[bool]| f.measure_plan(p, keep);
+            let rows = latency_gate(f.target(), &measure, &mut cands, (baseline, &df), out)?;
+            if let Some(serde_json::Value::Object(s)) = extra.get_mut("search") {
+                s.insert("latency_checked".into(), json!(rows));
+            }
         }
         if cands.len() > 1 {
             // With fine-tuning to follow, the re-ranking may take a share of what is left.
@@ -298,12 +302,12 @@ pub(crate) fn with_data(
 /// runtime's blocked kernels costs layout changes no per-layer table sees). The unsearched plan
 /// met the target in the measured rounds; it takes the place of a search that left nothing.
 fn latency_gate(
-    cx: &Cx,
-    f: &super::latency::Fitted,
+    target: f64,
+    measure: &dyn Fn(&[bool]) -> Result<Option<f64>>,
     cands: &mut Vec<Cand>,
     (baseline, df): (&str, &[bool]),
-    extra: &mut serde_json::Map<String, Value>,
-) -> Result<()> {
+    out: &dyn Progress,
+) -> Result<Vec<Value>> {
     let mut rows = vec![];
     let mut kept = vec![];
     for c in cands.drain(..) {
@@ -311,17 +315,16 @@ fn latency_gate(
             kept.push(c);
             continue;
         }
-        let Some(r) = f.measure_plan(cx.p, &c.2)? else {
+        let Some(r) = measure(&c.2)? else {
             kept.push(c);
             continue;
         };
-        let ok = r <= f.target();
+        let ok = r <= target;
         if !ok {
-            cx.out.line(&format!(
-                "rerank: {} measures {r:.3}x of the original's latency, over --target-latency {}: \
-                 left out",
-                c.0,
-                f.target()
+            out.line(&format!(
+                "rerank: {} measures {r:.3}x of the original's latency, over --target-latency \
+                 {target}: left out",
+                c.0
             ));
         }
         rows.push(json!({"source": c.0, "measured_ratio": r, "kept": ok}));
@@ -333,8 +336,50 @@ fn latency_gate(
         kept.push((baseline.to_string(), None, df.to_vec(), true));
     }
     *cands = kept;
-    if let Some(serde_json::Value::Object(s)) = extra.get_mut("search") {
-        s.insert("latency_checked".into(), json!(rows));
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(name: &str, keep: &[bool], unsearched: bool) -> Cand {
+        (name.into(), None, keep.to_vec(), unsearched)
     }
-    Ok(())
+
+    /// Candidates measured over the target are left out, the unsearched plan is never
+    /// measured, and a search that leaves nothing is replaced by the unsearched plan.
+    #[test]
+    fn the_latency_gate_leaves_out_what_measures_over_the_target() {
+        // The fake measurement: the fraction of channels kept.
+        let frac = |k: &[bool]| {
+            Ok(Some(
+                k.iter().filter(|&&b| b).count() as f64 / k.len() as f64,
+            ))
+        };
+        let df = [true, false, false, false];
+        let mut cands = vec![
+            cand("a", &[true, true, true, false], false),
+            cand("df", &df, true),
+            cand("b", &[true, true, false, false], false),
+        ];
+        let rows = latency_gate(0.5, &frac, &mut cands, ("df", &df), &super::super::Quiet).unwrap();
+        let names: Vec<&str> = cands.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(names, ["df", "b"]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["kept"], false);
+        assert_eq!(rows[1]["kept"], true);
+
+        let mut cands = vec![cand("a", &[true, true, true, false], false)];
+        latency_gate(0.5, &frac, &mut cands, ("df", &df), &super::super::Quiet).unwrap();
+        assert_eq!(cands.len(), 1);
+        assert!(cands[0].3 && cands[0].2 == df, "{cands:?}");
+
+        // Nothing measured (a device profile): everything stays.
+        let none = |_: &[bool]| Ok(None);
+        let mut cands = vec![cand("a", &[true, true, true, false], false)];
+        let rows = latency_gate(0.5, &none, &mut cands, ("df", &df), &super::super::Quiet).unwrap();
+        assert_eq!(cands.len(), 1);
+        assert!(rows.is_empty());
+    }
 }
