@@ -6,9 +6,10 @@
 //!   momentum and weight decay, clipping 5) on the backend the build picks (`flex` on a CPU;
 //!   with `--features wgpu`, `-- --device wgpu` uses burn-wgpu); images/s and ms/step are the
 //!   median of `--steps` (5) timed steps after 2 warm-up steps; then the teacher's forward pass
-//!   alone (no autodiff, what distillation adds to every step). On `flex` the child runs twice:
-//!   with this project's convolution (`net::fastconv`, the default) and with burn's own
-//!   (`ONNX_PRUNE_BURN_CONV=1`), so one table shows what the first gives.
+//!   alone (no autodiff, what distillation adds to every step). On `flex` the child runs three
+//!   times: with this project's convolution (`net::fastconv`, the default: direct kernels where
+//!   they apply), with its im2col path alone (`ONNX_PRUNE_CONV_KERNEL=im2col`) and with burn's
+//!   own (`ONNX_PRUNE_BURN_CONV=1`), so one table shows what each gives.
 //! - **PyTorch** (`tools/bench_train_torch.py`, CPU, the same thread count): the same ONNX graph
 //!   converted by onnx2torch, and for the CIFAR ResNets also the textbook module with BatchNorm;
 //!   the same step and medians. PyTorch is installed by this program from PyPI into
@@ -140,15 +141,23 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     for c in cases {
         let spec = format!("{}|{}|{}|{steps}|{device}", c.path.display(), c.batch, c.hw);
-        // The same trainer twice: with this project's convolution (the default) and with
-        // burn's own (`ONNX_PRUNE_BURN_CONV=1`), so the table shows what the first gives.
-        let burn_runs: Vec<(&str, std::process::Output)> = [("", "0"), (", burn's conv", "1")]
+        // The same trainer three times: with this project's convolution (the default: direct
+        // kernels where they apply, else im2col), with its im2col path alone
+        // (`ONNX_PRUNE_CONV_KERNEL=im2col`) and with burn's own (`ONNX_PRUNE_BURN_CONV=1`), so
+        // the table shows what each gives.
+        let variants = [
+            ("", "0", ""),
+            (", im2col conv", "0", "im2col"),
+            (", burn's conv", "1", ""),
+        ];
+        let burn_runs: Vec<(&str, std::process::Output)> = variants
             .into_iter()
-            .filter(|(_, v)| *v == "0" || device != "wgpu")
-            .map(|(label, v)| {
+            .filter(|(_, v, _)| *v == "0" || device != "wgpu")
+            .map(|(label, v, kernel)| {
                 let out = Command::new(std::env::current_exe().unwrap())
                     .env("ONNX_PRUNE_BENCH_CHILD", &spec)
                     .env("ONNX_PRUNE_BURN_CONV", v)
+                    .env("ONNX_PRUNE_CONV_KERNEL", kernel)
                     .env("RAYON_NUM_THREADS", threads.to_string())
                     .output()
                     .unwrap();

@@ -5,6 +5,7 @@
 //! `cargo run --release --example conv_kernels`
 
 use faer::{Accum, MatMut, MatRef, Par};
+use onnx_prune::net::fastconv::direct;
 use onnx_prune::net::fastconv::kernels::{self, Geom};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -36,6 +37,8 @@ fn main() {
         (32, 16, 32, 1),
         (64, 8, 64, 1),
         (16, 32, 32, 2),
+        (8, 32, 8, 1),
+        (24, 16, 24, 1),
     ] {
         let oh = (hw + 2 - 3) / s + 1;
         let g = Geom {
@@ -76,17 +79,32 @@ fn main() {
                 }
             })
         });
-        let fwd = timed(|| drop(kernels::forward(&g, &x, &w, Some(&b))));
-        let bx = timed(|| drop(kernels::backward_x(&g, &w, &dy)));
-        let bw = timed(|| drop(kernels::backward_w(&g, &x, &w, &dy)));
         let gf = 2.0 * (n * o * k * l) as f64 / 1e9;
         let f = |ms: f64| format!("{ms:.2} ms ({:.0} GFLOP/s)", gf / ms * 1e3);
+        let im2col = [
+            timed(|| drop(kernels::im2col_forward(&g, &x, &w, Some(&b)))),
+            timed(|| drop(kernels::im2col_backward(&g, None, &w, &dy, true))),
+            timed(|| drop(kernels::im2col_backward(&g, Some(&x), &w, &dy, false))),
+        ];
         println!(
-            "| {c}→{o} at {hw}×{hw}, stride {s} | {} | {} | {} | {} |",
+            "| {c}→{o} at {hw}×{hw}, stride {s}, im2col | {} | {} | {} | {} |",
             f(gemm),
-            f(fwd),
-            f(bx),
-            f(bw)
+            f(im2col[0]),
+            f(im2col[1]),
+            f(im2col[2])
         );
+        if direct::fits(&g) && direct::available() {
+            let d = [
+                timed(|| drop(direct::forward(&g, &x, &w, Some(&b)))),
+                timed(|| drop(direct::backward_x(&g, &w, &dy))),
+                timed(|| drop(direct::backward_w(&g, &x, &dy))),
+            ];
+            println!(
+                "| {c}→{o} at {hw}×{hw}, stride {s}, direct | | {} | {} | {} |",
+                f(d[0]),
+                f(d[1]),
+                f(d[2])
+            );
+        }
     }
 }

@@ -395,7 +395,6 @@ fn write_back_round_trip_is_exact() {
 /// against central finite differences of the forward pass.
 #[test]
 fn gradients_match_finite_differences() {
-    use rand::{Rng, SeedableRng};
     let mut b = ModelBuilder::new(17, 11);
     let x = b.input("x", &[2, 2, 6, 6]);
     let c = b.conv(&x, 2, 3, 3, 1, 1);
@@ -419,20 +418,48 @@ fn gradients_match_finite_differences() {
     );
     b.rename_last_output("y");
     b.output("y", &[2, 2, 1, 1]);
-    let model = decode(b.build());
+    let checked = finite_differences(&decode(b.build()), [2, 2, 6, 6], &[2, 2, 1, 1]);
+    assert!(checked >= 20);
+}
+
+/// A strided Slice (steps 2 and 3, as the CIFAR ResNets' option-A shortcuts take every other
+/// pixel) passes the right gradient back: the weights of the convolution before it.
+#[test]
+fn strided_slice_gradients_match_finite_differences() {
+    let mut b = ModelBuilder::new(17, 12);
+    let x = b.input("x", &[2, 2, 7, 7]);
+    let c = b.conv(&x, 2, 3, 3, 1, 1);
+    let starts = b.const_i64(&[2], &[1, 0]);
+    let ends = b.const_i64(&[2], &[7, 7]);
+    let axes = b.const_i64(&[2], &[2, 3]);
+    let steps = b.const_i64(&[2], &[2, 3]);
+    b.op("Slice", &[&c, &starts, &ends, &axes, &steps], vec![]);
+    b.rename_last_output("y");
+    b.output("y", &[2, 3, 3, 3]);
+    let checked = finite_differences(&decode(b.build()), [2, 2, 7, 7], &[2, 3, 3, 3]);
+    assert!(checked >= 8);
+}
+
+/// Checks every parameter's gradient (a quarter of its entries) of L = Σ y·r, r random, in
+/// training mode against central differences; returns how many were checked.
+fn finite_differences(model: &Model, xd: [usize; 4], yd: &[usize]) -> usize {
+    use rand::{Rng, SeedableRng};
     let device = Device::flex().autodiff();
-    let mut net = Net::new(&model, &device).unwrap();
+    let mut net = Net::new(model, &device).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let xv: Vec<f32> = (0..2 * 2 * 36)
+    let xv: Vec<f32> = (0..xd.iter().product::<usize>())
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
-    let r: Vec<f32> = (0..4).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let ny: usize = yd.iter().product();
+    let r: Vec<f32> = (0..ny).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut r6 = [1usize; 6];
+    r6[6 - yd.len()..].copy_from_slice(yd);
     // L = Σ y·r in training mode (batch statistics), in f64 from f32 outputs.
     let loss = |net: &mut Net| -> (Tensor<1>, f64) {
         let y = net
-            .forward(Dt::from_vec(xv.clone(), &[2, 2, 6, 6], &device), true)
+            .forward(Dt::from_vec(xv.clone(), &xd, &device), true)
             .unwrap();
-        let rt = Tensor::<6>::from_data(TensorData::new(r.clone(), [1, 1, 2, 2, 1, 1]), &device);
+        let rt = Tensor::<6>::from_data(TensorData::new(r.clone(), r6), &device);
         let l = (y[0].t.clone() * rt).sum();
         let v = l.clone().into_scalar::<f32>() as f64;
         (l, v)
@@ -480,7 +507,7 @@ fn gradients_match_finite_differences() {
         }
     }
     println!("{checked} partial derivatives checked, worst relative error {worst:.2e}");
-    assert!(checked >= 20);
+    checked
 }
 
 /// Stopping after 3 steps, checkpointing (weights into ONNX, optimiser state beside) and

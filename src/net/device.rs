@@ -112,3 +112,34 @@ fn probe(kind: burn::tensor::DeviceKind) -> Option<Device> {
     std::panic::set_hook(hook);
     r.ok().flatten()
 }
+
+/// Keeps freed tensor buffers in the process's heap instead of handing them back to the
+/// kernel (glibc on Linux; elsewhere nothing): a training step allocates and frees megabyte
+/// tensors by the hundred, and glibc's defaults map each anew (page faults on every first
+/// touch) and unmap it on free. Measured on resnet20 (batch 64, 2 threads): 12% of the step's
+/// CPU time was in the kernel; with these settings 4%, +8% images/s, the same peak RSS
+/// (docs/benchmarks.md, "Training speed"). Process-wide, once; skipped when the user set
+/// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` (glibc's own variables) themselves.
+pub fn tune_allocator() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let user = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if !user {
+            set_malloc_thresholds();
+        }
+    });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_malloc_thresholds() {
+    // SAFETY: mallopt only adjusts allocator parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_malloc_thresholds() {}

@@ -15,6 +15,7 @@
 
 pub mod device;
 pub mod fastconv;
+pub mod fastew;
 mod fx;
 pub mod ops;
 mod value;
@@ -151,6 +152,7 @@ impl Net {
     /// BatchNorm folding), so weights reached through `Identity` nodes are parameters;
     /// [`Net::write_back`] returns that simplified model with the trained weights.
     pub fn new(model: &Model, device: &Device) -> Result<Net> {
+        device::tune_allocator();
         let mut model = model.clone();
         crate::rewrite::simplify(&mut model, &crate::rewrite::PassOptions::default())?;
         let steps = plan(&model).map_err(|bad| {

@@ -5,6 +5,7 @@
 //! im2col buffer, and the weight gradient is summed per chunk, then across chunks in order (so
 //! a result depends on the thread count, never on how the work was scheduled).
 
+use super::direct;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -209,7 +210,7 @@ fn col2im_add(g: &Geom, cols: &mut [f32], dx: &mut [f32]) {
 }
 
 /// A sum in 16 interleaved lanes (vectorised; the order is fixed, so the result is too).
-fn sum(v: &[f32]) -> f32 {
+pub(super) fn sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let mut it = v.chunks_exact(16);
     for c in &mut it {
@@ -256,6 +257,14 @@ fn chunk(n: usize) -> usize {
 
 /// The forward pass: `y` (N × O × OH × OW) = conv(x, w) + bias.
 pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if direct::fits(g) && direct::available() {
+        return direct::forward(g, x, w, bias);
+    }
+    im2col_forward(g, x, w, bias)
+}
+
+/// [`forward`] through im2col and faer, whatever the geometry.
+pub fn im2col_forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (k, l) = (g.k(), g.l());
     let mut y = vec![0f32; g.n * g.y_img()];
     let per = chunk(g.n);
@@ -294,6 +303,27 @@ pub struct Grads {
 }
 
 pub fn backward(g: &Geom, x: Option<&[f32]>, w: &[f32], dy: &[f32], x_grad: bool) -> Grads {
+    if direct::fits(g) && direct::available() {
+        let dw = x.map(|x| {
+            if direct::wgrad_fits(g) {
+                direct::backward_w(g, x, dy)
+            } else {
+                im2col_backward(g, Some(x), w, dy, false)
+                    .dw
+                    .unwrap_or_default()
+            }
+        });
+        let dx = x_grad.then(|| {
+            direct::backward_x(g, w, dy)
+                .unwrap_or_else(|| im2col_backward(g, None, w, dy, true).dx.unwrap_or_default())
+        });
+        return Grads { dx, dw };
+    }
+    im2col_backward(g, x, w, dy, x_grad)
+}
+
+/// [`backward`] through im2col and faer, whatever the geometry.
+pub fn im2col_backward(g: &Geom, x: Option<&[f32]>, w: &[f32], dy: &[f32], x_grad: bool) -> Grads {
     let (k, l) = (g.k(), g.l());
     let per = chunk(g.n);
     let tasks = g.n.div_ceil(per);

@@ -12,6 +12,8 @@
 //! `conv2d` for everything else (grouped and depthwise convolutions, other backends and dtypes),
 //! so a network's result does not depend on which path ran beyond float rounding.
 
+mod avx512;
+pub mod direct;
 pub mod kernels;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -155,7 +157,7 @@ fn geom(xd: [usize; 4], wd: [usize; 4], o: &ConvOptions<2>) -> Option<Geom> {
 
 /// Off with `ONNX_PRUNE_BURN_CONV=1` (burn's own convolution everywhere; for side-by-side
 /// benchmarks), read once per process.
-fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("ONNX_PRUNE_BURN_CONV").is_none_or(|v| v != "1"))
 }

@@ -27,7 +27,7 @@ impl BurnOp for Act {
         let t = x.t;
         let f = |k: &str, d: f32| cx.attr_f(k, d) as f64;
         let y = match cx.node.op_type.as_str() {
-            "Relu" => a::relu(t),
+            "Relu" => crate::net::fastew::relu(t),
             "LeakyRelu" => a::leaky_relu(t, f("alpha", 0.01)),
             // 1/(1 + e^−x): accurate for very negative x, where burn's sigmoid loses the
             // relative precision (measured: 13% off at σ ≈ 1e-6 on PP-OCR's detector).

@@ -36,7 +36,7 @@ impl BurnOp for Binary {
             let Some(b) = cx.opt_f(ins, i)? else { continue };
             let r = acc.rank.max(b.rank);
             let t = match op {
-                "Add" | "Sum" | "Mean" => acc.t + b.t,
+                "Add" | "Sum" | "Mean" => crate::net::fastew::add(acc.t, b.t),
                 "Sub" => acc.t - b.t,
                 "Mul" => acc.t * b.t,
                 "Div" => acc.t / b.t,

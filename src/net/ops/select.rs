@@ -114,6 +114,20 @@ impl BurnOp for Slice {
             let p = 6 - r + a;
             if step == 1 {
                 t = t.narrow(p, s as usize, len.max(0) as usize);
+            } else if step > 0 && len > 0 {
+                // A strided view: its gradient is one strided assignment into zeros (a
+                // `select` here cost a scatter per element in every backward pass).
+                let mut sl: Vec<burn::tensor::Slice> = t
+                    .dims()
+                    .iter()
+                    .map(|&d| burn::tensor::Slice::new(0, Some(d as isize), 1))
+                    .collect();
+                sl[p] = burn::tensor::Slice::new(
+                    s as isize,
+                    Some((s + (len - 1) * step + 1) as isize),
+                    step as isize,
+                );
+                t = t.slice(&sl);
             } else {
                 let _ = e;
                 let idx: Vec<i64> = (0..len).map(|k| s + k * step).collect();
