@@ -82,7 +82,7 @@ fn main() {
         let gf = 2.0 * (n * o * k * l) as f64 / 1e9;
         let f = |ms: f64| format!("{ms:.2} ms ({:.0} GFLOP/s)", gf / ms * 1e3);
         let im2col = [
-            timed(|| drop(kernels::im2col_forward(&g, &x, &w, Some(&b)))),
+            timed(|| drop(kernels::im2col_forward(&g, &x, &w, Some(&b), false))),
             timed(|| drop(kernels::im2col_backward(&g, None, &w, &dy, true))),
             timed(|| drop(kernels::im2col_backward(&g, Some(&x), &w, &dy, false))),
         ];
@@ -95,7 +95,7 @@ fn main() {
         );
         if direct::fits(&g) && direct::available() {
             let d = [
-                timed(|| drop(direct::forward(&g, &x, &w, Some(&b)))),
+                timed(|| drop(direct::forward(&g, &x, &w, Some(&b), false))),
                 timed(|| drop(direct::backward_x(&g, &w, &dy))),
                 timed(|| drop(direct::backward_w(&g, &x, &dy))),
             ];

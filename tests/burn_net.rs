@@ -440,6 +440,81 @@ fn strided_slice_gradients_match_finite_differences() {
     assert!(checked >= 8);
 }
 
+/// Conv → Relu and Add → Relu run fused (the producer applies the ReLU): the loss and every
+/// gradient equal those of the same network where the fusion cannot happen (the producers'
+/// outputs are also graph outputs, so the Relu runs alone).
+#[test]
+fn fused_relus_give_the_unfused_gradients() {
+    let build = |expose: bool| {
+        let mut b = ModelBuilder::new(17, 21);
+        let x = b.input("x", &[2, 3, 8, 8]);
+        let c1 = b.conv(&x, 3, 4, 3, 1, 1);
+        let r1 = b.op("Relu", &[&c1], vec![]);
+        let c2 = b.conv(&r1, 4, 4, 3, 1, 1);
+        let s = b.op("Add", &[&c2, &r1], vec![]);
+        b.op("Relu", &[&s], vec![]);
+        b.rename_last_output("y");
+        b.output("y", &[2, 4, 8, 8]);
+        if expose {
+            b.output(&c1, &[2, 4, 8, 8]);
+            b.output(&s, &[2, 4, 8, 8]);
+        }
+        decode(b.build())
+    };
+    let device = Device::flex().autodiff();
+    let xv: Vec<f32> = (0..2 * 3 * 64)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let r: Vec<f32> = (0..2 * 4 * 64)
+        .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
+        .collect();
+    let run = |model: &Model| {
+        let mut net = Net::new(model, &device).unwrap();
+        let y = net
+            .forward(Dt::from_vec(xv.clone(), &[2, 3, 8, 8], &device), true)
+            .unwrap();
+        let rt = Tensor::<6>::from_data(TensorData::new(r.clone(), [1, 1, 2, 4, 8, 8]), &device);
+        let l = (y[0].t.clone() * rt).sum();
+        let loss = l.clone().into_scalar::<f32>();
+        let grads = l.backward();
+        let g: Vec<Vec<f32>> = (0..net.params().len())
+            .map(|i| {
+                net.param(i)
+                    .t
+                    .grad(&grads)
+                    .unwrap()
+                    .to_data()
+                    .convert::<f32>()
+                    .try_into_vec()
+                    .unwrap()
+            })
+            .collect();
+        (loss, g)
+    };
+    let (fused, plain) = (run(&build(false)), run(&build(true)));
+    assert!(
+        fused.0.abs() > 1e-3,
+        "a loss that tests something: {}",
+        fused.0
+    );
+    assert!(
+        (fused.0 - plain.0).abs() <= 1e-5 * plain.0.abs().max(1.0),
+        "loss {} vs {}",
+        fused.0,
+        plain.0
+    );
+    assert_eq!(fused.1.len(), 4, "two convolutions' weights and biases");
+    for (i, (a, b)) in fused.1.iter().zip(&plain.1).enumerate() {
+        assert!(a.iter().any(|v| *v != 0.0), "parameter {i}: a gradient");
+        for (u, v) in a.iter().zip(b) {
+            assert!(
+                (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                "parameter {i}: {u} vs {v}"
+            );
+        }
+    }
+}
+
 /// Checks every parameter's gradient (a quarter of its entries) of L = Σ y·r, r random, in
 /// training mode against central differences; returns how many were checked.
 fn finite_differences(model: &Model, xd: [usize; 4], yd: &[usize]) -> usize {

@@ -29,6 +29,8 @@ type FlexTensor = FloatTensor<Flex>;
 pub trait FastEw: Backend {
     fn fast_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     fn fast_add(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// ReLU of `a + b` in one pass (the residual block's end).
+    fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// Elements per rayon task: one chunk per thread, none under 16 Ki elements (smaller tensors
@@ -67,12 +69,12 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     out
 }
 
-fn relu_f(x: f32) -> f32 {
-    if x.is_nan() || x > 0.0 {
-        x
-    } else {
-        0.0
-    }
+use super::fastconv::kernels::relu as relu_f;
+
+/// ReLU's input gradient: `dy` where `x` (the ReLU's input or output: they agree in sign) is
+/// positive or NaN, else 0; in parallel chunks.
+pub(crate) fn relu_grad(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    zip_map(x, dy, |v, g| if v.is_nan() || v > 0.0 { g } else { 0.0 })
 }
 
 impl FastEw for Flex {
@@ -85,6 +87,39 @@ impl FastEw for Flex {
     fn fast_add(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         let y = zip_map(&host(&a), &host(&b), |u, v| u + v);
         FlexTensor::from_data(TensorData::new(y, Shape::from(dims(&a))))
+    }
+
+    fn fast_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let y = zip_map(&host(&a), &host(&b), |u, v| relu_f(u + v));
+        FlexTensor::from_data(TensorData::new(y, Shape::from(dims(&a))))
+    }
+}
+
+/// Hands `d` to both parents of a two-input op (as burn's Add does).
+fn to_both(parents: [Option<NodeId>; 2], d: FlexTensor, grads: &mut Gradients) {
+    match parents {
+        [Some(a), Some(b)] => {
+            grads.register::<Flex>(a, d.clone());
+            grads.register::<Flex>(b, d);
+        }
+        [Some(a), None] => grads.register::<Flex>(a, d),
+        [None, Some(b)] => grads.register::<Flex>(b, d),
+        [None, None] => {}
+    }
+}
+
+#[derive(Debug)]
+struct AddReluBackward;
+
+impl Backward<Flex, 2> for AddReluBackward {
+    /// The output: the gradient passes to both inputs where it is positive (or NaN).
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let d = relu_grad(&host(&ops.state), &host(&dy));
+        let d = FlexTensor::from_data(TensorData::new(d, Shape::from(dims(&dy))));
+        to_both(ops.parents.map(|p| p.map(|n| n.id)), d, grads);
     }
 }
 
@@ -101,13 +136,7 @@ impl Backward<Flex, 1> for ReluBackward {
         if let Some(node) = parent {
             // The gradient passes where the input was positive (or NaN), as burn's
             // `relu_backward` (ReLU keeps the sign, so input and output agree on it).
-            let dx = zip_map(&host(&x), &host(&dy), |v, g| {
-                if v.is_nan() || v > 0.0 {
-                    g
-                } else {
-                    0.0
-                }
-            });
+            let dx = relu_grad(&host(&x), &host(&dy));
             let d = FlexTensor::from_data(TensorData::new(dx, Shape::from(dims(&dy))));
             grads.register::<Flex>(node.id, d);
         }
@@ -121,17 +150,8 @@ impl Backward<Flex, 2> for AddBackward {
     type State = ();
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [a, b] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        match (a, b) {
-            (Some(a), Some(b)) => {
-                grads.register::<Flex>(a.id, dy.clone());
-                grads.register::<Flex>(b.id, dy);
-            }
-            (Some(a), None) => grads.register::<Flex>(a.id, dy),
-            (None, Some(b)) => grads.register::<Flex>(b.id, dy),
-            (None, None) => {}
-        }
+        to_both(ops.parents.map(|p| p.map(|n| n.id)), dy, grads);
     }
 }
 
@@ -158,6 +178,18 @@ impl<C: CheckpointStrategy> FastEw for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish((), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let y = Flex::fast_add_relu(a.primitive().clone(), b.primitive().clone());
+        match AddReluBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -190,6 +222,21 @@ pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
         return a + b;
     }
     Tensor::from_dispatch(<Dispatch as FastEw>::fast_add(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
+/// ONNX's Relu of `a + b`, in one pass through [`FastEw`] when both have one shape.
+pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if a.dims() != b.dims()
+        || !on_flex_f32(&a)
+        || b.dtype() != DType::F32
+        || !super::fastconv::enabled()
+    {
+        return relu(a + b);
+    }
+    Tensor::from_dispatch(<Dispatch as FastEw>::fast_add_relu(
         a.into_dispatch(),
         b.into_dispatch(),
     ))

@@ -9,6 +9,9 @@ pub struct Fx<'a> {
     pub id: NodeId,
     pub opset: i64,
     pub train: bool,
+    /// Apply ONNX's Relu to the output (the op said it can, [`super::ops::BurnOp::fuses_relu`],
+    /// and the Relu that consumed it is skipped).
+    pub relu: bool,
     pub device: &'a Device,
     /// New running statistics: (input slot, value), applied after the pass in training mode.
     pub updates: RefCell<Vec<(usize, Dt)>>,

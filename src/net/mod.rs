@@ -43,6 +43,10 @@ enum Impl {
 struct Step {
     node: NodeId,
     imp: Impl,
+    /// The op applies the Relu that consumes its output itself ([`fuse_relus`]).
+    relu: bool,
+    /// A Relu whose producer applied it: the output is the input.
+    pass: bool,
     /// Values whose last use is this step (dropped after it).
     drop: Vec<ValueId>,
 }
@@ -142,6 +146,52 @@ fn plan(model: &Model) -> std::result::Result<Vec<(NodeId, Impl)>, Vec<String>> 
     } else {
         Err(bad)
     }
+}
+
+/// The Relus that their producers can apply ([`ops::BurnOp::fuses_relu`]): the producer's
+/// output feeds only that Relu and is not a graph output, so nothing else sees it before the
+/// ReLU. Returns, per step, (applies the next Relu, is such a Relu). None with
+/// `ONNX_PRUNE_BURN_CONV=1` (burn's own ops everywhere).
+fn fuse_relus(model: &Model, steps: &[(NodeId, Impl)]) -> Vec<(bool, bool)> {
+    let g = &model.graph;
+    let mut out = vec![(false, false); steps.len()];
+    if !fastconv::enabled() {
+        return out;
+    }
+    let mut uses = vec![0usize; g.values.len()];
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
+    for (k, (id, _)) in steps.iter().enumerate() {
+        let node = g.node(*id);
+        node.inputs.iter().flatten().for_each(|v| uses[v.0] += 1);
+        node.outputs.iter().flatten().for_each(|v| {
+            producer.insert(*v, k);
+        });
+    }
+    for (k, (id, imp)) in steps.iter().enumerate() {
+        let node = g.node(*id);
+        let (Impl::Burn(_), true, [Some(v)]) = (
+            imp,
+            node.op_type == crate::ir::ops::names::RELU,
+            &node.inputs[..],
+        ) else {
+            continue;
+        };
+        let Some(&p) = producer.get(v) else { continue };
+        let (pid, Impl::Burn(op)) = &steps[p] else {
+            continue;
+        };
+        let pnode = g.node(*pid);
+        if uses[v.0] == 1
+            && !g.outputs.contains(v)
+            && pnode.outputs.len() == 1
+            && op.fuses_relu(pnode)
+            && !out[p].0
+        {
+            out[p].0 = true;
+            out[k].1 = true;
+        }
+    }
+    out
 }
 
 impl Net {
@@ -246,10 +296,18 @@ impl Net {
                 drops[k].push(v);
             }
         }
+        let fused = fuse_relus(&model, &steps);
         let steps = steps
             .into_iter()
             .zip(drops)
-            .map(|((node, imp), drop)| Step { node, imp, drop })
+            .zip(fused)
+            .map(|(((node, imp), drop), (relu, pass))| Step {
+                node,
+                imp,
+                relu,
+                pass,
+                drop,
+            })
             .collect();
         let uploads = Uploads {
             constants: consts
@@ -378,8 +436,12 @@ impl Net {
                 msg,
             };
             let outs = match &step.imp {
+                _ if step.pass => {
+                    vec![ins[0].clone().ok_or_else(|| fail("missing input".into()))?]
+                }
                 Impl::Burn(op) => {
                     let cx = Fx {
+                        relu: step.relu,
                         node,
                         id: step.node,
                         opset,

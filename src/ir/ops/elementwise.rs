@@ -151,13 +151,14 @@ pub const SQRT: &str = "Sqrt";
 pub const IDENTITY: &str = "Identity";
 pub const DROPOUT: &str = "Dropout";
 pub const PRELU: &str = "PRelu";
+pub const RELU: &str = "Relu";
 
 /// This family's ops: name, implementation, channel behaviour, zeros (see [`super::OpDef`]).
 pub(super) const DEFS: &[OpDef] = &[
     OpDef::new("Softmax", &SameShape),
     OpDef::new("LogSoftmax", &SameShape),
     OpDef::new("Hardmax", &SameShape),
-    OpDef::new("Relu", &Unary)
+    OpDef::new(RELU, &Unary)
         .channels(Channels::Passthrough)
         .zeros(Zeros::Preserves),
     OpDef::new("LeakyRelu", &Unary)

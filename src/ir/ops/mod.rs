@@ -42,7 +42,7 @@ pub mod names {
         binary::{ADD, DIV, MUL, SUB},
         concat::CONCAT,
         conv::CONV,
-        elementwise::{DROPOUT, IDENTITY, SQRT},
+        elementwise::{DROPOUT, IDENTITY, RELU, SQRT},
         gather::GATHER,
         normalization::BATCH_NORMALIZATION,
         reduce::REDUCE_MEAN,

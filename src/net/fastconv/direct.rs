@@ -163,7 +163,7 @@ fn pack(w: &[f32], o: usize, c: usize, taps: usize) -> (Vec<f32>, Vec<(usize, us
 
 /// The forward pass, `y = conv(x, w) + bias`, for a geometry that [`fits`], on a CPU where the
 /// kernels are [`available`].
-pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
     assert!(fits(g) && available(), "direct kernels asked for {g:?}");
     let wd = wide(g);
     let taps = wd.taps(g);
@@ -204,9 +204,15 @@ pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32>
                         let dst = &mut ydst[(o0 + jj) * g.oh * g.ow..(o0 + jj + 1) * g.oh * g.ow];
                         for (oy, d) in dst.chunks_mut(g.ow).enumerate() {
                             let s = &row[oy * wd.wp..oy * wd.wp + g.ow];
-                            d.iter_mut().zip(s).for_each(|(d, s)| {
-                                d.write(s + b);
-                            });
+                            if relu {
+                                d.iter_mut().zip(s).for_each(|(d, s)| {
+                                    d.write(super::kernels::relu(s + b));
+                                });
+                            } else {
+                                d.iter_mut().zip(s).for_each(|(d, s)| {
+                                    d.write(s + b);
+                                });
+                            }
                         }
                     }
                 }
@@ -253,7 +259,7 @@ fn adjoint(g: &Geom, w: &[f32]) -> (Geom, Vec<f32>) {
 /// adjoint geometry does (its rows are `g`'s input rows).
 pub fn backward_x(g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
     let (a, wt) = adjoint(g, w);
-    fits(&a).then(|| forward(&a, dy, &wt, None))
+    fits(&a).then(|| forward(&a, dy, &wt, None, false))
 }
 
 /// Input channels per tile of the weight-gradient kernel, largest first.
@@ -303,15 +309,19 @@ pub fn backward_w(g: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
                     &mut buf,
                 );
                 let dyi = &dy[i * yi..(i + 1) * yi];
-                for o in 0..g.o {
-                    let plane = &dyi[o * l..(o + 1) * l];
-                    for oy in 0..g.oh {
-                        let row = at + (front + oy * wd.wp) * op + o;
-                        for (ox, v) in plane[oy * g.ow..(oy + 1) * g.ow].iter().enumerate() {
-                            dyt[row + ox * op] = *v;
+                // Position-major: each destination row written whole (its `o` lanes are
+                // contiguous), the `o` source planes read in step.
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let row = &mut dyt[at + (front + oy * wd.wp + ox) * op..][..g.o];
+                        let src = oy * g.ow + ox;
+                        for (o, d) in row.iter_mut().enumerate() {
+                            *d = dyi[o * l + src];
                         }
                     }
-                    db[o] += super::kernels::sum(plane);
+                }
+                for (o, b) in db.iter_mut().enumerate() {
+                    *b += super::kernels::sum(&dyi[o * l..(o + 1) * l]);
                 }
                 for ob in (0..op).step_by(V) {
                     let mut c0 = 0;
@@ -430,8 +440,18 @@ mod tests {
             let w = data(g.o * g.k(), 2);
             let b = data(g.o, 3);
             let dy = data(g.n * g.o * g.l(), 4);
-            let want = kernels::im2col_forward(&g, &x, &w, Some(&b));
-            close(&forward(&g, &x, &w, Some(&b)), &want, "forward", &g);
+            let want = kernels::im2col_forward(&g, &x, &w, Some(&b), false);
+            close(&forward(&g, &x, &w, Some(&b), false), &want, "forward", &g);
+            let relu = kernels::im2col_forward(&g, &x, &w, Some(&b), true);
+            close(
+                &forward(&g, &x, &w, Some(&b), true),
+                &relu,
+                "forward + ReLU",
+                &g,
+            );
+            for (r, v) in relu.iter().zip(&want) {
+                assert_eq!(*r, v.max(0.0), "{g:?}: ReLU of the forward pass");
+            }
             let want = kernels::im2col_backward(&g, Some(&x), &w, &dy, true);
             let dx = backward_x(&g, &w, &dy).expect("the adjoint fits");
             close(&dx, want.dx.as_ref().unwrap(), "input gradient", &g);
@@ -453,11 +473,11 @@ mod tests {
         let g = geoms()[3];
         let x = data(g.n * g.c * g.h * g.w, 5);
         let w = data(g.o * g.k(), 6);
-        let all = forward(&g, &x, &w, None);
+        let all = forward(&g, &x, &w, None, false);
         let one = Geom { n: 1, ..g };
         let (xi, yi) = (g.c * g.h * g.w, g.o * g.l());
         for i in 0..g.n {
-            let y = forward(&one, &x[i * xi..(i + 1) * xi], &w, None);
+            let y = forward(&one, &x[i * xi..(i + 1) * xi], &w, None, false);
             assert_eq!(y, all[i * yi..(i + 1) * yi], "image {i}");
         }
     }

@@ -255,16 +255,32 @@ fn chunk(n: usize) -> usize {
     n.div_ceil(t).max(1)
 }
 
-/// The forward pass: `y` (N × O × OH × OW) = conv(x, w) + bias.
-pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// The forward pass: `y` (N × O × OH × OW) = conv(x, w) + bias, through [`relu`] when `relu`.
+pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
     if direct::fits(g) && direct::available() {
-        return direct::forward(g, x, w, bias);
+        return direct::forward(g, x, w, bias, relu);
     }
-    im2col_forward(g, x, w, bias)
+    im2col_forward(g, x, w, bias, relu)
+}
+
+/// ONNX's Relu as burn's `flex` computes it (NaN passes through).
+#[inline]
+pub fn relu(v: f32) -> f32 {
+    if v.is_nan() || v > 0.0 {
+        v
+    } else {
+        0.0
+    }
 }
 
 /// [`forward`] through im2col and faer, whatever the geometry.
-pub fn im2col_forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub fn im2col_forward(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
     let (k, l) = (g.k(), g.l());
     let mut y = vec![0f32; g.n * g.y_img()];
     let per = chunk(g.n);
@@ -287,6 +303,9 @@ pub fn im2col_forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> V
                     for (row, &bv) in yi.chunks_mut(l).zip(b) {
                         row.iter_mut().for_each(|v| *v += bv);
                     }
+                }
+                if relu {
+                    yi.iter_mut().for_each(|v| *v = self::relu(*v));
                 }
             }
         });
@@ -501,7 +520,7 @@ mod tests {
             let x = data(g.n * g.x_img(), 1);
             let w = data(g.o * g.k(), 2);
             let want = naive(&g, &x, &w);
-            let got = forward(&g, &x, &w, None);
+            let got = forward(&g, &x, &w, None, false);
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
             }

@@ -30,8 +30,8 @@ use kernels::Geom;
 
 type FlexTensor = FloatTensor<Flex>;
 
-/// The extension: a one-group `f32` convolution whose geometry is already resolved; `b` is the
-/// bias, or an empty tensor for none.
+/// The extension: a one-group `f32` convolution whose geometry is already resolved, followed
+/// by ONNX's Relu when `relu`; `b` is the bias, or an empty tensor for none.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastConv: Backend {
     fn fast_conv2d(
@@ -39,6 +39,7 @@ pub trait FastConv: Backend {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
         geom: Geom,
+        relu: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -54,10 +55,10 @@ fn tensor(v: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
 }
 
 impl FastConv for Flex {
-    fn fast_conv2d(x: FlexTensor, w: FlexTensor, b: FlexTensor, g: Geom) -> FlexTensor {
+    fn fast_conv2d(x: FlexTensor, w: FlexTensor, b: FlexTensor, g: Geom, relu: bool) -> FlexTensor {
         let (xs, ws, bs) = (slice(&x), slice(&w), slice(&b));
         // An empty bias stands for none (the extension's signature takes a tensor).
-        let y = kernels::forward(&g, &xs, &ws, Some(&*bs).filter(|b| !b.is_empty()));
+        let y = kernels::forward(&g, &xs, &ws, Some(&*bs).filter(|b| !b.is_empty()), relu);
         tensor(y, vec![g.n, g.o, g.oh, g.ow])
     }
 }
@@ -66,13 +67,20 @@ impl FastConv for Flex {
 struct FastConvBackward;
 
 impl Backward<Flex, 3> for FastConvBackward {
-    type State = (NodeId, NodeId, Geom);
+    /// Input and weight, the geometry, and the output when a ReLU followed (its gradient
+    /// passes where the output is positive).
+    type State = (NodeId, NodeId, Geom, Option<FlexTensor>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (xs, ws, g) = ops.state;
-        let dys = slice(&dy);
+        let (xs, ws, g, y) = ops.state;
+        let dys = match &y {
+            Some(y) => {
+                std::borrow::Cow::Owned(crate::net::fastew::relu_grad(&slice(y), &slice(&dy)))
+            }
+            None => slice(&dy),
+        };
         // Both retrieved, as burn's own convolution does, whichever gradients are wanted.
         let x = cp.retrieve_node_output::<FlexTensor>(xs);
         let w = cp.retrieve_node_output::<FlexTensor>(ws);
@@ -98,15 +106,15 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
         g: Geom,
+        relu: bool,
     ) -> FloatTensor<Self> {
-        let run = |x: &FloatTensor<Self>, w: &FloatTensor<Self>, b: &FloatTensor<Self>| {
-            Flex::fast_conv2d(
-                x.primitive().clone(),
-                w.primitive().clone(),
-                b.primitive().clone(),
-                g,
-            )
-        };
+        let y = Flex::fast_conv2d(
+            x.primitive().clone(),
+            w.primitive().clone(),
+            b.primitive().clone(),
+            g,
+            relu,
+        );
         match FastConvBackward
             .prepare::<C>([x.node(), w.node(), b.node()])
             .compute_bound()
@@ -115,9 +123,9 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
             OpsKind::Tracked(mut prep) => {
                 let xs = prep.checkpoint(&x);
                 let ws = prep.checkpoint(&w);
-                prep.finish((xs, ws, g), run(&x, &w, &b))
+                prep.finish((xs, ws, g, relu.then(|| y.clone())), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(run(&x, &w, &b)),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 }
@@ -164,12 +172,34 @@ pub(crate) fn enabled() -> bool {
 
 /// burn's `conv2d`, through [`FastConv`] where it applies (see the module doc).
 pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Option<Tensor<1>>, opts: ConvOptions<2>) -> Tensor<4> {
+    conv2d_then(x, w, b, opts, false)
+}
+
+/// ONNX's Relu of [`conv2d`], in one pass where [`FastConv`] applies (the ReLU is applied as
+/// each output is written, and its gradient as the backward pass reads the output gradient).
+pub fn conv2d_relu(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    b: Option<Tensor<1>>,
+    opts: ConvOptions<2>,
+) -> Tensor<4> {
+    conv2d_then(x, w, b, opts, true)
+}
+
+fn conv2d_then(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    b: Option<Tensor<1>>,
+    opts: ConvOptions<2>,
+    relu: bool,
+) -> Tensor<4> {
     let g = (on_flex(&x.device()) && x.dtype() == DType::F32 && w.dtype() == DType::F32)
         .then(|| geom(x.dims(), w.dims(), &opts))
         .flatten()
         .filter(|_| enabled());
     let Some(g) = g else {
-        return module::conv2d(x, w, b, opts);
+        let y = module::conv2d(x, w, b, opts);
+        return if relu { crate::net::fastew::relu(y) } else { y };
     };
     let b = b.unwrap_or_else(|| Tensor::zeros([0], &x.device()));
     let y = <Dispatch as FastConv>::fast_conv2d(
@@ -177,6 +207,7 @@ pub fn conv2d(x: Tensor<4>, w: Tensor<4>, b: Option<Tensor<1>>, opts: ConvOption
         w.into_dispatch(),
         b.into_dispatch(),
         g,
+        relu,
     );
     Tensor::from_dispatch(y)
 }

@@ -9,7 +9,31 @@ use crate::net::{Dt, Fx, Val};
 pub struct Binary;
 
 impl BurnOp for Binary {
+    fn fuses_relu(&self, node: &crate::ir::Node) -> bool {
+        node.op_type == crate::ir::ops::names::ADD
+    }
     fn forward(&self, cx: &Fx, ins: &[Option<Val>]) -> OpResult<Vec<Val>> {
+        let op = cx.node.op_type.as_str();
+        if cx.relu && op == "Add" && ins.len() == 2 {
+            // The residual block's end, Relu(a + b), in one pass.
+            let (a, b) = (cx.f(ins, 0)?, cx.f(ins, 1)?);
+            let r = a.rank.max(b.rank);
+            return one(Dt::new(crate::net::fastew::add_relu(a.t, b.t), r));
+        }
+        let y = self.plain(cx, ins)?;
+        if cx.relu {
+            let Some(Val::F(d)) = y.into_iter().next() else {
+                return Err("no output to apply Relu to".into());
+            };
+            return one(Dt::new(crate::net::fastew::relu(d.t), d.rank));
+        }
+        Ok(y)
+    }
+}
+
+impl Binary {
+    /// The op without a fused Relu.
+    fn plain(&self, cx: &Fx, ins: &[Option<Val>]) -> OpResult<Vec<Val>> {
         let op = cx.node.op_type.as_str();
         if op == "Pow" {
             let x = cx.f(ins, 0)?;

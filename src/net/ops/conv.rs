@@ -7,7 +7,7 @@
 
 use super::Entry;
 use super::{one, spatial_pads, usizes, BurnOp, OpResult};
-use crate::net::fastconv::conv2d;
+use crate::net::fastconv::{conv2d, conv2d_relu};
 use crate::net::{Dt, Fx, Val};
 use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
@@ -43,6 +43,9 @@ impl BurnOp for Conv {
     fn weights(&self) -> &'static [usize] {
         &[1, 2]
     }
+    fn fuses_relu(&self, _node: &crate::ir::Node) -> bool {
+        true
+    }
     fn forward(&self, cx: &Fx, ins: &[Option<Val>]) -> OpResult<Vec<Val>> {
         let (x, one_d) = as2d(cx.f(ins, 0)?)?;
         let (w, _) = as2d(cx.f(ins, 1)?)?;
@@ -73,7 +76,12 @@ impl BurnOp for Conv {
             ));
         }
         let opts = ConvOptions::new_with_padding(strides, pads, dil, groups as usize);
-        one(back(conv2d(x, w, b, opts), one_d)?)
+        let y = if cx.relu {
+            conv2d_relu(x, w, b, opts)
+        } else {
+            conv2d(x, w, b, opts)
+        };
+        one(back(y, one_d)?)
     }
 }
 

@@ -33,6 +33,11 @@ pub trait BurnOp: Sync {
     fn host_output(&self) -> bool {
         false
     }
+    /// Whether `node` can apply a following Relu to its one output itself (when
+    /// [`Fx::relu`] says so), saving a pass over the tensor and its gradient.
+    fn fuses_relu(&self, _node: &crate::ir::Node) -> bool {
+        false
+    }
 }
 
 type Entry = (&'static str, &'static dyn BurnOp);
