@@ -6,10 +6,12 @@
 //!   momentum and weight decay, clipping 5) on the backend the build picks (`flex` on a CPU;
 //!   with `--features wgpu`, `-- --device wgpu` uses burn-wgpu); images/s and ms/step are the
 //!   median of `--steps` (5) timed steps after 2 warm-up steps; then the teacher's forward pass
-//!   alone (no autodiff, what distillation adds to every step). On `flex` the child runs three
-//!   times: with this project's convolution (`net::fastconv`, the default: direct kernels where
-//!   they apply), with its im2col path alone (`ONNX_PRUNE_CONV_KERNEL=im2col`) and with burn's
-//!   own (`ONNX_PRUNE_BURN_CONV=1`), so one table shows what each gives.
+//!   alone (no autodiff, what distillation adds to every step). On `flex` the child runs four
+//!   times: with this project's kernels (`net::fastconv` and `net::fastew`, the default: direct
+//!   convolutions where they apply), with the direct kernels kept to AVX2
+//!   (`ONNX_PRUNE_CONV_KERNEL=avx2`, what a CPU without AVX-512 runs), with im2col alone
+//!   (`=im2col`) and with burn's own ops (`ONNX_PRUNE_BURN_CONV=1`), so one table shows what
+//!   each gives.
 //! - **PyTorch** (`tools/bench_train_torch.py`, CPU, the same thread count): the same ONNX graph
 //!   converted by onnx2torch, and for the CIFAR ResNets also the textbook module with BatchNorm;
 //!   the same step and medians. PyTorch is installed by this program from PyPI into
@@ -141,12 +143,13 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     for c in cases {
         let spec = format!("{}|{}|{}|{steps}|{device}", c.path.display(), c.batch, c.hw);
-        // The same trainer three times: with this project's convolution (the default: direct
-        // kernels where they apply, else im2col), with its im2col path alone
-        // (`ONNX_PRUNE_CONV_KERNEL=im2col`) and with burn's own (`ONNX_PRUNE_BURN_CONV=1`), so
-        // the table shows what each gives.
+        // The same trainer four times: with this project's kernels (the default: direct
+        // convolutions where they apply, else im2col), with the direct kernels kept to AVX2
+        // (`ONNX_PRUNE_CONV_KERNEL=avx2`: what a CPU without AVX-512 runs), with im2col alone
+        // (`=im2col`) and with burn's own ops (`ONNX_PRUNE_BURN_CONV=1`).
         let variants = [
             ("", "0", ""),
+            (", direct conv on AVX2 only", "0", "avx2"),
             (", im2col conv", "0", "im2col"),
             (", burn's conv", "1", ""),
         ];

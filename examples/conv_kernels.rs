@@ -2,7 +2,8 @@
 //! batch 64, each pass (forward, input gradient, weight gradient) against the matrix product
 //! alone on a ready im2col matrix, in GFLOP/s, median of 7 runs on rayon's threads.
 //!
-//! `cargo run --release --example conv_kernels`
+//! `cargo run --release --example conv_kernels` (`ONNX_PRUNE_CONV_KERNEL=avx2` for the AVX2
+//! kernels on an AVX-512 machine)
 
 use faer::{Accum, MatMut, MatRef, Par};
 use onnx_prune::net::fastconv::direct;
@@ -93,17 +94,21 @@ fn main() {
             f(im2col[1]),
             f(im2col[2])
         );
-        if direct::fits(&g) && direct::available() {
+        if direct::takes(&g) {
             let d = [
                 timed(|| drop(direct::forward(&g, &x, &w, Some(&b), false))),
                 timed(|| drop(direct::backward_x(&g, &w, &dy))),
-                timed(|| drop(direct::backward_w(&g, &x, &dy))),
             ];
+            let dw = if direct::wgrad_fits(&g) {
+                f(timed(|| drop(direct::backward_w(&g, &x, &dy))))
+            } else {
+                "(im2col)".into()
+            };
             println!(
-                "| {c}→{o} at {hw}×{hw}, stride {s}, direct | | {} | {} | {} |",
+                "| {c}→{o} at {hw}×{hw}, stride {s}, direct {:?} | | {} | {} | {dw} |",
+                direct::isa().unwrap(),
                 f(d[0]),
                 f(d[1]),
-                f(d[2])
             );
         }
     }

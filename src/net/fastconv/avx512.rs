@@ -47,6 +47,12 @@ mod x86 {
             block::<T, P>(x, plane, q, c, taps, w, lw, out);
             q += 16 * P;
         }
+        // The tail: two vectors at a time, then one (a one-vector block reads the weights
+        // once per FMA and runs at half speed).
+        if P > 2 && q + 32 <= lw {
+            block::<T, 2>(x, plane, q, c, taps, w, lw, out);
+            q += 32;
+        }
         while q < lw {
             block::<T, 1>(x, plane, q, c, taps, w, lw, out);
             q += 16;

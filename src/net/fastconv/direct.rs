@@ -18,31 +18,75 @@
 //! input and output-gradient vector once per tile. Every sum is taken in a fixed order (per
 //! image chunk, then across chunks in order), so a result depends on the thread count only.
 
-use super::avx512;
 use super::kernels::Geom;
+use super::{avx2, avx512};
 use rayon::prelude::*;
 
 /// Lanes of one vector.
 const V: usize = 16;
 
-/// Whether this CPU runs the kernels (read once per process); off with
-/// `ONNX_PRUNE_CONV_KERNEL=im2col` (for side-by-side benchmarks).
-pub fn available() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        let off = std::env::var("ONNX_PRUNE_CONV_KERNEL").is_ok_and(|v| v == "im2col");
-        !off && cpu()
+/// The instruction set the kernels run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// 16-lane vectors, 32 registers: every kernel.
+    Avx512,
+    /// 8-lane vectors, 16 registers (AVX2 + FMA): the forward pass and the input gradient;
+    /// the weight gradient stays on im2col (its 27 accumulators do not fit).
+    Avx2,
+}
+
+/// The kernels' instruction set on this CPU (read once per process): AVX-512F, else AVX2 +
+/// FMA, else none (im2col everywhere). `ONNX_PRUNE_CONV_KERNEL=im2col` turns them off and
+/// `=avx2` keeps to AVX2 (for side-by-side benchmarks and tests).
+pub fn isa() -> Option<Isa> {
+    static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let asked = std::env::var("ONNX_PRUNE_CONV_KERNEL").unwrap_or_default();
+        match asked.as_str() {
+            "im2col" => None,
+            "avx2" => cpu().filter(|_| avx2()).map(|_| Isa::Avx2),
+            _ => cpu(),
+        }
     })
 }
 
+/// Whether this CPU has `isa`.
+pub fn cpu_has(isa: Isa) -> bool {
+    match isa {
+        Isa::Avx2 => avx2(),
+        Isa::Avx512 => cpu() == Some(Isa::Avx512),
+    }
+}
+
+/// Whether this CPU runs the kernels (see [`isa`]).
+pub fn available() -> bool {
+    isa().is_some()
+}
+
 #[cfg(target_arch = "x86_64")]
-fn cpu() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+fn avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu() -> Option<Isa> {
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        Some(Isa::Avx512)
+    } else if avx2() {
+        Some(Isa::Avx2)
+    } else {
+        None
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn cpu() -> bool {
+fn avx2() -> bool {
     false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu() -> Option<Isa> {
+    None
 }
 
 /// Whether the direct kernels take `g` (shape only; [`available`] says whether the CPU can):
@@ -64,10 +108,23 @@ pub fn fits(g: &Geom) -> bool {
         && g.ow >= 8
 }
 
+/// Whether this CPU's direct kernels take `g`: it [`fits`], and on AVX2 its input has at most
+/// 24 channels. On AVX2 the 8-lane kernel measured faster than im2col up to 24 input channels
+/// and slower from 32 (an AVX-512 machine running both, where im2col's products still used
+/// AVX-512; docs/benchmarks.md, "Training speed").
+pub fn takes(g: &Geom) -> bool {
+    fits(g)
+        && match isa() {
+            Some(Isa::Avx512) => true,
+            Some(Isa::Avx2) => g.c <= 24,
+            None => false,
+        }
+}
+
 /// Whether [`backward_w`] pays for `g` (its vectors run over output channels, padded to a
 /// multiple of 16: at most a quarter of each vector may be padding, else im2col is as fast).
 pub fn wgrad_fits(g: &Geom) -> bool {
-    fits(g) && g.o * 4 >= g.o.div_ceil(V) * V * 3
+    fits(g) && isa() == Some(Isa::Avx512) && g.o * 4 >= g.o.div_ceil(V) * V * 3
 }
 
 /// The bottom and right padding a stride-1 geometry implies.
@@ -126,20 +183,26 @@ fn pad_into(
 }
 
 /// Output channels per tile of the forward kernel, largest first.
-const TILES: [usize; 2] = [8, 4];
+fn tile_widths(isa: Isa) -> &'static [usize] {
+    match isa {
+        Isa::Avx2 => &[4],
+        Isa::Avx512 => &[8, 4],
+    }
+}
 
 /// The weights `w` (O × C × taps) packed per output tile: `[tile][c][tap][lane]`, zero beyond
 /// `o`; returns the packed weights and each tile's (first channel, width).
-fn pack(w: &[f32], o: usize, c: usize, taps: usize) -> (Vec<f32>, Vec<(usize, usize)>) {
+fn pack(isa: Isa, w: &[f32], o: usize, c: usize, taps: usize) -> (Vec<f32>, Vec<(usize, usize)>) {
     let mut tiles = Vec::new();
     let mut at = 0;
     while at < o {
         let left = o - at;
-        let t = TILES
+        let ts = tile_widths(isa);
+        let t = ts
             .iter()
             .copied()
             .find(|&t| t <= left)
-            .unwrap_or(TILES[TILES.len() - 1]);
+            .unwrap_or(ts[ts.len() - 1]);
         tiles.push((at, t));
         at += t;
     }
@@ -164,10 +227,26 @@ fn pack(w: &[f32], o: usize, c: usize, taps: usize) -> (Vec<f32>, Vec<(usize, us
 /// The forward pass, `y = conv(x, w) + bias`, for a geometry that [`fits`], on a CPU where the
 /// kernels are [`available`].
 pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
-    assert!(fits(g) && available(), "direct kernels asked for {g:?}");
+    let isa = isa().expect("direct kernels asked for on a CPU without them");
+    forward_on(isa, g, x, w, bias, relu)
+}
+
+/// [`forward`] on the given instruction set (which the CPU must have).
+pub fn forward_on(
+    isa: Isa,
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    assert!(
+        fits(g) && cpu_has(isa),
+        "direct kernels asked for {g:?} on {isa:?}"
+    );
     let wd = wide(g);
     let taps = wd.taps(g);
-    let (wp, tiles) = pack(w, g.o, g.c, taps.len());
+    let (wp, tiles) = pack(isa, w, g.o, g.c, taps.len());
     let (xi, yi) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
     // Not zeroed first: every element is written below (each image, each channel below `o`
     // as the tiles cover `0..o`, each row and column).
@@ -196,7 +275,14 @@ pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool)
                     // SAFETY: `available` checked AVX-512F; the slices hold every index the kernel
                     // reads (`plane` covers the last vector of the last tap) and writes (`t · lw`).
                     unsafe {
-                        avx512::forward_tile(&buf, wd.plane, wd.lw, g.c, &taps, wt, t, &mut out)
+                        match isa {
+                            Isa::Avx2 => avx2::forward_tile(
+                                &buf, wd.plane, wd.lw, g.c, &taps, wt, t, &mut out,
+                            ),
+                            _ => avx512::forward_tile(
+                                &buf, wd.plane, wd.lw, g.c, &taps, wt, t, &mut out,
+                            ),
+                        }
                     };
                     for jj in 0..t.min(g.o - o0) {
                         let b = bias.map_or(0.0, |b| b[o0 + jj]);
@@ -223,10 +309,9 @@ pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool)
     y
 }
 
-/// The geometry whose forward pass is `g`'s input gradient, and the weight it takes
-/// (transposed and flipped: `w'[c][o][kh−1−i][kw−1−j] = w[o][c][i][j]`).
-fn adjoint(g: &Geom, w: &[f32]) -> (Geom, Vec<f32>) {
-    let a = Geom {
+/// The geometry whose forward pass is `g`'s input gradient.
+fn adjoint_geom(g: &Geom) -> Geom {
+    Geom {
         n: g.n,
         c: g.o,
         h: g.oh,
@@ -242,7 +327,13 @@ fn adjoint(g: &Geom, w: &[f32]) -> (Geom, Vec<f32>) {
         pl: g.kw - 1 - g.pl,
         oh: g.h,
         ow: g.w,
-    };
+    }
+}
+
+/// [`adjoint_geom`] and the weight it takes (transposed and flipped:
+/// `w'[c][o][kh−1−i][kw−1−j] = w[o][c][i][j]`).
+fn adjoint(g: &Geom, w: &[f32]) -> (Geom, Vec<f32>) {
+    let a = adjoint_geom(g);
     let taps = g.kh * g.kw;
     let mut wt = vec![0f32; w.len()];
     for o in 0..g.o {
@@ -258,8 +349,16 @@ fn adjoint(g: &Geom, w: &[f32]) -> (Geom, Vec<f32>) {
 /// The input gradient (N × C × H × W) for the output gradient `dy`, when `g` [`fits`] and the
 /// adjoint geometry does (its rows are `g`'s input rows).
 pub fn backward_x(g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+    if !takes(&adjoint_geom(g)) {
+        return None;
+    }
+    backward_x_on(isa()?, g, w, dy)
+}
+
+/// [`backward_x`] on the given instruction set (which the CPU must have).
+pub fn backward_x_on(isa: Isa, g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
     let (a, wt) = adjoint(g, w);
-    fits(&a).then(|| forward(&a, dy, &wt, None, false))
+    fits(&a).then(|| forward_on(isa, &a, dy, &wt, None, false))
 }
 
 /// Input channels per tile of the weight-gradient kernel, largest first.
@@ -281,7 +380,10 @@ fn aligned(len: usize) -> (Vec<f32>, usize) {
 /// input value broadcast once against the 9 taps' output-gradient vectors; accumulated per
 /// chunk as `[c][tap][op]` and transposed at the end.
 pub fn backward_w(g: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    assert!(fits(g) && available(), "direct kernels asked for {g:?}");
+    assert!(
+        fits(g) && isa() == Some(Isa::Avx512),
+        "direct weight gradient asked for {g:?}"
+    );
     let wd = wide(g);
     let taps = wd.taps(g);
     let nt = taps.len();
@@ -430,35 +532,45 @@ mod tests {
     /// sizes, asymmetric padding and channel counts off every tile size.
     #[test]
     fn the_direct_kernels_equal_im2col() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512F (or ONNX_PRUNE_CONV_KERNEL=im2col)");
+        let isas: Vec<Isa> = [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .filter(|&i| cpu_has(i))
+            .collect();
+        if isas.is_empty() {
+            eprintln!("skipped: this CPU has neither AVX-512F nor AVX2 + FMA");
             return;
         }
-        for g in geoms() {
-            assert!(fits(&g), "{g:?}");
-            let x = data(g.n * g.c * g.h * g.w, 1);
-            let w = data(g.o * g.k(), 2);
-            let b = data(g.o, 3);
-            let dy = data(g.n * g.o * g.l(), 4);
-            let want = kernels::im2col_forward(&g, &x, &w, Some(&b), false);
-            close(&forward(&g, &x, &w, Some(&b), false), &want, "forward", &g);
-            let relu = kernels::im2col_forward(&g, &x, &w, Some(&b), true);
-            close(
-                &forward(&g, &x, &w, Some(&b), true),
-                &relu,
-                "forward + ReLU",
-                &g,
-            );
-            for (r, v) in relu.iter().zip(&want) {
-                assert_eq!(*r, v.max(0.0), "{g:?}: ReLU of the forward pass");
+        for isa in isas {
+            for g in geoms() {
+                assert!(fits(&g), "{g:?}");
+                let x = data(g.n * g.c * g.h * g.w, 1);
+                let w = data(g.o * g.k(), 2);
+                let b = data(g.o, 3);
+                let dy = data(g.n * g.o * g.l(), 4);
+                let want = kernels::im2col_forward(&g, &x, &w, Some(&b), false);
+                let got = forward_on(isa, &g, &x, &w, Some(&b), false);
+                close(&got, &want, &format!("{isa:?} forward"), &g);
+                let relu = kernels::im2col_forward(&g, &x, &w, Some(&b), true);
+                let got = forward_on(isa, &g, &x, &w, Some(&b), true);
+                close(&got, &relu, &format!("{isa:?} forward + ReLU"), &g);
+                for (r, v) in relu.iter().zip(&want) {
+                    assert_eq!(*r, v.max(0.0), "{g:?}: ReLU of the forward pass");
+                }
+                let want = kernels::im2col_backward(&g, Some(&x), &w, &dy, true);
+                let dx = backward_x_on(isa, &g, &w, &dy).expect("the adjoint fits");
+                close(
+                    &dx,
+                    want.dx.as_ref().unwrap(),
+                    &format!("{isa:?} input gradient"),
+                    &g,
+                );
+                if isa == Isa::Avx512 {
+                    let (dw, db) = backward_w(&g, &x, &dy);
+                    let (wdw, wdb) = want.dw.as_ref().unwrap();
+                    close(&dw, wdw, "weight gradient", &g);
+                    close(&db, wdb, "bias gradient", &g);
+                }
             }
-            let want = kernels::im2col_backward(&g, Some(&x), &w, &dy, true);
-            let dx = backward_x(&g, &w, &dy).expect("the adjoint fits");
-            close(&dx, want.dx.as_ref().unwrap(), "input gradient", &g);
-            let (dw, db) = backward_w(&g, &x, &dy);
-            let (wdw, wdb) = want.dw.as_ref().unwrap();
-            close(&dw, wdw, "weight gradient", &g);
-            close(&db, wdb, "bias gradient", &g);
         }
     }
 
@@ -467,7 +579,7 @@ mod tests {
     #[test]
     fn images_do_not_leak_into_each_other() {
         if !available() {
-            eprintln!("skipped: this CPU has no AVX-512F (or ONNX_PRUNE_CONV_KERNEL=im2col)");
+            eprintln!("skipped: no direct kernels on this CPU (or ONNX_PRUNE_CONV_KERNEL=im2col)");
             return;
         }
         let g = geoms()[3];

@@ -257,7 +257,7 @@ fn chunk(n: usize) -> usize {
 
 /// The forward pass: `y` (N × O × OH × OW) = conv(x, w) + bias, through [`relu`] when `relu`.
 pub fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
-    if direct::fits(g) && direct::available() {
+    if direct::takes(g) {
         return direct::forward(g, x, w, bias, relu);
     }
     im2col_forward(g, x, w, bias, relu)

@@ -12,6 +12,7 @@
 //! `conv2d` for everything else (grouped and depthwise convolutions, other backends and dtypes),
 //! so a network's result does not depend on which path ran beyond float rounding.
 
+mod avx2;
 mod avx512;
 pub mod direct;
 pub mod kernels;
