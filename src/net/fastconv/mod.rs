@@ -4,13 +4,16 @@
 //! gradient as a convolution of the input with the output gradient (batch and channel axes
 //! swapped, so every step copies both into new layouts) and the input gradient as a transposed
 //! convolution; a profile of fine-tuning put ~50% of a step in those copies, im2col and col2im
-//! (docs/benchmarks.md, "Training speed"). Here the three passes are one im2col per image and
-//! one matrix product each ([`kernels`]), with no layout copies, registered with burn as a
-//! backend extension (`flex` and autodiff over `flex`) whose backward is written by hand.
+//! (docs/benchmarks.md, "Training speed"). Here the three passes run without layout copies
+//! ([`kernels`]: [`direct`] register-blocked kernels for stride-1 3×3 convolutions on x86-64,
+//! else one im2col per image and one matrix product each), registered with burn as a backend
+//! extension (`flex` and autodiff over `flex`) whose backward is written by hand.
 //!
 //! [`conv2d`] takes it for `f32` tensors on `flex` with one group and falls back to burn's
 //! `conv2d` for everything else (grouped and depthwise convolutions, other backends and dtypes),
 //! so a network's result does not depend on which path ran beyond float rounding.
+//! [`conv2d_relu`] also applies the Relu that follows (in the pass that writes the output; its
+//! gradient masks the output gradient before the backward kernels).
 
 mod avx2;
 mod avx512;
