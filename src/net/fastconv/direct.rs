@@ -19,6 +19,7 @@
 //! image chunk, then across chunks in order), so a result depends on the thread count only.
 
 use super::kernels::Geom;
+#[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
 use rayon::prelude::*;
 
@@ -272,18 +273,15 @@ pub fn forward_on(
                 for &(o0, t) in &tiles {
                     let wt = &wp[wat..wat + t * g.c * taps.len()];
                     wat += wt.len();
-                    // SAFETY: `available` checked AVX-512F; the slices hold every index the kernel
-                    // reads (`plane` covers the last vector of the last tap) and writes (`t · lw`).
-                    unsafe {
-                        match isa {
-                            Isa::Avx2 => avx2::forward_tile(
-                                &buf, wd.plane, wd.lw, g.c, &taps, wt, t, &mut out,
-                            ),
-                            _ => avx512::forward_tile(
-                                &buf, wd.plane, wd.lw, g.c, &taps, wt, t, &mut out,
-                            ),
-                        }
+                    let k = Fwd {
+                        x: &buf,
+                        plane: wd.plane,
+                        lw: wd.lw,
+                        c: g.c,
+                        taps: &taps,
+                        w: wt,
                     };
+                    forward_tile(isa, &k, t, &mut out);
                     for jj in 0..t.min(g.o - o0) {
                         let b = bias.map_or(0.0, |b| b[o0 + jj]);
                         let row = &out[jj * wd.lw..];
@@ -429,7 +427,7 @@ pub fn backward_w(g: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
                     let mut c0 = 0;
                     while c0 < g.c {
                         let t = WTILES.iter().copied().find(|&t| t <= g.c - c0).unwrap_or(1);
-                        let k = avx512::Wg {
+                        let k = Wg {
                             dyt: &dyt[at + ob..],
                             op,
                             ob,
@@ -440,9 +438,7 @@ pub fn backward_w(g: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
                             span: (p0, p1),
                             taps: &taps,
                         };
-                        // SAFETY: `available` checked AVX-512F; `dyt` holds rows up to
-                        // `front + p1`, `buf` planes `c0..c0 + t`, `dwt` `[c][tap][op]`.
-                        unsafe { k.tile(t, &mut dwt) };
+                        wgrad_tile(&k, t, &mut dwt);
                         c0 += t;
                     }
                 }
@@ -469,6 +465,64 @@ pub fn backward_w(g: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (dw, db)
 }
 
+/// One output tile's inputs for the forward kernel: the padded planes `x` (`plane` apart, `c`
+/// of them), the taps' offsets, the tile's packed weights `w` (`[c][tap][t]`); the tile writes
+/// `out[j·lw + q]` for its `t` channels at every wide position q < `lw` (a multiple of 16).
+pub(super) struct Fwd<'a> {
+    pub x: &'a [f32],
+    pub plane: usize,
+    pub lw: usize,
+    pub c: usize,
+    pub taps: &'a [usize],
+    pub w: &'a [f32],
+}
+
+/// One output tile of the forward kernel on `isa`.
+fn forward_tile(isa: Isa, k: &Fwd, t: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `isa` came from `isa()` or a `cpu_has` check, so the CPU runs its instructions;
+    // `x` covers every tap's reads of every vector (`Wide::plane`), `out` `t · lw` writes.
+    unsafe {
+        match isa {
+            Isa::Avx2 => avx2::forward_tile(k, t, out),
+            Isa::Avx512 => avx512::forward_tile(k, t, out),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, k, t, out);
+        unreachable!("the direct kernels are x86-64 only")
+    }
+}
+
+/// One tile of the weight-gradient kernel: output channels `ob..ob + 16` (`dyt` starts at
+/// `ob`), input channels `c0..c0 + t` (AVX-512 only).
+pub(super) struct Wg<'a> {
+    pub dyt: &'a [f32],
+    pub op: usize,
+    pub ob: usize,
+    pub front: usize,
+    pub x: &'a [f32],
+    pub plane: usize,
+    pub c0: usize,
+    pub span: (usize, usize),
+    pub taps: &'a [usize],
+}
+
+fn wgrad_tile(k: &Wg, t: usize, dwt: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: only reached through `backward_w`, which asserts AVX-512; `dyt` holds rows up to
+    // `front + span.1`, `x` the planes `c0..c0 + t`, `dwt` `[c][tap][op]`.
+    unsafe {
+        k.tile(t, dwt)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, t, dwt);
+        unreachable!("the direct kernels are x86-64 only")
+    }
+}
+
 /// Images per rayon task (as the im2col path splits them).
 fn chunk(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads().max(1)).max(1)
@@ -477,17 +531,8 @@ fn chunk(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::super::kernels;
+    use super::super::kernels::tests::data;
     use super::*;
-
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32
-                    / 500.0
-                    - 1.0
-            })
-            .collect()
-    }
 
     /// (input channels, height, width, output channels, pads top/left/bottom/right)
     fn geoms() -> Vec<Geom> {

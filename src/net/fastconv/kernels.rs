@@ -436,7 +436,7 @@ pub fn backward_w(g: &Geom, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn naive(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
@@ -504,7 +504,8 @@ mod tests {
         ]
     }
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic test values in [−1, 1).
+    pub(in crate::net::fastconv) fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
                 (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32

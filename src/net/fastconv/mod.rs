@@ -15,7 +15,9 @@
 //! [`conv2d_relu`] also applies the Relu that follows (in the pass that writes the output; its
 //! gradient masks the output gradient before the backward kernels).
 
+#[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod direct;
 pub mod kernels;
