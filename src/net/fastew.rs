@@ -17,9 +17,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, DispatchDevice, Flex};
+use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
 use burn::tensor::activation;
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 type FlexTensor = FloatTensor<Flex>;
@@ -40,15 +40,29 @@ fn per(n: usize) -> usize {
         .max(16 * 1024)
 }
 
-fn host(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
-    }
+use super::fastconv::{slice as host, tensor};
+
+/// `v` as a tensor of `t`'s shape.
+fn like(t: &FlexTensor, v: Vec<f32>) -> FlexTensor {
+    tensor(v, t.layout().shape().to_vec())
 }
 
-fn dims(t: &FlexTensor) -> Vec<usize> {
-    t.layout().shape().to_vec()
+/// `out[i] = f(a[i])` over all elements, in parallel chunks.
+fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let n = a.len();
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let c = per(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(c)
+        .zip(a.par_chunks(c))
+        .for_each(|(o, x)| {
+            for (o, x) in o.iter_mut().zip(x) {
+                o.write(f(*x));
+            }
+        });
+    // SAFETY: the chunks above cover all `n` elements and each wrote every one of its own.
+    unsafe { out.set_len(n) };
+    out
 }
 
 /// `out[i] = f(a[i], b[i])` over all elements, in parallel chunks.
@@ -80,18 +94,17 @@ pub(crate) fn relu_grad(x: &[f32], dy: &[f32]) -> Vec<f32> {
 impl FastEw for Flex {
     fn fast_relu(x: FlexTensor) -> FlexTensor {
         let xs = host(&x);
-        let y = zip_map(&xs, &xs, |v, _| relu_f(v));
-        FlexTensor::from_data(TensorData::new(y, Shape::from(dims(&x))))
+        like(&x, map(&xs, relu_f))
     }
 
     fn fast_add(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         let y = zip_map(&host(&a), &host(&b), |u, v| u + v);
-        FlexTensor::from_data(TensorData::new(y, Shape::from(dims(&a))))
+        like(&a, y)
     }
 
     fn fast_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         let y = zip_map(&host(&a), &host(&b), |u, v| relu_f(u + v));
-        FlexTensor::from_data(TensorData::new(y, Shape::from(dims(&a))))
+        like(&a, y)
     }
 }
 
@@ -118,7 +131,7 @@ impl Backward<Flex, 2> for AddReluBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<Flex>(&ops.node);
         let d = relu_grad(&host(&ops.state), &host(&dy));
-        let d = FlexTensor::from_data(TensorData::new(d, Shape::from(dims(&dy))));
+        let d = like(&dy, d);
         to_both(ops.parents.map(|p| p.map(|n| n.id)), d, grads);
     }
 }
@@ -137,7 +150,7 @@ impl Backward<Flex, 1> for ReluBackward {
             // The gradient passes where the input was positive (or NaN), as burn's
             // `relu_backward` (ReLU keeps the sign, so input and output agree on it).
             let dx = relu_grad(&host(&x), &host(&dy));
-            let d = FlexTensor::from_data(TensorData::new(dx, Shape::from(dims(&dy))));
+            let d = like(&dy, dx);
             grads.register::<Flex>(node.id, d);
         }
     }
@@ -196,11 +209,7 @@ impl<C: CheckpointStrategy> FastEw for Autodiff<Flex, C> {
 }
 
 fn on_flex_f32<const D: usize>(t: &Tensor<D>) -> bool {
-    t.dtype() == DType::F32
-        && matches!(
-            t.device().as_dispatch().clone().inner(),
-            DispatchDevice::Flex(_)
-        )
+    t.dtype() == DType::F32 && super::fastconv::on_flex(&t.device())
 }
 
 /// burn's `relu`, through [`FastEw`] where it applies (see the module doc).
@@ -246,6 +255,7 @@ pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
+    use burn::tensor::TensorData;
 
     /// Through autodiff on `flex`: outputs and gradients equal burn's ops exactly (also at
     /// zeros, a NaN, and on tensors below and above the per-thread chunk size).

@@ -1,5 +1,5 @@
-//! Direct (im2col-free) kernels for stride-1 3×3 convolutions on x86-64 with AVX-512, the
-//! ResNets' commonest layer (issue #20): on 16 channels at 32×32 the im2col path spent a third
+//! Direct (im2col-free) kernels for stride-1 3×3 convolutions on x86-64 (AVX-512, or AVX2 + FMA
+//! for the forward pass and input gradient), the ResNets' commonest layer (issue #20): on 16 channels at 32×32 the im2col path spent a third
 //! of the forward pass and half of each backward pass copying (im2col, faer's packing of it,
 //! col2im).
 //!
@@ -12,13 +12,14 @@
 //! so it runs on the same kernel. The weight gradient reduces over the wide positions of the
 //! output gradient (its extra columns zero) against the shifted input planes.
 //!
-//! Register blocking: the forward kernel keeps a tile of 16 / 8 / 4 output channels × 1 / 2 / 4
-//! vectors of 16 positions in 16 accumulators and reads each input vector once per tile; the
-//! weight-gradient kernel keeps 3 output channels × 9 taps (27 accumulators) and reads each
-//! input and output-gradient vector once per tile. Every sum is taken in a fixed order (per
+//! Register blocking (AVX-512): the forward kernel keeps a tile of 8 output channels × 3
+//! vectors of 16 positions (or 4 × 4) in accumulators and reads each input vector once per
+//! tile; the weight-gradient kernel runs its vectors over 16 output channels and keeps 3 input
+//! channels × 9 taps (27 accumulators), broadcasting each input value once against the 9 taps'
+//! output-gradient vectors. AVX2: tiles of 4 output channels × 16 positions. Every sum is taken in a fixed order (per
 //! image chunk, then across chunks in order), so a result depends on the thread count only.
 
-use super::kernels::Geom;
+use super::kernels::{chunk, Geom};
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
 use rayon::prelude::*;
@@ -92,7 +93,7 @@ fn cpu() -> Option<Isa> {
 
 /// Whether the direct kernels take `g` (shape only; [`available`] says whether the CPU can):
 /// 3×3, stride 1, no dilation, each padding at most 2 (so the input gradient is a padded
-/// convolution too), output rows of at least 12 positions (narrower rows waste too much of
+/// convolution too), output rows of at least 8 positions (narrower rows waste too much of
 /// each vector on the discarded columns).
 pub fn fits(g: &Geom) -> bool {
     let (pb, pr) = bottom_right(g);
@@ -347,7 +348,8 @@ fn adjoint(g: &Geom, w: &[f32]) -> (Geom, Vec<f32>) {
 /// The input gradient (N × C × H × W) for the output gradient `dy`, when `g` [`fits`] and the
 /// adjoint geometry does (its rows are `g`'s input rows).
 pub fn backward_x(g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    if !takes(&adjoint_geom(g)) {
+    // `fits(g)` first: the adjoint geometry assumes stride 1 and pads below the kernel size.
+    if !fits(g) || !takes(&adjoint_geom(g)) {
         return None;
     }
     backward_x_on(isa()?, g, w, dy)
@@ -523,11 +525,6 @@ fn wgrad_tile(k: &Wg, t: usize, dwt: &mut [f32]) {
     }
 }
 
-/// Images per rayon task (as the im2col path splits them).
-fn chunk(n: usize) -> usize {
-    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::kernels;
@@ -609,7 +606,8 @@ mod tests {
                     &format!("{isa:?} input gradient"),
                     &g,
                 );
-                if isa == Isa::Avx512 {
+                // The weight gradient runs on the process's ISA, and only on AVX-512.
+                if isa == Isa::Avx512 && super::isa() == Some(Isa::Avx512) {
                     let (dw, db) = backward_w(&g, &x, &dy);
                     let (wdw, wdb) = want.dw.as_ref().unwrap();
                     close(&dw, wdw, "weight gradient", &g);

@@ -250,7 +250,7 @@ fn columns<'a>(g: &Geom, xi: &'a [f32], cols: &'a mut [f32]) -> &'a [f32] {
 
 /// How many images each rayon task takes: enough tasks for every thread, few enough that the
 /// per-task buffers stay small.
-fn chunk(n: usize) -> usize {
+pub(super) fn chunk(n: usize) -> usize {
     let t = rayon::current_num_threads().max(1);
     n.div_ceil(t).max(1)
 }
@@ -322,27 +322,23 @@ pub struct Grads {
 }
 
 pub fn backward(g: &Geom, x: Option<&[f32]>, w: &[f32], dy: &[f32], x_grad: bool) -> Grads {
-    if direct::fits(g) && direct::available() {
-        let dw = x.map(|x| {
-            if direct::wgrad_fits(g) {
-                direct::backward_w(g, x, dy)
-            } else {
-                im2col_backward(g, Some(x), w, dy, false)
-                    .dw
-                    .unwrap_or_default()
-            }
-        });
-        let dx = x_grad.then(|| {
-            direct::backward_x(g, w, dy)
-                .unwrap_or_else(|| im2col_backward(g, None, w, dy, true).dx.unwrap_or_default())
-        });
-        return Grads { dx, dw };
+    // The direct kernels where they take the pass; one im2col pass for whatever is left.
+    let dw = x
+        .filter(|_| direct::wgrad_fits(g))
+        .map(|x| direct::backward_w(g, x, dy));
+    let dx = x_grad.then(|| direct::backward_x(g, w, dy)).flatten();
+    let rest = im2col_backward(g, x.filter(|_| dw.is_none()), w, dy, x_grad && dx.is_none());
+    Grads {
+        dx: dx.or(rest.dx),
+        dw: dw.or(rest.dw),
     }
-    im2col_backward(g, x, w, dy, x_grad)
 }
 
 /// [`backward`] through im2col and faer, whatever the geometry.
 pub fn im2col_backward(g: &Geom, x: Option<&[f32]>, w: &[f32], dy: &[f32], x_grad: bool) -> Grads {
+    if x.is_none() && !x_grad {
+        return Grads { dx: None, dw: None };
+    }
     let (k, l) = (g.k(), g.l());
     let per = chunk(g.n);
     let tasks = g.n.div_ceil(per);

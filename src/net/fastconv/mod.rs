@@ -49,14 +49,16 @@ pub trait FastConv: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+/// A float tensor's elements (borrowed when contiguous).
+pub(crate) fn slice(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
     }
 }
 
-fn tensor(v: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
+/// A `flex` tensor of `dims` holding `v`.
+pub(crate) fn tensor(v: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, Shape::from(dims)))
 }
 
@@ -136,7 +138,7 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
     }
 }
 
-fn on_flex(d: &burn::tensor::Device) -> bool {
+pub(crate) fn on_flex(d: &burn::tensor::Device) -> bool {
     matches!(d.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
 }
 
