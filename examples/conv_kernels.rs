@@ -6,8 +6,8 @@
 //! kernels on an AVX-512 machine)
 
 use faer::{Accum, MatMut, MatRef, Par};
-use onnx_prune::net::fastconv::direct;
 use onnx_prune::net::fastconv::kernels::{self, Geom};
+use onnx_prune::net::fastconv::{direct, direct_grad};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -31,8 +31,8 @@ fn timed(mut f: impl FnMut()) -> f64 {
 fn main() {
     let n = 64;
     let threads = rayon::current_num_threads();
-    println!("| layer (batch {n}, {threads} threads) | GEMM alone | forward | input gradient | weight gradient |");
-    println!("|---|---|---|---|---|");
+    println!("| layer (batch {n}, {threads} threads) | GEMM alone | forward | input gradient | weight gradient | both gradients, one pass |");
+    println!("|---|---|---|---|---|---|");
     for (c, hw, o, s) in [
         (16usize, 32usize, 16usize, 1usize),
         (32, 16, 32, 1),
@@ -88,24 +88,36 @@ fn main() {
             timed(|| drop(kernels::im2col_backward(&g, Some(&x), &w, &dy, false))),
         ];
         println!(
-            "| {c}→{o} at {hw}×{hw}, stride {s}, im2col | {} | {} | {} | {} |",
+            "| {c}→{o} at {hw}×{hw}, stride {s}, im2col | {} | {} | {} | {} | {} |",
             f(gemm),
             f(im2col[0]),
             f(im2col[1]),
-            f(im2col[2])
+            f(im2col[2]),
+            f(timed(|| drop(kernels::im2col_backward(
+                &g,
+                Some(&x),
+                &w,
+                &dy,
+                true
+            )))),
         );
         if direct::takes(&g) {
             let d = [
                 timed(|| drop(direct::forward(&g, &x, &w, Some(&b), false))),
-                timed(|| drop(direct::backward_x(&g, &w, &dy))),
+                timed(|| drop(direct_grad::backward_x(&g, &w, &dy))),
             ];
-            let dw = if direct::wgrad_fits(&g) {
-                f(timed(|| drop(direct::backward_w(&g, &x, &dy))))
+            let (dw, both) = if direct::wgrad_fits(&g) {
+                (
+                    f(timed(|| drop(direct_grad::backward_w(&g, &x, &dy)))),
+                    f(timed(|| {
+                        drop(direct_grad::backward(&g, Some(&x), Some(&w), &dy, None))
+                    })),
+                )
             } else {
-                "(im2col)".into()
+                ("(im2col)".into(), String::new())
             };
             println!(
-                "| {c}→{o} at {hw}×{hw}, stride {s}, direct {:?} | | {} | {} | {dw} |",
+                "| {c}→{o} at {hw}×{hw}, stride {s}, direct {:?} | | {} | {} | {dw} | {both} |",
                 direct::isa().unwrap(),
                 f(d[0]),
                 f(d[1]),

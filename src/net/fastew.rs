@@ -33,12 +33,7 @@ pub trait FastEw: Backend {
     fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// Elements per rayon task: one chunk per thread, none under 16 Ki elements (smaller tensors
-/// are not worth waking a thread for).
-fn per(n: usize) -> usize {
-    n.div_ceil(rayon::current_num_threads().max(1))
-        .max(16 * 1024)
-}
+use super::fastconv::kernels::{ew_chunk as per, relu_grad};
 
 use super::fastconv::{slice as host, tensor};
 
@@ -56,9 +51,11 @@ fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
         .par_chunks_mut(c)
         .zip(a.par_chunks(c))
         .for_each(|(o, x)| {
-            for (o, x) in o.iter_mut().zip(x) {
-                o.write(f(*x));
-            }
+            super::fastconv::simd::avx512(|| {
+                for (o, x) in o.iter_mut().zip(x) {
+                    o.write(f(*x));
+                }
+            })
         });
     // SAFETY: the chunks above cover all `n` elements and each wrote every one of its own.
     unsafe { out.set_len(n) };
@@ -74,9 +71,11 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
         .par_chunks_mut(c)
         .zip(a.par_chunks(c).zip(b.par_chunks(c)))
         .for_each(|(o, (x, y))| {
-            for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
-                o.write(f(*x, *y));
-            }
+            super::fastconv::simd::avx512(|| {
+                for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
+                    o.write(f(*x, *y));
+                }
+            })
         });
     // SAFETY: the chunks above cover all `n` elements and each wrote every one of its own.
     unsafe { out.set_len(n) };
@@ -84,12 +83,6 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
 }
 
 use super::fastconv::kernels::relu as relu_f;
-
-/// ReLU's input gradient: `dy` where `x` (the ReLU's input or output: they agree in sign) is
-/// positive or NaN, else 0; in parallel chunks.
-pub(crate) fn relu_grad(x: &[f32], dy: &[f32]) -> Vec<f32> {
-    zip_map(x, dy, |v, g| if v.is_nan() || v > 0.0 { g } else { 0.0 })
-}
 
 impl FastEw for Flex {
     fn fast_relu(x: FlexTensor) -> FlexTensor {

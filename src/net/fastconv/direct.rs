@@ -1,23 +1,26 @@
-//! Direct (im2col-free) kernels for stride-1 3×3 convolutions on x86-64 (AVX-512, or AVX2 + FMA
-//! for the forward pass and input gradient), the ResNets' commonest layer (issue #20): on 16 channels at 32×32 the im2col path spent a third
-//! of the forward pass and half of each backward pass copying (im2col, faer's packing of it,
-//! col2im).
+//! Direct (im2col-free) kernels for stride-1 3×3 convolutions on x86-64 (AVX-512, or AVX2 +
+//! FMA for the forward pass and input gradient), the ResNets' commonest layer (issue #20): on
+//! 16 channels at 32×32 the im2col path spent a third of the forward pass and half of each
+//! backward pass copying (im2col, faer's packing of it, col2im). The backward pass is in
+//! [`super::direct_grad`].
 //!
 //! **Wide rows.** One image's input is copied once into zero-padded planes of `hp × wp` (the
-//! output's height and width plus the kernel's). The output is computed at every "wide"
-//! position q = oy·wp + ox with ox < wp (the `wp − ow` extra columns are discarded), so each
-//! kernel tap (ki, kj) reads the padded plane at q + ki·wp + kj: a contiguous vector load, with
-//! no index arithmetic per pixel. The input gradient of a stride-1 convolution is the forward
-//! pass of the output gradient padded by (k − 1 − pad) with the weight transposed and flipped,
-//! so it runs on the same kernel. The weight gradient reduces over the wide positions of the
-//! output gradient (its extra columns zero) against the shifted input planes.
+//! output's height plus the kernel's; the input's width plus the wider of its left and right
+//! paddings, as each row's leading zeros pad the row above on the right). The output is
+//! computed at every "wide" position q = oy·wp + ox with ox < wp (the `wp − ow` extra columns
+//! are discarded), so each kernel tap (ki, kj) reads the padded plane at q + ki·wp + kj: a
+//! contiguous vector load, with no index arithmetic per pixel.
 //!
 //! Register blocking (AVX-512): the forward kernel keeps a tile of 8 output channels × 3
 //! vectors of 16 positions (or 4 × 4) in accumulators and reads each input vector once per
-//! tile; the weight-gradient kernel runs its vectors over 16 output channels and keeps 3 input
-//! channels × 9 taps (27 accumulators), broadcasting each input value once against the 9 taps'
-//! output-gradient vectors. AVX2: tiles of 4 output channels × 16 positions. Every sum is taken in a fixed order (per
-//! image chunk, then across chunks in order), so a result depends on the thread count only.
+//! tile. AVX2: tiles of 4 output channels × 16 positions. Every sum is taken in a fixed order
+//! (per image chunk, then across chunks in order), so a result depends on the thread count
+//! only.
+//!
+//! **Memory.** The copies into padded planes and out of the wide rows are explicit AVX-512
+//! loops (masked at row ends; the compiler's would be 4-lane SSE calls to `memcpy`), and while
+//! one image is computed the next one's input and this one's output rows are prefetched into
+//! L2: the copies had stalled on memory (a batch's activations do not fit in L2).
 
 use super::kernels::{chunk, Geom};
 #[cfg(target_arch = "x86_64")]
@@ -130,7 +133,7 @@ pub fn wgrad_fits(g: &Geom) -> bool {
 }
 
 /// The bottom and right padding a stride-1 geometry implies.
-fn bottom_right(g: &Geom) -> (isize, isize) {
+pub(super) fn bottom_right(g: &Geom) -> (isize, isize) {
     let pb = (g.oh + g.kh - 1) as isize - g.h as isize - g.pt as isize;
     let pr = (g.ow + g.kw - 1) as isize - g.w as isize - g.pl as isize;
     (pb, pr)
@@ -138,18 +141,23 @@ fn bottom_right(g: &Geom) -> (isize, isize) {
 
 /// The padded-plane layout of one image.
 #[derive(Clone, Copy, Debug)]
-struct Wide {
+pub(super) struct Wide {
     /// Padded width and height.
-    wp: usize,
-    hp: usize,
+    pub(super) wp: usize,
+    pub(super) hp: usize,
     /// Wide output positions, rounded up to whole vectors.
-    lw: usize,
+    pub(super) lw: usize,
     /// Floats from one padded plane to the next (every tap's reads of every vector fit).
-    plane: usize,
+    pub(super) plane: usize,
 }
 
-fn wide(g: &Geom) -> Wide {
-    let wp = g.ow + g.kw - 1;
+pub(super) fn wide(g: &Geom) -> Wide {
+    // One row's left padding doubles as the right padding of the row above: a tap that reads
+    // past a row's end lands in the next row's leading zeros (`wp ≥ w + max(left, right)`),
+    // so each row needs only the wider of its two paddings (`ow + kw − 1` before: 6% fewer
+    // positions on 16×16 outputs).
+    let (_, pr) = bottom_right(g);
+    let wp = (g.w + g.pl.max(pr.max(0) as usize)).max(g.ow);
     let hp = g.oh + g.kh - 1;
     let lw = (g.oh * wp).div_ceil(V) * V;
     let plane = (lw + (g.kh - 1) * wp + g.kw - 1).div_ceil(V) * V;
@@ -158,7 +166,7 @@ fn wide(g: &Geom) -> Wide {
 
 impl Wide {
     /// Each tap's offset into a padded plane.
-    fn taps(&self, g: &Geom) -> Vec<usize> {
+    pub(super) fn taps(&self, g: &Geom) -> Vec<usize> {
         (0..g.kh)
             .flat_map(|i| (0..g.kw).map(move |j| (i, j)))
             .map(|(i, j)| i * self.wp + j)
@@ -167,20 +175,49 @@ impl Wide {
 }
 
 /// Copies one image (`c` planes of `h × w`) into the interior of zero-padded planes at
-/// (`top`, `left`); the borders of `buf` are never written, so they stay zero between images.
-fn pad_into(
+/// (`top`, `left`), keeping only the elements where `keep` (an image of the same shape) is
+/// positive or NaN when it is given (ReLU's gradient mask); the borders of `buf` are never
+/// written, so they stay zero between images.
+pub(super) fn pad_into(
     x: &[f32],
+    keep: Option<&[f32]>,
     (c, h, w): (usize, usize, usize),
     (top, left): (usize, usize),
     wd: &Wide,
     buf: &mut [f32],
 ) {
+    let n = w.min(wd.wp - left);
     for ci in 0..c {
         for y in 0..h.min(wd.hp - top) {
-            let src = &x[(ci * h + y) * w..(ci * h + y) * w + w.min(wd.wp - left)];
+            let s = (ci * h + y) * w;
             let d = ci * wd.plane + (y + top) * wd.wp + left;
-            buf[d..d + src.len()].copy_from_slice(src);
+            copy_row(&mut buf[d..d + n], &x[s..s + n], keep.map(|k| &k[s..s + n]));
         }
+    }
+}
+
+/// `dst = src`, or `src` where `keep` is positive or NaN and 0 elsewhere.
+fn copy_row(dst: &mut [f32], src: &[f32], keep: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has(Isa::Avx512) {
+        // SAFETY: AVX-512F checked; the three slices hold `dst.len()` floats.
+        unsafe {
+            avx512::copy_row(
+                dst.as_mut_ptr(),
+                src.as_ptr(),
+                keep.map(|k| k.as_ptr()),
+                dst.len(),
+            )
+        };
+        return;
+    }
+    match keep {
+        Some(k) => {
+            for ((d, s), k) in dst.iter_mut().zip(src).zip(k) {
+                *d = if k.is_nan() || *k > 0.0 { *s } else { 0.0 };
+            }
+        }
+        None => dst.copy_from_slice(src),
     }
 }
 
@@ -242,16 +279,9 @@ pub fn forward_on(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    assert!(
-        fits(g) && cpu_has(isa),
-        "direct kernels asked for {g:?} on {isa:?}"
-    );
-    let wd = wide(g);
-    let taps = wd.taps(g);
-    let (wp, tiles) = pack(isa, w, g.o, g.c, taps.len());
+    let plan = Plan::new(isa, g, w);
     let (xi, yi) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
-    // Not zeroed first: every element is written below (each image, each channel below `o`
-    // as the tiles cover `0..o`, each row and column).
+    // Not zeroed first: every element is written below (see `Plan::image`).
     let mut y: Vec<f32> = Vec::with_capacity(g.n * yi);
     let per = chunk(g.n);
     let spare = &mut y.spare_capacity_mut()[..g.n * yi];
@@ -259,212 +289,120 @@ pub fn forward_on(
         .par_chunks_mut(per * yi)
         .enumerate()
         .for_each(|(ci, ys)| {
-            let mut buf = vec![0f32; g.c * wd.plane];
-            let mut out = vec![0f32; wd.lw * tiles.iter().map(|t| t.1).max().unwrap_or(0)];
+            let (mut buf, mut out) = plan.buffers();
             for (j, ydst) in ys.chunks_mut(yi).enumerate() {
                 let i = ci * per + j;
-                pad_into(
-                    &x[i * xi..(i + 1) * xi],
-                    (g.c, g.h, g.w),
-                    (g.pt, g.pl),
-                    &wd,
-                    &mut buf,
-                );
-                let mut wat = 0;
-                for &(o0, t) in &tiles {
-                    let wt = &wp[wat..wat + t * g.c * taps.len()];
-                    wat += wt.len();
-                    let k = Fwd {
-                        x: &buf,
-                        plane: wd.plane,
-                        lw: wd.lw,
-                        c: g.c,
-                        taps: &taps,
-                        w: wt,
-                    };
-                    forward_tile(isa, &k, t, &mut out);
-                    for jj in 0..t.min(g.o - o0) {
-                        let b = bias.map_or(0.0, |b| b[o0 + jj]);
-                        let row = &out[jj * wd.lw..];
-                        let dst = &mut ydst[(o0 + jj) * g.oh * g.ow..(o0 + jj + 1) * g.oh * g.ow];
-                        for (oy, d) in dst.chunks_mut(g.ow).enumerate() {
-                            let s = &row[oy * wd.wp..oy * wd.wp + g.ow];
-                            if relu {
-                                d.iter_mut().zip(s).for_each(|(d, s)| {
-                                    d.write(super::kernels::relu(s + b));
-                                });
-                            } else {
-                                d.iter_mut().zip(s).for_each(|(d, s)| {
-                                    d.write(s + b);
-                                });
-                            }
-                        }
-                    }
-                }
+                plan.pad(&x[i * xi..(i + 1) * xi], None, &mut buf);
+                let next = x.get((i + 1) * xi..(i + 2) * xi).unwrap_or(&[]);
+                plan.image(&buf, &mut out, ydst, bias, relu, next);
             }
         });
-    // SAFETY: the loop above wrote all `n · yi` elements (see the comment at `y`).
+    // SAFETY: `Plan::image` wrote all `yi` elements of each image.
     unsafe { y.set_len(g.n * yi) };
     y
 }
 
-/// The geometry whose forward pass is `g`'s input gradient.
-fn adjoint_geom(g: &Geom) -> Geom {
-    Geom {
-        n: g.n,
-        c: g.o,
-        h: g.oh,
-        w: g.ow,
-        o: g.c,
-        kh: g.kh,
-        kw: g.kw,
-        sh: 1,
-        sw: 1,
-        dh: 1,
-        dw: 1,
-        pt: g.kh - 1 - g.pt,
-        pl: g.kw - 1 - g.pl,
-        oh: g.h,
-        ow: g.w,
-    }
+/// One forward geometry's layout and packed weights, run one image at a time.
+pub(super) struct Plan<'g> {
+    isa: Isa,
+    g: &'g Geom,
+    pub(super) wd: Wide,
+    taps: Vec<usize>,
+    w: Vec<f32>,
+    tiles: Vec<(usize, usize)>,
 }
 
-/// [`adjoint_geom`] and the weight it takes (transposed and flipped:
-/// `w'[c][o][kh−1−i][kw−1−j] = w[o][c][i][j]`).
-fn adjoint(g: &Geom, w: &[f32]) -> (Geom, Vec<f32>) {
-    let a = adjoint_geom(g);
-    let taps = g.kh * g.kw;
-    let mut wt = vec![0f32; w.len()];
-    for o in 0..g.o {
-        for c in 0..g.c {
-            for k in 0..taps {
-                wt[(c * g.o + o) * taps + (taps - 1 - k)] = w[(o * g.c + c) * taps + k];
+impl<'g> Plan<'g> {
+    pub(super) fn new(isa: Isa, g: &'g Geom, w: &[f32]) -> Self {
+        assert!(
+            fits(g) && cpu_has(isa),
+            "direct kernels asked for {g:?} on {isa:?}"
+        );
+        let wd = wide(g);
+        let taps = wd.taps(g);
+        let (w, tiles) = pack(isa, w, g.o, g.c, taps.len());
+        Plan {
+            isa,
+            g,
+            wd,
+            taps,
+            w,
+            tiles,
+        }
+    }
+
+    /// Zeroed padded planes for one image and the kernel's output tile.
+    pub(super) fn buffers(&self) -> (Vec<f32>, Vec<f32>) {
+        let t = self.tiles.iter().map(|t| t.1).max().unwrap_or(0);
+        // `V` floats of slack: the weight gradient transposes whole vectors of positions.
+        (
+            vec![0f32; self.g.c * self.wd.plane + V],
+            vec![0f32; self.wd.lw * t],
+        )
+    }
+
+    /// One input image into `buf`'s padded planes (see [`pad_into`]).
+    pub(super) fn pad(&self, x: &[f32], keep: Option<&[f32]>, buf: &mut [f32]) {
+        let g = self.g;
+        pad_into(x, keep, (g.c, g.h, g.w), (g.pt, g.pl), &self.wd, buf);
+    }
+
+    /// One image's output (all `o · oh · ow` elements of `y`) from its padded planes `buf`.
+    pub(super) fn image(
+        &self,
+        buf: &[f32],
+        out: &mut [f32],
+        y: &mut [std::mem::MaybeUninit<f32>],
+        bias: Option<&[f32]>,
+        relu: bool,
+        next: &[f32],
+    ) {
+        let (g, wd) = (self.g, &self.wd);
+        let l = g.oh * g.ow;
+        let mut wat = 0;
+        let share = next.len().div_ceil(self.tiles.len().max(1));
+        for (ti, &(o0, t)) in self.tiles.iter().enumerate() {
+            let wt = &self.w[wat..wat + t * g.c * self.taps.len()];
+            wat += wt.len();
+            let k = Fwd {
+                x: buf,
+                plane: wd.plane,
+                lw: wd.lw,
+                c: g.c,
+                taps: &self.taps,
+                w: wt,
+            };
+            prefetch(&next[(ti * share).min(next.len())..((ti + 1) * share).min(next.len())]);
+            // This tile's output rows, written below.
+            prefetch(&y[o0 * l..((o0 + t).min(g.o)) * l]);
+            forward_tile(self.isa, &k, t, out);
+            for jj in 0..t.min(g.o - o0) {
+                let b = bias.map_or(0.0, |b| b[o0 + jj]);
+                let row = &out[jj * wd.lw..];
+                let dst = &mut y[(o0 + jj) * l..(o0 + jj + 1) * l];
+                for (oy, d) in dst.chunks_mut(g.ow).enumerate() {
+                    bias_row(d, &row[oy * wd.wp..oy * wd.wp + g.ow], b, relu);
+                }
             }
         }
     }
-    (a, wt)
 }
 
-/// The input gradient (N × C × H × W) for the output gradient `dy`, when `g` [`fits`] and the
-/// adjoint geometry does (its rows are `g`'s input rows).
-pub fn backward_x(g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    // `fits(g)` first: the adjoint geometry assumes stride 1 and pads below the kernel size.
-    if !fits(g) || !takes(&adjoint_geom(g)) {
-        return None;
+/// `y = relu(s + b)` or `s + b`, element by element.
+fn bias_row(y: &mut [std::mem::MaybeUninit<f32>], s: &[f32], b: f32, relu: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has(Isa::Avx512) {
+        // SAFETY: AVX-512F checked; `y` and `s` hold `y.len()` floats.
+        unsafe { avx512::bias_row(y.as_mut_ptr().cast(), s.as_ptr(), b, relu, y.len()) };
+        return;
     }
-    backward_x_on(isa()?, g, w, dy)
-}
-
-/// [`backward_x`] on the given instruction set (which the CPU must have).
-pub fn backward_x_on(isa: Isa, g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    let (a, wt) = adjoint(g, w);
-    fits(&a).then(|| forward_on(isa, &a, dy, &wt, None, false))
-}
-
-/// Input channels per tile of the weight-gradient kernel, largest first.
-const WTILES: [usize; 3] = [3, 2, 1];
-
-/// A zeroed buffer of `len` floats whose element `at` lies on a 64-byte boundary: the buffer
-/// and the offset to add to `at` (vector loads from it never straddle a cache line).
-fn aligned(len: usize) -> (Vec<f32>, usize) {
-    let v = vec![0f32; len + V];
-    let skew = (v.as_ptr() as usize / 4) % V;
-    let off = (V - skew) % V;
-    (v, off)
-}
-
-/// The weight gradient (O × C × 3 × 3) and the bias gradient (O), for a geometry that
-/// [`fits`]. With p = q + off(tap), `dw[o][c][tap] = Σ_p x[c][p] · dy[o][p − off(tap)]`:
-/// vectorised over output channels (16 per vector, `o` padded to `op`), the output gradient
-/// transposed per image to `[wide position][op]` (aligned, with `OFF` zero rows in front), each
-/// input value broadcast once against the 9 taps' output-gradient vectors; accumulated per
-/// chunk as `[c][tap][op]` and transposed at the end.
-pub fn backward_w(g: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    assert!(
-        fits(g) && isa() == Some(Isa::Avx512),
-        "direct weight gradient asked for {g:?}"
-    );
-    let wd = wide(g);
-    let taps = wd.taps(g);
-    let nt = taps.len();
-    let front = taps[nt - 1];
-    let op = g.o.div_ceil(V) * V;
-    let (xi, yi, l) = (g.c * g.h * g.w, g.o * g.oh * g.ow, g.oh * g.ow);
-    // The input positions that hold data (rows of the padded plane inside the image).
-    let (p0, p1) = (g.pt * wd.wp, (g.pt + g.h) * wd.wp);
-    let per = chunk(g.n);
-    let parts: Vec<(Vec<f32>, Vec<f32>)> = (0..g.n.div_ceil(per))
-        .into_par_iter()
-        .map(|ci| {
-            let (mut dwt, mut db) = (vec![0f32; g.c * nt * op], vec![0f32; g.o]);
-            let mut buf = vec![0f32; g.c * wd.plane];
-            // Row `front + q` holds the output gradient at wide position q; the rows in front,
-            // the extra columns, the tail and the padded channels stay zero.
-            let rows = front + wd.plane;
-            let (mut dyt, at) = aligned(rows * op);
-            for i in ci * per..((ci + 1) * per).min(g.n) {
-                pad_into(
-                    &x[i * xi..(i + 1) * xi],
-                    (g.c, g.h, g.w),
-                    (g.pt, g.pl),
-                    &wd,
-                    &mut buf,
-                );
-                let dyi = &dy[i * yi..(i + 1) * yi];
-                // Position-major: each destination row written whole (its `o` lanes are
-                // contiguous), the `o` source planes read in step.
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let row = &mut dyt[at + (front + oy * wd.wp + ox) * op..][..g.o];
-                        let src = oy * g.ow + ox;
-                        for (o, d) in row.iter_mut().enumerate() {
-                            *d = dyi[o * l + src];
-                        }
-                    }
-                }
-                for (o, b) in db.iter_mut().enumerate() {
-                    *b += super::kernels::sum(&dyi[o * l..(o + 1) * l]);
-                }
-                for ob in (0..op).step_by(V) {
-                    let mut c0 = 0;
-                    while c0 < g.c {
-                        let t = WTILES.iter().copied().find(|&t| t <= g.c - c0).unwrap_or(1);
-                        let k = Wg {
-                            dyt: &dyt[at + ob..],
-                            op,
-                            ob,
-                            front,
-                            x: &buf,
-                            plane: wd.plane,
-                            c0,
-                            span: (p0, p1),
-                            taps: &taps,
-                        };
-                        wgrad_tile(&k, t, &mut dwt);
-                        c0 += t;
-                    }
-                }
-            }
-            (dwt, db)
-        })
-        .collect();
-    let mut it = parts.into_iter();
-    let (mut dwt, mut db) = it
-        .next()
-        .unwrap_or_else(|| (vec![0.0; g.c * nt * op], vec![0.0; g.o]));
-    for (w2, b2) in it {
-        dwt.iter_mut().zip(&w2).for_each(|(a, b)| *a += *b);
-        db.iter_mut().zip(&b2).for_each(|(a, b)| *a += *b);
+    for (d, s) in y.iter_mut().zip(s) {
+        d.write(if relu {
+            super::kernels::relu(s + b)
+        } else {
+            s + b
+        });
     }
-    let mut dw = vec![0f32; g.o * g.c * nt];
-    for c in 0..g.c {
-        for k in 0..nt {
-            for o in 0..g.o {
-                dw[(o * g.c + c) * nt + k] = dwt[(c * nt + k) * op + o];
-            }
-        }
-    }
-    (dw, db)
 }
 
 /// One output tile's inputs for the forward kernel: the padded planes `x` (`plane` apart, `c`
@@ -477,6 +415,22 @@ pub(super) struct Fwd<'a> {
     pub c: usize,
     pub taps: &'a [usize],
     pub w: &'a [f32],
+}
+
+/// Asks for `s` to be brought into the L2 cache (the next image's input while this one is
+/// computed: the copies into padded planes stalled on memory).
+pub(super) fn prefetch<T>(s: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in s.chunks((64 / size_of::<T>()).max(1)) {
+        // SAFETY: a hint on an address inside `s`; SSE is part of x86-64.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
 }
 
 /// One output tile of the forward kernel on `isa`.
@@ -497,36 +451,9 @@ fn forward_tile(isa: Isa, k: &Fwd, t: usize, out: &mut [f32]) {
     }
 }
 
-/// One tile of the weight-gradient kernel: output channels `ob..ob + 16` (`dyt` starts at
-/// `ob`), input channels `c0..c0 + t` (AVX-512 only).
-pub(super) struct Wg<'a> {
-    pub dyt: &'a [f32],
-    pub op: usize,
-    pub ob: usize,
-    pub front: usize,
-    pub x: &'a [f32],
-    pub plane: usize,
-    pub c0: usize,
-    pub span: (usize, usize),
-    pub taps: &'a [usize],
-}
-
-fn wgrad_tile(k: &Wg, t: usize, dwt: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: only reached through `backward_w`, which asserts AVX-512; `dyt` holds rows up to
-    // `front + span.1`, `x` the planes `c0..c0 + t`, `dwt` `[c][tap][op]`.
-    unsafe {
-        k.tile(t, dwt)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (k, t, dwt);
-        unreachable!("the direct kernels are x86-64 only")
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::direct_grad::{backward, backward_w, backward_x_on};
     use super::super::kernels;
     use super::super::kernels::tests::data;
     use super::*;
@@ -612,6 +539,20 @@ mod tests {
                     let (wdw, wdb) = want.dw.as_ref().unwrap();
                     close(&dw, wdw, "weight gradient", &g);
                     close(&db, wdb, "bias gradient", &g);
+                }
+                // Both gradients in one pass, through a fused ReLU's mask (its output, zero
+                // at about half the positions), on the process's ISA.
+                if isa == super::isa().unwrap() {
+                    let masked = kernels::relu_grad(&relu, &dy);
+                    let want = kernels::im2col_backward(&g, Some(&x), &w, &masked, true);
+                    let (dx, dw) = backward(&g, Some(&x), Some(&w), &dy, Some(&relu));
+                    let dx = dx.expect("the adjoint fits");
+                    close(&dx, want.dx.as_ref().unwrap(), "masked input gradient", &g);
+                    if let Some((dw, db)) = dw {
+                        let (wdw, wdb) = want.dw.as_ref().unwrap();
+                        close(&dw, wdw, "masked weight gradient", &g);
+                        close(&db, wdb, "masked bias gradient", &g);
+                    }
                 }
             }
         }

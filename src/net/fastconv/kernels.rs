@@ -5,7 +5,7 @@
 //! im2col buffer, and the weight gradient is summed per chunk, then across chunks in order (so
 //! a result depends on the thread count, never on how the work was scheduled).
 
-use super::direct;
+use super::{direct, direct_grad};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -287,27 +287,29 @@ pub fn im2col_forward(
     y.par_chunks_mut(per * g.y_img())
         .enumerate()
         .for_each(|(ci, ys)| {
-            let mut cols = scratch(g);
-            for (j, yi) in ys.chunks_mut(g.y_img()).enumerate() {
-                let i = ci * per + j;
-                let c = columns(g, &x[i * g.x_img()..(i + 1) * g.x_img()], &mut cols);
-                matmul(
-                    mat_mut(yi, g.o, l),
-                    Accum::Replace,
-                    mat(w, g.o, k),
-                    mat(c, k, l),
-                    1.0f32,
-                    Par::Seq,
-                );
-                if let Some(b) = bias {
-                    for (row, &bv) in yi.chunks_mut(l).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bv);
+            super::simd::avx512(|| {
+                let mut cols = scratch(g);
+                for (j, yi) in ys.chunks_mut(g.y_img()).enumerate() {
+                    let i = ci * per + j;
+                    let c = columns(g, &x[i * g.x_img()..(i + 1) * g.x_img()], &mut cols);
+                    matmul(
+                        mat_mut(yi, g.o, l),
+                        Accum::Replace,
+                        mat(w, g.o, k),
+                        mat(c, k, l),
+                        1.0f32,
+                        Par::Seq,
+                    );
+                    if let Some(b) = bias {
+                        for (row, &bv) in yi.chunks_mut(l).zip(b) {
+                            row.iter_mut().for_each(|v| *v += bv);
+                        }
+                    }
+                    if relu {
+                        yi.iter_mut().for_each(|v| *v = self::relu(*v));
                     }
                 }
-                if relu {
-                    yi.iter_mut().for_each(|v| *v = self::relu(*v));
-                }
-            }
+            })
         });
     y
 }
@@ -322,16 +324,62 @@ pub struct Grads {
 }
 
 pub fn backward(g: &Geom, x: Option<&[f32]>, w: &[f32], dy: &[f32], x_grad: bool) -> Grads {
-    // The direct kernels where they take the pass; one im2col pass for whatever is left.
-    let dw = x
-        .filter(|_| direct::wgrad_fits(g))
-        .map(|x| direct::backward_w(g, x, dy));
-    let dx = x_grad.then(|| direct::backward_x(g, w, dy)).flatten();
-    let rest = im2col_backward(g, x.filter(|_| dw.is_none()), w, dy, x_grad && dx.is_none());
+    backward_masked(g, x, w, dy, None, x_grad)
+}
+
+/// [`backward`] for the output gradient `dy` masked by ReLU's gradient when `keep` (the
+/// ReLU's output) is given: it passes where `keep` is positive or NaN.
+pub fn backward_masked(
+    g: &Geom,
+    x: Option<&[f32]>,
+    w: &[f32],
+    dy: &[f32],
+    keep: Option<&[f32]>,
+    x_grad: bool,
+) -> Grads {
+    // The direct kernels where they take the pass (masking as they read `dy`); one im2col
+    // pass for whatever is left, on the masked gradient.
+    let (dx, dw) = direct_grad::backward(g, x, x_grad.then_some(w), dy, keep);
+    let x = x.filter(|_| dw.is_none());
+    let x_grad = x_grad && dx.is_none();
+    let rest = if x.is_some() || x_grad {
+        let masked = keep.map(|k| relu_grad(k, dy));
+        im2col_backward(g, x, w, masked.as_deref().unwrap_or(dy), x_grad)
+    } else {
+        Grads { dx: None, dw: None }
+    };
     Grads {
         dx: dx.or(rest.dx),
         dw: dw.or(rest.dw),
     }
+}
+
+/// Elements per rayon task of an element-wise pass: one chunk per thread, none under 16 Ki
+/// elements (smaller tensors are not worth waking a thread for).
+pub(crate) fn ew_chunk(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1))
+        .max(16 * 1024)
+}
+
+/// ReLU's input gradient: `dy` where `y` (the ReLU's input or output: they agree in sign) is
+/// positive or NaN, else 0; in parallel chunks.
+pub(crate) fn relu_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    let n = y.len();
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let c = ew_chunk(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(c)
+        .zip(y.par_chunks(c).zip(dy.par_chunks(c)))
+        .for_each(|(o, (y, d))| {
+            super::simd::avx512(|| {
+                for ((o, y), d) in o.iter_mut().zip(y).zip(d) {
+                    o.write(if y.is_nan() || *y > 0.0 { *d } else { 0.0 });
+                }
+            })
+        });
+    // SAFETY: the chunks above cover all `n` elements and each wrote every one of its own.
+    unsafe { out.set_len(n) };
+    out
 }
 
 /// [`backward`] through im2col and faer, whatever the geometry.
@@ -357,51 +405,53 @@ pub fn im2col_backward(g: &Geom, x: Option<&[f32]>, w: &[f32], dy: &[f32], x_gra
         .into_par_iter()
         .enumerate()
         .map(|(ci, dxs)| {
-            let mut acc = x.map(|_| (vec![0f32; g.o * k], vec![0f32; g.o]));
-            let mut cols = scratch(g);
-            for i in ci * per..((ci + 1) * per).min(g.n) {
-                let dyi = &dy[i * g.y_img()..(i + 1) * g.y_img()];
-                if let (Some(x), Some((dw, db))) = (x, acc.as_mut()) {
-                    let c = columns(g, &x[i * g.x_img()..(i + 1) * g.x_img()], &mut cols);
-                    matmul(
-                        mat_mut(dw, g.o, k),
-                        Accum::Add,
-                        mat(dyi, g.o, l),
-                        mat(c, k, l).transpose(),
-                        1.0f32,
-                        Par::Seq,
-                    );
-                    for (b, row) in db.iter_mut().zip(dyi.chunks(l)) {
-                        *b += sum(row);
-                    }
-                }
-                if x_grad {
-                    let j = i - ci * per;
-                    let dxi = &mut dxs[j * g.x_img()..(j + 1) * g.x_img()];
-                    let wt = mat(w, g.o, k).transpose();
-                    if g.direct() {
+            super::simd::avx512(|| {
+                let mut acc = x.map(|_| (vec![0f32; g.o * k], vec![0f32; g.o]));
+                let mut cols = scratch(g);
+                for i in ci * per..((ci + 1) * per).min(g.n) {
+                    let dyi = &dy[i * g.y_img()..(i + 1) * g.y_img()];
+                    if let (Some(x), Some((dw, db))) = (x, acc.as_mut()) {
+                        let c = columns(g, &x[i * g.x_img()..(i + 1) * g.x_img()], &mut cols);
                         matmul(
-                            mat_mut(dxi, k, l),
-                            Accum::Replace,
-                            wt,
+                            mat_mut(dw, g.o, k),
+                            Accum::Add,
                             mat(dyi, g.o, l),
+                            mat(c, k, l).transpose(),
                             1.0f32,
                             Par::Seq,
                         );
-                    } else {
-                        matmul(
-                            mat_mut(&mut cols, k, l),
-                            Accum::Replace,
-                            wt,
-                            mat(dyi, g.o, l),
-                            1.0f32,
-                            Par::Seq,
-                        );
-                        col2im_add(g, &mut cols, dxi);
+                        for (b, row) in db.iter_mut().zip(dyi.chunks(l)) {
+                            *b += sum(row);
+                        }
+                    }
+                    if x_grad {
+                        let j = i - ci * per;
+                        let dxi = &mut dxs[j * g.x_img()..(j + 1) * g.x_img()];
+                        let wt = mat(w, g.o, k).transpose();
+                        if g.direct() {
+                            matmul(
+                                mat_mut(dxi, k, l),
+                                Accum::Replace,
+                                wt,
+                                mat(dyi, g.o, l),
+                                1.0f32,
+                                Par::Seq,
+                            );
+                        } else {
+                            matmul(
+                                mat_mut(&mut cols, k, l),
+                                Accum::Replace,
+                                wt,
+                                mat(dyi, g.o, l),
+                                1.0f32,
+                                Par::Seq,
+                            );
+                            col2im_add(g, &mut cols, dxi);
+                        }
                     }
                 }
-            }
-            acc
+                acc
+            })
         })
         .collect();
     let dw = x.map(|_| {

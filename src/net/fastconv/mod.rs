@@ -20,7 +20,9 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod direct;
+pub mod direct_grad;
 pub mod kernels;
+pub(crate) mod simd;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -83,17 +85,19 @@ impl Backward<Flex, 3> for FastConvBackward {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let (xs, ws, g, y) = ops.state;
-        let dys = match &y {
-            Some(y) => {
-                std::borrow::Cow::Owned(crate::net::fastew::relu_grad(&slice(y), &slice(&dy)))
-            }
-            None => slice(&dy),
-        };
         // Both retrieved, as burn's own convolution does, whichever gradients are wanted.
         let x = cp.retrieve_node_output::<FlexTensor>(xs);
         let w = cp.retrieve_node_output::<FlexTensor>(ws);
         let xv = (node_w.is_some() || node_b.is_some()).then(|| slice(&x));
-        let grads_of = kernels::backward(&g, xv.as_deref(), &slice(&w), &dys, node_x.is_some());
+        let keep = y.as_ref().map(slice);
+        let grads_of = kernels::backward_masked(
+            &g,
+            xv.as_deref(),
+            &slice(&w),
+            &slice(&dy),
+            keep.as_deref(),
+            node_x.is_some(),
+        );
         if let (Some(node), Some(dx)) = (node_x, grads_of.dx) {
             grads.register::<Flex>(node.id, tensor(dx, vec![g.n, g.c, g.h, g.w]));
         }
