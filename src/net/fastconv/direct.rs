@@ -245,20 +245,18 @@ fn pack(isa: Isa, w: &[f32], o: usize, c: usize, taps: usize) -> (Vec<f32>, Vec<
         tiles.push((at, t));
         at += t;
     }
-    let mut out = Vec::with_capacity(tiles.iter().map(|t| t.1).sum::<usize>() * c * taps);
+    // Read in the source's order (each tile's `t` lanes of a (channel, tap) are neighbours in
+    // the output; lanes beyond `o` stay zero).
+    let mut out = vec![0f32; tiles.iter().map(|t| t.1).sum::<usize>() * c * taps];
+    let mut base = 0;
     for &(o0, t) in &tiles {
-        for ci in 0..c {
-            for k in 0..taps {
-                for j in 0..t {
-                    let oi = o0 + j;
-                    out.push(if oi < o {
-                        w[(oi * c + ci) * taps + k]
-                    } else {
-                        0.0
-                    });
-                }
+        for j in 0..t.min(o - o0) {
+            let src = &w[(o0 + j) * c * taps..(o0 + j + 1) * c * taps];
+            for (e, v) in src.iter().enumerate() {
+                out[base + e * t + j] = *v;
             }
         }
+        base += t * c * taps;
     }
     (out, tiles)
 }
