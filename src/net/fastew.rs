@@ -33,7 +33,7 @@ pub trait FastEw: Backend {
     fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-use super::fastconv::kernels::{ew_chunk as per, relu_grad};
+use super::fastconv::kernels::{ew_chunk as per, relu_grad, zip_map};
 
 use super::fastconv::{slice as host, tensor};
 
@@ -54,26 +54,6 @@ fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
             super::fastconv::simd::avx512(|| {
                 for (o, x) in o.iter_mut().zip(x) {
                     o.write(f(*x));
-                }
-            })
-        });
-    // SAFETY: the chunks above cover all `n` elements and each wrote every one of its own.
-    unsafe { out.set_len(n) };
-    out
-}
-
-/// `out[i] = f(a[i], b[i])` over all elements, in parallel chunks.
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let n = a.len();
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    let c = per(n);
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(c)
-        .zip(a.par_chunks(c).zip(b.par_chunks(c)))
-        .for_each(|(o, (x, y))| {
-            super::fastconv::simd::avx512(|| {
-                for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
-                    o.write(f(*x, *y));
                 }
             })
         });

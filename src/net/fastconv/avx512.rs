@@ -111,23 +111,34 @@ impl Wg<'_> {
     }
 }
 
+/// The first `min(left, 16)` lanes.
+#[inline]
+fn lanes(left: usize) -> __mmask16 {
+    if left >= 16 {
+        0xffff
+    } else {
+        (1u16 << left) - 1
+    }
+}
+
+/// The lanes where `v` is positive or NaN (not `v ≤ 0`, unordered): where ReLU passes its
+/// value and its gradient.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn positive(v: __m512) -> __mmask16 {
+    _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(v, _mm512_setzero_ps())
+}
+
 /// `dst[i] = src[i]` for i < n, or `src[i]` where `keep[i]` is positive or NaN and 0 elsewhere
 /// (ReLU's gradient mask) when `keep` is given; `dst`, `src` and `keep` hold n floats.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn copy_row(dst: *mut f32, src: *const f32, keep: Option<*const f32>, n: usize) {
     let mut i = 0;
     while i < n {
-        let m: __mmask16 = if n - i >= 16 {
-            0xffff
-        } else {
-            (1u16 << (n - i)) - 1
-        };
+        let m = lanes(n - i);
         let mut v = _mm512_maskz_loadu_ps(m, src.add(i));
         if let Some(k) = keep {
-            let y = _mm512_maskz_loadu_ps(m, k.add(i));
-            // Not (y ≤ 0), unordered: true where y > 0 or y is NaN.
-            let pass = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(y, _mm512_setzero_ps());
-            v = _mm512_maskz_mov_ps(pass, v);
+            v = _mm512_maskz_mov_ps(positive(_mm512_maskz_loadu_ps(m, k.add(i))), v);
         }
         _mm512_mask_storeu_ps(dst.add(i), m, v);
         i += 16;
@@ -140,15 +151,10 @@ pub(super) unsafe fn bias_row(y: *mut f32, s: *const f32, b: f32, relu: bool, n:
     let bv = _mm512_set1_ps(b);
     let mut i = 0;
     while i < n {
-        let m: __mmask16 = if n - i >= 16 {
-            0xffff
-        } else {
-            (1u16 << (n - i)) - 1
-        };
+        let m = lanes(n - i);
         let mut v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, s.add(i)), bv);
         if relu {
-            let pass = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(v, _mm512_setzero_ps());
-            v = _mm512_maskz_mov_ps(pass, v);
+            v = _mm512_maskz_mov_ps(positive(v), v);
         }
         _mm512_mask_storeu_ps(y.add(i), m, v);
         i += 16;

@@ -543,10 +543,10 @@ mod tests {
                 if isa == super::isa().unwrap() {
                     let masked = kernels::relu_grad(&relu, &dy);
                     let want = kernels::im2col_backward(&g, Some(&x), &w, &masked, true);
-                    let (dx, dw) = backward(&g, Some(&x), Some(&w), &dy, Some(&relu));
-                    let dx = dx.expect("the adjoint fits");
+                    let got = backward(&g, Some(&x), Some(&w), &dy, Some(&relu));
+                    let dx = got.dx.expect("the adjoint fits");
                     close(&dx, want.dx.as_ref().unwrap(), "masked input gradient", &g);
-                    if let Some((dw, db)) = dw {
+                    if let Some((dw, db)) = got.dw {
                         let (wdw, wdb) = want.dw.as_ref().unwrap();
                         close(&dw, wdw, "masked weight gradient", &g);
                         close(&db, wdb, "masked bias gradient", &g);

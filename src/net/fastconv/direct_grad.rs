@@ -21,7 +21,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
 use super::direct::{fits, isa, prefetch, takes, wgrad_fits, wide, Isa, Plan};
-use super::kernels::{chunk, sum, Geom};
+use super::kernels::{chunk, per_task, sum, Geom, Grads};
 use rayon::prelude::*;
 
 /// Lanes of one vector.
@@ -78,7 +78,7 @@ pub fn backward_x(g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
 
 /// [`backward_x`] on the given instruction set (which the CPU must have).
 pub fn backward_x_on(isa: Isa, g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    (fits(g) && fits(&adjoint_geom(g))).then(|| backward_on(isa, g, None, Some(w), dy, None).0)?
+    (fits(g) && fits(&adjoint_geom(g))).then(|| backward_on(isa, g, None, Some(w), dy, None).dx)?
 }
 
 /// The weight gradient (O × C × 3 × 3) and the bias gradient (O), for a geometry that
@@ -88,32 +88,30 @@ pub fn backward_w(g: &Geom, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
         fits(g) && isa() == Some(Isa::Avx512),
         "direct weight gradient asked for {g:?}"
     );
-    let (_, dw) = backward_on(Isa::Avx512, g, Some(x), None, dy, None);
-    dw.expect("asked for")
+    let grads = backward_on(Isa::Avx512, g, Some(x), None, dy, None);
+    grads.dw.expect("asked for")
 }
 
 /// The input gradient when `w` is given and [`x_takes`] `g`, the weight and bias gradients
 /// when `x` is given and [`wgrad_fits`] `g` (each `None` otherwise), for the output gradient
 /// `dy` masked by `keep` (the ReLU output: the gradient passes where it is positive or NaN)
 /// when given.
-#[allow(clippy::type_complexity)]
 pub fn backward(
     g: &Geom,
     x: Option<&[f32]>,
     w: Option<&[f32]>,
     dy: &[f32],
     keep: Option<&[f32]>,
-) -> (Option<Vec<f32>>, Option<(Vec<f32>, Vec<f32>)>) {
+) -> Grads {
     let x = x.filter(|_| wgrad_fits(g));
     let w = w.filter(|_| x_takes(g));
     match isa() {
         Some(isa) if x.is_some() || w.is_some() => backward_on(isa, g, x, w, dy, keep),
-        _ => (None, None),
+        _ => Grads { dx: None, dw: None },
     }
 }
 
 /// [`backward`] on `isa`, for the gradients asked for (the caller checked that they apply).
-#[allow(clippy::type_complexity)]
 fn backward_on(
     isa: Isa,
     g: &Geom,
@@ -121,7 +119,7 @@ fn backward_on(
     w: Option<&[f32]>,
     dy: &[f32],
     keep: Option<&[f32]>,
-) -> (Option<Vec<f32>>, Option<(Vec<f32>, Vec<f32>)>) {
+) -> Grads {
     let a = adjoint_geom(g);
     let wda = wide(&a);
     let wt = w.map(|w| adjoint_weight(g, w));
@@ -138,14 +136,8 @@ fn backward_on(
     let tasks = g.n.div_ceil(per);
     // Not zeroed first: `Plan::image` writes every element of each image.
     let mut dx: Vec<f32> = Vec::with_capacity(if w.is_some() { g.n * xi } else { 0 });
-    let mut slices: Vec<&mut [std::mem::MaybeUninit<f32>]> = if w.is_some() {
-        dx.spare_capacity_mut()[..g.n * xi]
-            .chunks_mut(per * xi)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    slices.resize_with(tasks, Default::default);
+    let spare = w.map(|_| &mut dx.spare_capacity_mut()[..g.n * xi]);
+    let slices = per_task(spare, per * xi, tasks);
     let parts: Vec<Option<(Vec<f32>, Vec<f32>)>> = slices
         .into_par_iter()
         .enumerate()
@@ -195,8 +187,10 @@ fn backward_on(
     if w.is_some() {
         unsafe { dx.set_len(g.n * xi) };
     }
-    let dw = wg.map(|p| p.finish(parts.into_iter().flatten()));
-    (w.map(|_| dx), dw)
+    Grads {
+        dx: w.map(|_| dx),
+        dw: wg.map(|p| p.finish(parts.into_iter().flatten())),
+    }
 }
 
 /// Input channels per tile of the weight-gradient kernel, largest first.

@@ -339,7 +339,7 @@ pub fn backward_masked(
 ) -> Grads {
     // The direct kernels where they take the pass (masking as they read `dy`); one im2col
     // pass for whatever is left, on the masked gradient.
-    let (dx, dw) = direct_grad::backward(g, x, x_grad.then_some(w), dy, keep);
+    let Grads { dx, dw } = direct_grad::backward(g, x, x_grad.then_some(w), dy, keep);
     let x = x.filter(|_| dw.is_none());
     let x_grad = x_grad && dx.is_none();
     let rest = if x.is_some() || x_grad {
@@ -364,22 +364,36 @@ pub(crate) fn ew_chunk(n: usize) -> usize {
 /// ReLU's input gradient: `dy` where `y` (the ReLU's input or output: they agree in sign) is
 /// positive or NaN, else 0; in parallel chunks.
 pub(crate) fn relu_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
-    let n = y.len();
+    zip_map(y, dy, |y, d| if y.is_nan() || y > 0.0 { d } else { 0.0 })
+}
+
+/// `out[i] = f(a[i], b[i])` over all elements, in parallel chunks ([`ew_chunk`]), compiled for
+/// AVX-512 where the CPU has it.
+pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let n = a.len();
     let mut out: Vec<f32> = Vec::with_capacity(n);
     let c = ew_chunk(n);
     out.spare_capacity_mut()[..n]
         .par_chunks_mut(c)
-        .zip(y.par_chunks(c).zip(dy.par_chunks(c)))
-        .for_each(|(o, (y, d))| {
+        .zip(a.par_chunks(c).zip(b.par_chunks(c)))
+        .for_each(|(o, (x, y))| {
             super::simd::avx512(|| {
-                for ((o, y), d) in o.iter_mut().zip(y).zip(d) {
-                    o.write(if y.is_nan() || *y > 0.0 { *d } else { 0.0 });
+                for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
+                    o.write(f(*x, *y));
                 }
             })
         });
     // SAFETY: the chunks above cover all `n` elements and each wrote every one of its own.
     unsafe { out.set_len(n) };
     out
+}
+
+/// `tasks` slices for as many rayon tasks: `v`'s consecutive chunks of `len` elements, or
+/// empty ones (for every task, or past `v`'s end).
+pub(super) fn per_task<T>(v: Option<&mut [T]>, len: usize, tasks: usize) -> Vec<&mut [T]> {
+    let mut s: Vec<&mut [T]> = v.map(|v| v.chunks_mut(len).collect()).unwrap_or_default();
+    s.resize_with(tasks, Default::default);
+    s
 }
 
 /// [`backward`] through im2col and faer, whatever the geometry.
@@ -395,12 +409,7 @@ pub fn im2col_backward(g: &Geom, x: Option<&[f32]>, w: &[f32], dy: &[f32], x_gra
     } else {
         Vec::new()
     };
-    let mut slices: Vec<&mut [f32]> = if x_grad {
-        dx.chunks_mut(per * g.x_img()).collect()
-    } else {
-        Vec::new()
-    };
-    slices.resize_with(tasks, Default::default);
+    let slices = per_task(x_grad.then_some(&mut dx[..]), per * g.x_img(), tasks);
     let parts: Vec<Option<(Vec<f32>, Vec<f32>)>> = slices
         .into_par_iter()
         .enumerate()
