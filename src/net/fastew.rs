@@ -20,7 +20,6 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
 use burn::tensor::activation;
 use burn::tensor::{DType, Tensor};
-use rayon::prelude::*;
 
 type FlexTensor = FloatTensor<Flex>;
 
@@ -33,33 +32,13 @@ pub trait FastEw: Backend {
     fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-use super::fastconv::kernels::{ew_chunk as per, relu_grad, zip_map};
+use super::fastconv::kernels::{map, relu_grad, zip_map};
 
 use super::fastconv::{slice as host, tensor};
 
 /// `v` as a tensor of `t`'s shape.
 fn like(t: &FlexTensor, v: Vec<f32>) -> FlexTensor {
     tensor(v, t.layout().shape().to_vec())
-}
-
-/// `out[i] = f(a[i])` over all elements, in parallel chunks.
-fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let n = a.len();
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    let c = per(n);
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(c)
-        .zip(a.par_chunks(c))
-        .for_each(|(o, x)| {
-            super::fastconv::simd::avx512(|| {
-                for (o, x) in o.iter_mut().zip(x) {
-                    o.write(f(*x));
-                }
-            })
-        });
-    // SAFETY: the chunks above cover all `n` elements and each wrote every one of its own.
-    unsafe { out.set_len(n) };
-    out
 }
 
 use super::fastconv::kernels::relu as relu_f;

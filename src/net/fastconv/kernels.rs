@@ -367,6 +367,27 @@ pub(crate) fn relu_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
     zip_map(y, dy, |y, d| if y.is_nan() || y > 0.0 { d } else { 0.0 })
 }
 
+/// `out[i] = f(a[i])` over all elements, in parallel chunks ([`ew_chunk`]), compiled for
+/// AVX-512 where the CPU has it.
+pub(crate) fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let n = a.len();
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let c = ew_chunk(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(c)
+        .zip(a.par_chunks(c))
+        .for_each(|(o, x)| {
+            super::simd::avx512(|| {
+                for (o, x) in o.iter_mut().zip(x) {
+                    o.write(f(*x));
+                }
+            })
+        });
+    // SAFETY: the chunks above cover all `n` elements and each wrote every one of its own.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// `out[i] = f(a[i], b[i])` over all elements, in parallel chunks ([`ew_chunk`]), compiled for
 /// AVX-512 where the CPU has it.
 pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
