@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use common::interrupt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const NORM: [&str; 4] = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
 
@@ -181,60 +181,6 @@ fn the_label_free_job_distils_only() {
     assert!(p["before"]["rel_mse"].is_number() && p["after"]["rel_mse"].is_number());
     assert!(p["after"].get("top1").is_none(), "{p}");
     check_written(&out, RESNET20_MACS);
-}
-
-/// Starts a job, waits until stderr shows `marker` (plus `wait` seconds), sends SIGINT, and
-/// returns the exit code and all of stderr.
-fn interrupt(mut c: Command, marker: &str, wait: f64) -> (Option<i32>, String) {
-    let mut child = c.stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = String::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !seen.contains(marker) {
-        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
-            Ok(l) => {
-                seen.push_str(&l);
-                seen.push('\n');
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if std::time::Instant::now() >= deadline {
-                    // Not left running behind a failed test.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("no '{marker}': {seen}");
-                }
-            }
-            Err(_) => panic!("exited before '{marker}': {seen}"),
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_secs_f64(wait));
-    let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    // A job that ignores Ctrl-C fails here instead of hanging the suite.
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > give_up {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running 120 s after SIGINT: {seen}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
-    reader.join().unwrap();
-    seen.extend(rx.try_iter().map(|l| l + "\n"));
-    (status.code(), seen)
 }
 
 /// Ctrl-C while fine-tuning: the model so far is written (valid, within the budget), the
