@@ -207,10 +207,10 @@ impl Pruner {
         Ok(m)
     }
 
-    /// The original (simplified) model with every removed channel zeroed at its consumers:
-    /// what the pruned model must compute (used by `verify`).
-    pub fn masked(&self, keep: &[bool]) -> Result<Model> {
-        let mut m = self.model.clone();
+    /// Per consumer of a pruned channel: the node, its weight and the input channels the plan
+    /// removes from it (the weights `masked` zeroes and the surgery cuts).
+    pub fn removed_inputs(&self, keep: &[bool]) -> Vec<(NodeId, Vec<usize>)> {
+        let mut out = vec![];
         for r in &self.ch.roles {
             let Role::Consumer { node, space } = *r else {
                 continue;
@@ -218,31 +218,51 @@ impl Pruner {
             let removed: Vec<usize> = (0..self.ch.spaces[space].len)
                 .filter(|&i| !keep[self.ch.atom(space, i)])
                 .collect();
-            if removed.is_empty() {
-                continue;
+            if !removed.is_empty() && ops::weight_layout(self.model.graph.node(node)).is_some() {
+                out.push((node, removed));
             }
-            let n = m.graph.node(node);
-            let Some(layout) = ops::weight_layout(n) else {
-                continue;
-            };
-            let w = n.inputs[WeightLayout::INPUT]
-                .ok_or_else(|| Error::Invalid("consumer without weight".into()))?;
-            let t = m
-                .graph
-                .foldable_const(w)
-                .ok_or_else(|| Error::Invalid("consumer weight not constant".into()))?;
-            let group = layout.group.max(1) as usize;
-            let zeroed = if layout.kind == Linear::Conv && group > 1 {
-                zero_grouped(t, group, &removed)?
-            } else {
-                zero_along(t, layout.in_axis, &removed)?
-            };
+        }
+        out
+    }
+
+    /// The weight of consumer `node`: its value, the constant and its layout.
+    fn consumer_weight(&self, node: NodeId) -> Result<(crate::ir::ValueId, &Tensor, WeightLayout)> {
+        let n = self.model.graph.node(node);
+        let layout = ops::weight_layout(n)
+            .ok_or_else(|| Error::Invalid("consumer without layout".into()))?;
+        let w = n.inputs[WeightLayout::INPUT]
+            .ok_or_else(|| Error::Invalid("consumer without weight".into()))?;
+        let t = self
+            .model
+            .graph
+            .foldable_const(w)
+            .ok_or_else(|| Error::Invalid("consumer weight not constant".into()))?;
+        Ok((w, t, layout))
+    }
+
+    /// The original (simplified) model with every removed channel zeroed at its consumers:
+    /// what the pruned model must compute (used by `verify`).
+    pub fn masked(&self, keep: &[bool]) -> Result<Model> {
+        let mut m = self.model.clone();
+        for (node, removed) in self.removed_inputs(keep) {
+            let (w, t, layout) = self.consumer_weight(node)?;
+            let zeroed = zero_inputs(t, &layout, &removed)?;
             let name = format!("{}_masked", m.graph.value(w).name);
             let v = m.graph.add_const(&name, zeroed);
             m.graph.set_input(node, WeightLayout::INPUT, Some(v));
         }
         rewrite::simplify(&mut m, &PassOptions::default())?;
         Ok(m)
+    }
+}
+
+/// `t` (a consumer's weight with `layout`) with its input channels `removed` set to zero.
+fn zero_inputs(t: &Tensor, layout: &WeightLayout, removed: &[usize]) -> Result<Tensor> {
+    let group = layout.group.max(1) as usize;
+    if layout.kind == Linear::Conv && group > 1 {
+        zero_grouped(t, group, removed)
+    } else {
+        zero_along(t, layout.in_axis, removed)
     }
 }
 
