@@ -1,14 +1,15 @@
 //! Benchmark of the whole job within a time limit (a program, not a timed test): what a user
 //! gets from `onnx-prune IN -o OUT --target-flops 0.5 --data train_50k_jpeg.tar --time-limit L`
 //! with the defaults, against uniform L1 under the same limit and the same fine-tuning
-//! (`--agent none --method l1`), and against the unpruned original fine-tuned for the same time
+//! (`--agent none --method l1`), `--agent joint` (row `joint`, not run unless named), and against
+//! the unpruned original fine-tuned for the same time
 //! with the job's recipe (`onnx-prune finetune ORIG --lr 3e-3 --time-limit L`: the fair anchor,
 //! since training on the JPEG training set also adapts a model to the JPEG test set). Each model is then scored
 //! with `onnx-prune eval` on all of `test_10k_jpeg.tar`; the table gives top-1, MACs kept, the
 //! wall time of the command (it must stay within L) and the fine-tuning steps it planned.
 //!
 //! `cargo bench --bench timelimit [-- --cases resnet20:10m,resnet20:20m,resnet20:60m,resnet56:60m]
-//! [-- --rows default,uniform-l1,original] [-- --seed S]`, or `-- --sweep [--limit 4m]`: the
+//! [-- --rows default,uniform-l1,joint,original] [-- --seed S]`, or `-- --sweep [--limit 4m]`: the
 //! fine-tuning recipes the job's defaults were chosen from, at equal wall time (see `sweep`).
 //! (the default cases are the issue's four; one case of 60 minutes takes 3 hours for its three
 //! rows, so name what you need). Needs ../shared (skips otherwise).
@@ -175,8 +176,15 @@ fn main() {
                         .arg(&out)
                         .args(["--target-flops", "0.5"]);
                     c.args(["--seed", &seed]);
-                    if row == "uniform-l1" {
-                        c.args(["--agent", "none", "--method", "l1"]);
+                    match row {
+                        "uniform-l1" => {
+                            c.args(["--agent", "none", "--method", "l1"]);
+                        }
+                        // Joint training and pruning (issue #21), its defaults otherwise.
+                        "joint" => {
+                            c.args(["--agent", "joint"]);
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -72,9 +72,11 @@ pub(crate) struct PruneArgs {
     pub(crate) label_free: bool,
     /// With --data: the search agent. ddpg (default; measured best): AMC's actor-critic (a
     /// keep ratio per group); dqn: PuRL (magnitude thresholds α·σ, dense rewards);
-    /// reinforce: Huang et al. 2018 (a policy per group samples which filters to keep); none:
-    /// no search, the uniform/global --allocation by the channel criterion, then recovery
-    #[arg(long, default_value = "ddpg", value_parser = ["ddpg", "dqn", "reinforce", "none"])]
+    /// reinforce: Huang et al. 2018 (a policy per group samples which filters to keep); joint:
+    /// Ganjdanesh et al. 2024 (the network trains while an agent picks the structure and the
+    /// weights align to it; then the cut, recovery and fine-tuning); none: no search, the
+    /// uniform/global --allocation by the channel criterion, then recovery
+    #[arg(long, default_value = "ddpg", value_parser = ["ddpg", "dqn", "reinforce", "joint", "none"])]
     pub(crate) agent: String,
     /// With --data: search episodes (default: 100 for ddpg, 55 for dqn; for reinforce the
     /// number of policy updates, spread over the groups, default 10 per group)
@@ -150,6 +152,8 @@ pub(crate) struct PruneArgs {
     pub(crate) finetune_steps: Option<usize>,
     #[command(flatten)]
     pub(crate) train: TrainArgs,
+    #[command(flatten)]
+    pub(crate) joint: super::joint_args::JointArgs,
     #[command(flatten)]
     pub(crate) opts: PruneOpts,
 }

@@ -4,6 +4,7 @@
 mod args;
 mod eval;
 mod inspect;
+mod joint_args;
 mod plan_cmds;
 mod prune;
 mod train;

@@ -31,6 +31,9 @@ fn options(
         },
         None => (onnx_prune::search::recover::Mode::Ls, 0),
     };
+    if args.agent == "joint" && args.data.is_none() {
+        anyhow::bail!("--agent joint trains the network: give --data with training samples");
+    }
     let finetune = match (args.finetune_epochs, args.finetune_steps) {
         (Some(e), _) if e <= 0.0 => Length::Off,
         (_, Some(0)) => Length::Off,
@@ -90,6 +93,7 @@ fn options(
         val_size: args.val_size,
         label_free: args.label_free,
         agent: onnx_prune::search::rl::Agent::parse(&args.agent),
+        joint: (args.agent == "joint").then(|| args.joint.options()),
         episodes: args.episodes,
         reward: onnx_prune::eval::metrics::Reward::parse(&args.reward),
         drop_bound: args.drop_bound,

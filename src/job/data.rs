@@ -73,7 +73,7 @@ impl DataCtx {
         out.line(&line);
         // Training samples (all but the validation subset) for fine-tuning and
         // `recover_ft_steps`.
-        let train = (o.length() != Length::Off || o.recover_ft_steps > 0)
+        let train = (o.length() != Length::Off || o.recover_ft_steps > 0 || o.joint.is_some())
             .then(|| ds.subset(&data::complement(ds.n, &vi)));
         Ok(DataCtx {
             calib: ds.subset(&ci),

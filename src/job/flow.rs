@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 /// What every step of a job with data reads: the analysed input, its data, the options and
 /// where to say what happens.
+#[derive(Clone, Copy)]
 pub(crate) struct Cx<'a> {
     pub(crate) p: &'a Pruner,
     pub(crate) c: &'a DataCtx,
@@ -164,7 +165,19 @@ pub(crate) fn with_data(
     job.end("prepare", Value::Null, Value::Null);
 
     let mut curve = None;
-    let (keep, m, rep, lp) = if let Some(agent) = o.agent {
+    // `--agent joint`: the structure comes from joint training, cut from its trained weights.
+    let mut cut = None;
+    let (keep, m, rep, lp) = if let Some(jo) = &o.joint {
+        let j = super::joint::run(cx, jo, imp, extra, job)?;
+        curve = Some(j.curve);
+        let trained = Cx {
+            p: &j.pruner,
+            ..*cx
+        };
+        let (m, rep) = trained.recover_model(&j.keep)?;
+        cut = Some(j.pruner.apply(&j.keep)?);
+        (j.keep, m, rep, None)
+    } else if let Some(agent) = o.agent {
         let budget = job.search_budget(o.time_budget);
         let res = search(
             cx,
@@ -252,7 +265,10 @@ pub(crate) fn with_data(
         (df, m, rep, None)
     };
     // Recovery's "before": the chosen plan after surgery alone.
-    let before = cx.val_scores(&p.apply(&keep)?)?;
+    let before = cx.val_scores(&match cut {
+        Some(m) => m,
+        None => p.apply(&keep)?,
+    })?;
     measure(cx, &m, &rep, lp, extra)?;
     job.end("recover", before, scores(extra));
     if job.stopped() && job.interrupted.is_none() {

@@ -37,12 +37,16 @@ use std::time::Duration;
 mod data;
 mod finetune;
 mod flow;
+mod joint;
 pub mod latency;
 mod phases;
 mod search;
+#[cfg(test)]
+mod tests_joint;
 mod write;
 
 pub use data::DataCtx;
+pub use joint::JointOptions;
 pub use latency::LatencyOptions;
 pub use phases::{Length, SCORE_FIELDS};
 pub use write::{write_json, write_pruned, Files, Written};
@@ -129,8 +133,10 @@ pub struct Options {
     pub val_size: usize,
     /// Ignore labels: fidelity to the original's outputs only.
     pub label_free: bool,
-    /// The search agent; `None`: no search.
+    /// The search agent; `None`: no search (or joint training and pruning, with `joint`).
     pub agent: Option<Agent>,
+    /// `--agent joint`: train and prune together instead of searching (`agent` is `None`).
+    pub joint: Option<JointOptions>,
     pub episodes: Option<usize>,
     /// The search's reward; `None`: soft with labels, fidelity without.
     pub reward: Option<Reward>,
@@ -178,6 +184,7 @@ impl Default for Options {
             val_size: 1000,
             label_free: false,
             agent: Some(Agent::Ddpg),
+            joint: None,
             episodes: None,
             reward: None,
             drop_bound: 0.02,

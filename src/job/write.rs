@@ -117,6 +117,28 @@ pub fn write_pruned(
         if let Some(c) = curve {
             report::plot_curve(&side("curve.svg"), &format!("{name}: search"), c)?;
         }
+        // `--agent joint`: the ratios each round chose.
+        let rounds: Vec<Vec<f64>> = extra
+            .get("joint")
+            .and_then(|j| j["rounds"].as_array())
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                r["ratios"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_f64())
+                    .collect()
+            })
+            .collect();
+        if !rounds.is_empty() {
+            report::plot_joint_ratios(
+                &side("joint.svg"),
+                &format!("{name}: keep ratio per group, round by round (--agent joint)"),
+                &rounds,
+            )?;
+        }
         // With --target-latency measured here: predicted vs measured per layer.
         let alone: Vec<(f64, f64, f64)> = extra
             .get("latency")

@@ -4,6 +4,7 @@
 
 pub mod ddpg;
 pub mod dqn;
+pub mod joint;
 pub mod nets;
 pub mod reinforce;
 pub mod train;

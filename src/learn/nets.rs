@@ -7,7 +7,13 @@ use burn::tensor::activation::relu;
 use rand::{Rng, SeedableRng};
 
 /// A fully connected layer `[in] → [out]` initialised U(−s, s) from `rng`.
-fn dense(inp: usize, out: usize, s: f32, rng: &mut rand::rngs::StdRng, device: &Device) -> Linear {
+pub(crate) fn dense(
+    inp: usize,
+    out: usize,
+    s: f32,
+    rng: &mut rand::rngs::StdRng,
+    device: &Device,
+) -> Linear {
     let w: Vec<f32> = (0..inp * out).map(|_| rng.random_range(-s..s)).collect();
     let b: Vec<f32> = (0..out).map(|_| rng.random_range(-s..s)).collect();
     Linear {

@@ -4,7 +4,7 @@
 
 mod plots;
 
-pub use plots::{plot_curve, plot_keep_ratios, plot_latency_layers};
+pub use plots::{plot_curve, plot_joint_ratios, plot_keep_ratios, plot_latency_layers};
 
 /// One row of the human table.
 #[derive(Clone, Debug)]

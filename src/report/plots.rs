@@ -1,4 +1,5 @@
-//! SVG plots (plotters, SVG backend only): keep ratio per group, and the search curve.
+//! SVG plots (plotters, SVG backend only): keep ratio per group, the search curve, the keep
+//! ratios `--agent joint` chose round by round, and latency per layer.
 
 use crate::error::{Error, Result};
 use crate::search::rl::Episode;
@@ -99,6 +100,47 @@ pub fn plot_curve(path: &Path, title: &str, curve: &[Episode]) -> Result<()> {
                 .position(SeriesLabelPosition::LowerRight)
                 .draw()
                 .map_err(&e)?;
+            root.present().map_err(&e)?;
+        }
+        Ok(())
+    })
+}
+
+/// `--agent joint`: the keep ratio of every group (one line each, in the search's order) in
+/// the plan each round chose (`rounds`: per round, the ratios).
+pub fn plot_joint_ratios(path: &Path, title: &str, rounds: &[Vec<f64>]) -> Result<()> {
+    let n = rounds.len().max(1) as f64;
+    let groups = rounds.iter().map(|r| r.len()).max().unwrap_or(0);
+    write_svg(path, &|svg| {
+        let e = plot_err(path);
+        {
+            let root = SVGBackend::with_string(svg, (960, 420)).into_drawing_area();
+            root.fill(&WHITE).map_err(&e)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(50)
+                .build_cartesian_2d(0.5f64..n + 0.5, 0f64..1.05)
+                .map_err(&e)?;
+            chart
+                .configure_mesh()
+                .x_desc("round")
+                .y_desc("keep ratio (one line per group)")
+                .draw()
+                .map_err(&e)?;
+            for g in 0..groups {
+                let color = Palette99::pick(g).to_rgba();
+                chart
+                    .draw_series(LineSeries::new(
+                        rounds
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, r)| r.get(g).map(|&v| (i as f64 + 1.0, v))),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(&e)?;
+            }
             root.present().map_err(&e)?;
         }
         Ok(())

@@ -33,6 +33,16 @@ struct MacTerm {
     inp: Option<SpaceId>,
 }
 
+/// What a plan removes from one consumer weight ([`Pruner::removal_masks`]).
+#[derive(Clone, Debug)]
+pub struct RemovalMask {
+    /// The weight's initializer name in the simplified model.
+    pub weight: String,
+    pub dims: Vec<usize>,
+    /// Per element: 1 where the surgery removes it, else 0.
+    pub mask: Vec<f32>,
+}
+
 /// A model prepared for pruning: simplified, analysed, with its channel groups.
 pub struct Pruner {
     pub model: Model,
@@ -253,6 +263,39 @@ impl Pruner {
         }
         rewrite::simplify(&mut m, &PassOptions::default())?;
         Ok(m)
+    }
+
+    /// Per consumer weight a plan cuts into, by initializer name: its dims and a mask of its
+    /// shape, 1 on the weights the surgery removes and 0 elsewhere (a weight read by several
+    /// consumers gets the union). Zeroing them gives [`Pruner::masked`]'s function: how
+    /// `--agent joint` evaluates and aligns a plan on the burn network without surgery.
+    pub fn removal_masks(&self, keep: &[bool]) -> Result<Vec<RemovalMask>> {
+        let mut out: Vec<RemovalMask> = vec![];
+        for (node, removed) in self.removed_inputs(keep) {
+            let (w, t, layout) = self.consumer_weight(node)?;
+            let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+            let n: usize = dims.iter().product();
+            let ones = Tensor::f32(&t.dims, vec![1.0; n]);
+            let Some(crate::ir::Arr::F32(k)) = zero_inputs(&ones, &layout, &removed)?.to_arr()
+            else {
+                return Err(Error::Usage("only float32 weights can be masked".into()));
+            };
+            let mask: Vec<f32> = k.iter().map(|v| 1.0 - v).collect();
+            let name = self.model.graph.value(w).name.clone();
+            match out.iter_mut().find(|r| r.weight == name) {
+                Some(r) => r
+                    .mask
+                    .iter_mut()
+                    .zip(&mask)
+                    .for_each(|(a, b)| *a = a.max(*b)),
+                None => out.push(RemovalMask {
+                    weight: name,
+                    dims,
+                    mask,
+                }),
+            }
+        }
+        Ok(out)
     }
 }
 

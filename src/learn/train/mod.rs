@@ -155,6 +155,15 @@ pub struct Trainer {
     /// With a deadline: the plan may also be lengthened up to this many steps when the measured
     /// pace leaves time over (`budget::repace`); `None` keeps `o.steps` as the most.
     pub max_steps: Option<usize>,
+    /// [`Trainer::run`] returns when the step count reaches this (the schedule stays planned
+    /// for `o.steps`): a caller interleaves its own work between stretches of one run.
+    pub pause_at: Option<usize>,
+    /// Alignment to a structure (`--agent joint`): after each update, parameter `i` of each
+    /// pair is multiplied by 1 − s·mask (mask 1 on the weights a cut would remove, 0
+    /// elsewhere; s = `align_strength`): the proximal step of a squared-L2 penalty on the
+    /// weights to be removed, so the cut at the end loses little.
+    pub align: Vec<(usize, Tensor<6>)>,
+    pub align_strength: f64,
     /// Per parameter: 1 (SGD momentum) or 2 (Adam m, v) buffers.
     state: Vec<Vec<Tensor<6>>>,
 }
@@ -175,6 +184,9 @@ impl Trainer {
             step: 0,
             deadline: None,
             max_steps: None,
+            pause_at: None,
+            align: vec![],
+            align_strength: 0.0,
             state,
         }
     }
@@ -283,6 +295,9 @@ impl Trainer {
         // slower: allocation, caches), checked every 10 steps from the 30th (`PACE_SKIP`).
         let mut pace_from: Option<Duration> = None;
         while self.step < self.o.steps {
+            if self.pause_at.is_some_and(|p| self.step >= p) {
+                break;
+            }
             if stop.load(Ordering::SeqCst) {
                 rep.interrupted = true;
                 break;
@@ -500,7 +515,12 @@ impl Trainer {
     }
 
     fn apply(&mut self, net: &mut Net, grads: &burn::tensor::Gradients, lr: f64, t: usize) {
+        let s = self.align_strength.clamp(0.0, 1.0);
         for (i, w) in updated(&self.o, &mut self.state, net, grads, lr, t) {
+            let w = match self.align.iter().find(|(j, _)| *j == i) {
+                Some((_, mask)) if s > 0.0 => w.clone() - w * mask.clone() * s,
+                _ => w,
+            };
             net.set_param(i, w);
         }
     }

@@ -1,0 +1,188 @@
+//! `--agent joint` end to end on resnet20 (the lossless CIFAR sample, tract, small subsets):
+//! a seed and step counts give the same bytes, the report records the rounds and the
+//! environment model's error, the label-free path distils, and Ctrl-C during joint training
+//! writes a valid model. (The agent's networks, the alignment and the masked evaluation are
+//! tested in `learn::joint` and `job::joint`.)
+
+mod common;
+
+use common::interrupt;
+use std::path::Path;
+use std::process::Command;
+
+const RESNET20_MACS: u64 = 40_551_040;
+
+fn job(shared: &Path, out: &Path, rep: &Path, extra: &[&str]) -> Command {
+    let mut c = common::bin();
+    c.arg(shared.join("models/cifar10/resnet20.onnx"))
+        .arg("-o")
+        .arg(out)
+        .args(["--target-flops", "0.5", "--runtime", "tract", "--seed", "3"])
+        .arg("--data")
+        .arg(shared.join("data/cifar10/test_846_lossless.npz"))
+        .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+        .args([
+            "--calib-size",
+            "128",
+            "--val-size",
+            "128",
+            "--batch-size",
+            "16",
+        ])
+        .args(["--agent", "joint", "--joint-round", "4"])
+        .arg("--report")
+        .arg(rep)
+        .args(extra);
+    c
+}
+
+fn report(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn macs_of(out: &Path) -> u64 {
+    let o = common::bin()
+        .args(["inspect", "--json"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    j["macs"].as_u64().unwrap()
+}
+
+/// Twice the same joint job with fixed step counts: identical bytes; the report has every
+/// round (its plan's ratios, reward and the environment model's reconstruction error), the
+/// phases in order, and the written model keeps at most half the MACs.
+#[test]
+fn the_joint_job_is_reproducible_and_reports_its_rounds() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(format!("{name}.onnx"));
+        let rep = dir.path().join(format!("{name}.json"));
+        let o = job(
+            &s,
+            &out,
+            &rep,
+            &["--joint-steps", "12", "--finetune-steps", "2"],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (std::fs::read(&out).unwrap(), report(&rep), out)
+    };
+    let (a, r, out) = run("a");
+    let (b, _, _) = run("b");
+    assert!(a == b, "same seed and steps, different output");
+    let phases: Vec<&str> = r["time"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["prepare", "joint", "recover", "finetune"], "{r}");
+    let j = &r["joint"];
+    assert_eq!(j["steps"], 12, "{j}");
+    let rounds = j["rounds"].as_array().unwrap();
+    // Rounds at steps 0, 4 and 8 (the last quarter holds the structure).
+    assert_eq!(rounds.len(), 3, "{j}");
+    for (i, x) in rounds.iter().enumerate() {
+        assert_eq!(x["step"], 4 * i, "{x}");
+        assert!(x["reconstruction_error"].as_f64().unwrap() >= 0.0, "{x}");
+        assert!(x["macs_ratio"].as_f64().unwrap() <= 0.5, "{x}");
+        assert_eq!(
+            x["ratios"].as_array().unwrap().len(),
+            j["ratios"].as_array().unwrap().len()
+        );
+    }
+    assert!(macs_of(&out) * 2 <= RESNET20_MACS);
+    // The plot of the rounds' ratios beside the report.
+    let svg = std::fs::read_to_string(dir.path().join("a.joint.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("round"), "{svg}");
+}
+
+/// Label-free: the joint training distils from the original, plans are scored by fidelity,
+/// and no top-1 is reported.
+#[test]
+fn the_label_free_joint_job_distils() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep) = (dir.path().join("p.onnx"), dir.path().join("p.json"));
+    let o = job(
+        &s,
+        &out,
+        &rep,
+        &[
+            "--label-free",
+            "--joint-steps",
+            "8",
+            "--finetune-steps",
+            "2",
+        ],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("(reward fidelity)"), "{err}");
+    let r = report(&rep);
+    assert!(r.get("top1_after").is_none(), "{r}");
+    let reward = r["joint"]["reward"].as_f64().unwrap();
+    assert!(reward > 0.0 && reward <= 1.0, "{r}");
+    assert_eq!(r["finetune"]["kd_weight"], 1.0, "{r}");
+    assert!(macs_of(&out) * 2 <= RESNET20_MACS);
+}
+
+/// Ctrl-C during joint training: the structure chosen so far is cut from the weights trained
+/// so far, recovered and written (valid, within the budget); exit 130, the report names the
+/// phase.
+#[test]
+fn ctrl_c_during_joint_training_writes_a_valid_model() {
+    let Some(s) = common::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep) = (dir.path().join("p.onnx"), dir.path().join("p.json"));
+    let c = job(
+        &s,
+        &out,
+        &rep,
+        &["--joint-steps", "100000", "--finetune-steps", "2"],
+    );
+    let (code, err) = interrupt(c, "joint round 2 ", 0.5);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("interrupted during joint"), "{err}");
+    let r = report(&rep);
+    assert_eq!(r["time"]["interrupted"], "joint", "{r}");
+    assert!(r["joint"]["interrupted"].as_bool().unwrap(), "{r}");
+    assert!(r.get("finetune").is_none(), "{r}");
+    assert!(macs_of(&out) * 2 <= RESNET20_MACS);
+}
+
+/// Without data, or with a strength outside [0, 1], `--agent joint` is refused with one clear
+/// line and nothing is written (no ../shared needed).
+#[test]
+fn joint_without_data_or_with_a_bad_strength_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.onnx");
+    let model = common::repo().join("models/tiny_resnet.onnx");
+    for extra in [vec![], vec!["--data", "x.npz", "--align-strength", "2"]] {
+        let o = common::bin()
+            .arg(&model)
+            .arg("-o")
+            .arg(&out)
+            .args(["--target-flops", "0.5", "--agent", "joint"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let want = if extra.is_empty() {
+            "--agent joint"
+        } else {
+            "--align-strength"
+        };
+        assert!(err.contains(want), "{err}");
+        assert!(!out.exists());
+    }
+}
