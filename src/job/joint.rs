@@ -268,11 +268,6 @@ pub(crate) fn run(
         env = env.with_latency(cost, ms);
     }
     env.set_select(select.to_vec());
-    let (device, line) = crate::net::device();
-    let mut net = Net::new(&p.model, &device)?;
-    if jo.from_scratch {
-        reinit(&mut net, o.seed);
-    }
     let teacher_needed = !labels || o.train.kd_weight.is_some_and(|w| w > 0.0);
     let teacher = match teacher_needed {
         true => Some(c.teacher(p)?),
@@ -291,6 +286,13 @@ pub(crate) fn run(
         labels,
         true,
     )?;
+    // After the options: they select the training device (`--train-device`), which the
+    // network and the agent use.
+    let (device, line) = crate::net::device();
+    let mut net = Net::new(&p.model, &device)?;
+    if jo.from_scratch {
+        reinit(&mut net, o.seed);
+    }
     let mut trainer = Trainer::new(&net, to.clone());
     let round_steps = jo.round_steps.max(1);
     let candidates = jo.candidates.max(1);
@@ -332,12 +334,7 @@ pub(crate) fn run(
         if jo.from_scratch { ", from re-initialised weights" } else { "" }
     ));
 
-    let mut agent = JointAgent::new(
-        features(&env),
-        Config::default(),
-        o.seed,
-        &crate::net::device().0,
-    );
+    let mut agent = JointAgent::new(features(&env), Config::default(), o.seed, &device);
     let mut current: Option<(f64, Vec<bool>, Vec<f64>)> = None;
     let mut rounds: Vec<Value> = vec![];
     let mut curve: Vec<Episode> = vec![];
@@ -415,13 +412,15 @@ pub(crate) fn run(
         trainer.pause_at = Some(trainer.step + round_steps);
         let before = trainer.step;
         let steps = trainer.o.steps;
+        // About 20 progress lines over the phase where the terminal does not redraw.
+        let every = (steps / 20).max(10);
         let rep = trainer.run(
             &mut net,
             teacher,
             &data,
             job.stop,
             &mut |s| {
-                if s.step.is_multiple_of(10) || s.step == s.steps {
+                if s.step.is_multiple_of(every) || s.step == s.steps {
                     out.bar(
                         s.step,
                         s.steps,
