@@ -6,62 +6,8 @@
 
 mod common;
 
-use common::interrupt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const NORM: [&str; 4] = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
-
-/// The main command on resnet20 with the lossless CIFAR sample (tract, small subsets).
-fn job(shared: &Path, out: &Path, rep: &Path, extra: &[&str]) -> Command {
-    let mut c = common::bin();
-    c.arg(shared.join("models/cifar10/resnet20.onnx"))
-        .arg("-o")
-        .arg(out)
-        .args(["--target-flops", "0.5", "--runtime", "tract", "--seed", "3"])
-        .arg("--data")
-        .arg(shared.join("data/cifar10/test_846_lossless.npz"))
-        .args(NORM)
-        .args([
-            "--calib-size",
-            "128",
-            "--val-size",
-            "128",
-            "--batch-size",
-            "16",
-        ])
-        .arg("--report")
-        .arg(rep)
-        .args(extra);
-    c
-}
-
-fn report(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn phases(r: &serde_json::Value) -> Vec<String> {
-    r["time"]["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["phase"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// `inspect --json` of a written model: it loads, and keeps at most half the MACs.
-fn check_written(out: &Path, base_macs: u64) {
-    let o = common::bin()
-        .args(["inspect", "--json"])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(j["macs"].as_u64().unwrap() * 2 <= base_macs, "{j}");
-}
-
-const RESNET20_MACS: u64 = 40_551_040;
+use common::{check_written, interrupt, phases, report, resnet20_job as job, RESNET20_MACS};
+use std::path::PathBuf;
 
 /// Without a length, the job fine-tunes for what the limit leaves: the phases are timed and
 /// scored before and after, and the split is in the report.

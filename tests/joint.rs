@@ -6,49 +6,20 @@
 
 mod common;
 
-use common::interrupt;
+use common::{check_written, interrupt, phases, report, resnet20_job, RESNET20_MACS};
 use std::path::Path;
 use std::process::Command;
 
-const RESNET20_MACS: u64 = 40_551_040;
-
+/// The common resnet20 job with `--agent joint`, a round every 4 steps.
 fn job(shared: &Path, out: &Path, rep: &Path, extra: &[&str]) -> Command {
-    let mut c = common::bin();
-    c.arg(shared.join("models/cifar10/resnet20.onnx"))
-        .arg("-o")
-        .arg(out)
-        .args(["--target-flops", "0.5", "--runtime", "tract", "--seed", "3"])
-        .arg("--data")
-        .arg(shared.join("data/cifar10/test_846_lossless.npz"))
-        .args(["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
-        .args([
-            "--calib-size",
-            "128",
-            "--val-size",
-            "128",
-            "--batch-size",
-            "16",
-        ])
-        .args(["--agent", "joint", "--joint-round", "4"])
-        .arg("--report")
-        .arg(rep)
-        .args(extra);
+    let mut c = resnet20_job(
+        shared,
+        out,
+        rep,
+        &["--agent", "joint", "--joint-round", "4"],
+    );
+    c.args(extra);
     c
-}
-
-fn report(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn macs_of(out: &Path) -> u64 {
-    let o = common::bin()
-        .args(["inspect", "--json"])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    j["macs"].as_u64().unwrap()
 }
 
 /// Twice the same joint job with fixed step counts: identical bytes; the report has every
@@ -75,13 +46,11 @@ fn the_joint_job_is_reproducible_and_reports_its_rounds() {
     let (a, r, out) = run("a");
     let (b, _, _) = run("b");
     assert!(a == b, "same seed and steps, different output");
-    let phases: Vec<&str> = r["time"]["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["phase"].as_str().unwrap())
-        .collect();
-    assert_eq!(phases, ["prepare", "joint", "recover", "finetune"], "{r}");
+    assert_eq!(
+        phases(&r),
+        ["prepare", "joint", "recover", "finetune"],
+        "{r}"
+    );
     let j = &r["joint"];
     assert_eq!(j["steps"], 12, "{j}");
     let rounds = j["rounds"].as_array().unwrap();
@@ -96,7 +65,7 @@ fn the_joint_job_is_reproducible_and_reports_its_rounds() {
             j["ratios"].as_array().unwrap().len()
         );
     }
-    assert!(macs_of(&out) * 2 <= RESNET20_MACS);
+    check_written(&out, RESNET20_MACS);
     // The plot of the rounds' ratios beside the report.
     let svg = std::fs::read_to_string(dir.path().join("a.joint.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("round"), "{svg}");
@@ -131,7 +100,7 @@ fn the_label_free_joint_job_distils() {
     let reward = r["joint"]["reward"].as_f64().unwrap();
     assert!(reward > 0.0 && reward <= 1.0, "{r}");
     assert_eq!(r["finetune"]["kd_weight"], 1.0, "{r}");
-    assert!(macs_of(&out) * 2 <= RESNET20_MACS);
+    check_written(&out, RESNET20_MACS);
 }
 
 /// Ctrl-C during joint training: the structure chosen so far is cut from the weights trained
@@ -155,7 +124,7 @@ fn ctrl_c_during_joint_training_writes_a_valid_model() {
     assert_eq!(r["time"]["interrupted"], "joint", "{r}");
     assert!(r["joint"]["interrupted"].as_bool().unwrap(), "{r}");
     assert!(r.get("finetune").is_none(), "{r}");
-    assert!(macs_of(&out) * 2 <= RESNET20_MACS);
+    check_written(&out, RESNET20_MACS);
 }
 
 /// Without data, or with a strength outside [0, 1], `--agent joint` is refused with one clear

@@ -268,3 +268,58 @@ pub fn interrupt(mut c: Command, marker: &str, wait: f64) -> (Option<i32>, Strin
     seen.extend(rx.try_iter().map(|l| l + "\n"));
     (status.code(), seen)
 }
+
+/// The CIFAR normalisation of the shared models (ImageNet's mean and std).
+pub const NORM: [&str; 4] = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+
+/// MACs of `../shared/models/cifar10/resnet20.onnx`.
+pub const RESNET20_MACS: u64 = 40_551_040;
+
+/// The main command on resnet20 with the lossless CIFAR sample (tract, small subsets: 128
+/// calibration and 128 validation images, batch 16, seed 3), writing `out` and the report
+/// `rep`, with `extra` flags.
+pub fn resnet20_job(shared: &Path, out: &Path, rep: &Path, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.arg(shared.join("models/cifar10/resnet20.onnx"))
+        .arg("-o")
+        .arg(out)
+        .args(["--target-flops", "0.5", "--runtime", "tract", "--seed", "3"])
+        .arg("--data")
+        .arg(shared.join("data/cifar10/test_846_lossless.npz"))
+        .args(NORM)
+        .args([
+            "--calib-size",
+            "128",
+            "--val-size",
+            "128",
+            "--batch-size",
+            "16",
+        ])
+        .arg("--report")
+        .arg(rep)
+        .args(extra);
+    c
+}
+
+/// A JSON report.
+pub fn report(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// The phases a job's report lists, in order.
+pub fn phases(r: &serde_json::Value) -> Vec<String> {
+    r["time"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `inspect --json` of a written model: it loads, and keeps at most half of `base_macs`.
+pub fn check_written(out: &Path, base_macs: u64) {
+    let o = bin().args(["inspect", "--json"]).arg(out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(j["macs"].as_u64().unwrap() * 2 <= base_macs, "{j}");
+}
