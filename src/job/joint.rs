@@ -350,7 +350,8 @@ pub(crate) fn run(
             let mut ev = eval_net(&net)?;
             for a in agent.propose(round, candidates) {
                 let (keep, applied) = play(&mut env, &a);
-                let reward = if env.fits(&keep) {
+                let fits = env.fits(&keep);
+                let reward = if fits {
                     let m = masks(p, &ev, &keep)?;
                     let lo = masked_logits(&mut ev, &m, &probe)?;
                     reward_of.score(reference, &lo, *k, y)
@@ -358,7 +359,7 @@ pub(crate) fn run(
                     0.0
                 };
                 agent.observe(round, &applied, reward);
-                if env.fits(&keep) && best.as_ref().is_none_or(|b| reward > b.0) {
+                if fits && best.as_ref().is_none_or(|b| reward > b.0) {
                     best = Some((reward, keep, env.step_ratios()));
                 }
             }

@@ -127,8 +127,7 @@ impl Ddpg {
                 .powi((self.episode - self.cfg.warmup) as i32);
         // Truncated normal on [lo, hi] by rejection (Box–Muller), as AMC samples it.
         for _ in 0..100 {
-            let (u1, u2): (f64, f64) = (self.rng.random_range(1e-12..1.0), self.rng.random());
-            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            let z = super::nets::std_normal(&mut self.rng);
             let a = mu + sigma * z;
             if (lo..=hi).contains(&a) {
                 return a;

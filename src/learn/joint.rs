@@ -226,9 +226,7 @@ impl JointAgent {
             out.push(
                 g.iter()
                     .map(|&m| {
-                        let (u1, u2): (f64, f64) =
-                            (self.rng.random_range(1e-12..1.0), self.rng.random());
-                        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                        let z = super::nets::std_normal(&mut self.rng);
                         (m + sigma * z).clamp(0.0, 1.0)
                     })
                     .collect(),

@@ -93,6 +93,12 @@ impl Mlp {
     }
 }
 
+/// A standard normal draw by Box–Muller (one pair of uniforms per draw, the cosine branch).
+pub fn std_normal(rng: &mut rand::rngs::StdRng) -> f64 {
+    let (u1, u2): (f64, f64) = (rng.random_range(1e-12..1.0), rng.random());
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
 /// Rows of f32 features → a `[rows, dim]` tensor.
 pub fn batch(rows: &[Vec<f32>], device: &Device) -> Tensor<2> {
     let dim = rows.first().map(|r| r.len()).unwrap_or(0);
