@@ -31,7 +31,10 @@ impl TrainArgs {
     /// The library's training settings from these flags.
     pub(crate) fn settings(&self) -> onnx_prune::learn::train::Settings {
         onnx_prune::learn::train::Settings {
-            optim: onnx_prune::learn::train::Optim::parse(&self.optimizer).expect("clap checked"),
+            optim: self
+                .optimizer
+                .as_deref()
+                .map(|o| onnx_prune::learn::train::Optim::parse(o).expect("clap checked")),
             lr: self.lr,
             clip_grad: self.clip_grad,
             warmup: self.warmup,
@@ -115,7 +118,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         val.n,
         o.batch,
         (steps * o.batch) as f64 / trainset.n as f64,
-        a.train.optimizer,
+        o.optim.name(),
         o.lr,
         match (o.kd_weight, labels) {
             (w, _) if w >= 1.0 => format!("distillation (T = {})", o.temperature),

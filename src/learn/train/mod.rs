@@ -52,6 +52,13 @@ impl Optim {
             _ => None,
         }
     }
+    /// The name `--optimizer` takes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optim::Sgd { .. } => "sgd",
+            Optim::Adam { .. } => "adam",
+        }
+    }
     fn slots(&self) -> usize {
         match self {
             Optim::Sgd { .. } => 1,
