@@ -120,11 +120,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         (steps * o.batch) as f64 / trainset.n as f64,
         o.optim.name(),
         o.lr,
-        match (o.kd_weight, labels) {
-            (w, _) if w >= 1.0 => format!("distillation (T = {})", o.temperature),
-            (w, true) if w > 0.0 => format!("cross-entropy + distillation (w = {w}, T = {})", o.temperature),
-            _ => "cross-entropy".to_string(),
-        }
+        o.loss_name(labels)
     );
     // Before.
     let tmp = eval::TempDir::new("finetune")?;

@@ -51,8 +51,11 @@ pub(crate) fn finetune_pruned(
         ),
     };
     out.line(&format!(
-        "fine-tuning on {} sample(s): {what}, {line}",
-        data.n
+        "fine-tuning on {} sample(s): {what}, {} lr {}, {}; {line}",
+        data.n,
+        to.optim.name(),
+        to.lr,
+        to.loss_name(data.y.is_some())
     ));
     let before = score_fields(extra);
     let ckpt = o

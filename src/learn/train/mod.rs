@@ -100,6 +100,22 @@ pub struct TrainOptions {
     pub checkpoint_every: usize,
 }
 
+impl TrainOptions {
+    /// What the loss is, in words (`labels`: the data has labels to learn from).
+    pub fn loss_name(&self, labels: bool) -> String {
+        match (self.kd_weight, labels) {
+            (w, _) if w >= 1.0 => format!("distillation (T = {})", self.temperature),
+            (w, true) if w > 0.0 => {
+                format!(
+                    "cross-entropy + distillation (w = {w}, T = {})",
+                    self.temperature
+                )
+            }
+            _ => "cross-entropy".to_string(),
+        }
+    }
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
