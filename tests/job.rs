@@ -99,11 +99,11 @@ fn same_seed_and_step_count_give_identical_output() {
     let (b, _) = run("b");
     assert!(a == b, "same seed and steps, different output");
     assert_eq!(ra["finetune"]["steps"], 4, "{ra}");
-    // The job's recipe: labels only, Adam at 1e-3.
+    // The job's recipe: labels only, SGD at 3e-3.
     assert_eq!(ra["finetune"]["kd_weight"], 0.0, "{ra}");
-    assert_eq!(ra["finetune"]["lr"], 1e-3, "{ra}");
+    assert_eq!(ra["finetune"]["lr"], 3e-3, "{ra}");
     let optim = ra["finetune"]["optimizer"].as_str().unwrap_or_default();
-    assert!(optim.starts_with("Adam"), "{ra}");
+    assert!(optim.starts_with("Sgd"), "{ra}");
 }
 
 /// Label-free: distillation only, and fidelity (no top-1) before and after.

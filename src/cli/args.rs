@@ -222,13 +222,12 @@ pub(crate) struct PruneOpts {
 /// Training hyper-parameters (the `finetune` command and `--finetune-epochs`).
 #[derive(Args, Clone)]
 pub(crate) struct TrainArgs {
-    /// Optimiser: sgd (momentum 0.9, Nesterov) or adam. Default: adam for the main command's
-    /// fine-tuning (measured best at equal time), sgd for `finetune` and --recover ft:STEPS
+    /// Optimiser: sgd (momentum 0.9, Nesterov; the default) or adam
     #[arg(long, value_parser = ["sgd", "adam"])]
     pub(crate) optimizer: Option<String>,
     /// Peak learning rate (cosine decay to 0 after the warm-up). Default 1e-3 for `finetune`
-    /// and --recover ft:STEPS; for the main command's fine-tuning 1e-3 with adam and 3e-3 with
-    /// sgd (measured best for short budgets on BatchNorm-folded CIFAR ResNets with gradient
+    /// and --recover ft:STEPS; for the main command's fine-tuning 3e-3 with sgd and 1e-3 with
+    /// adam (measured best for short budgets on BatchNorm-folded CIFAR ResNets with gradient
     /// clipping; far higher rates, as used to train with BatchNorm, diverge on folded networks)
     #[arg(long)]
     pub(crate) lr: Option<f64>,
