@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+/// The CIFAR models' input normalisation (ImageNet's mean and std).
+const NORM: [&str; 4] = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -33,7 +36,6 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 /// finetune --time-limit T` (default 4m) with the flags of its row, top-1 on test_10k.
 fn sweep(bin: &str, shared: &Path, tmp: &Path, limit: &str, eval: &dyn Fn(&Path) -> f64) {
     let train = shared.join("data/cifar10/train_50k_jpeg.tar");
-    let norm = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
     let orig = shared.join("models/cifar10/resnet20.onnx");
     let rec = tmp.join("recovered.onnx");
     let st = Command::new(bin)
@@ -42,7 +44,7 @@ fn sweep(bin: &str, shared: &Path, tmp: &Path, limit: &str, eval: &dyn Fn(&Path)
         .arg(&rec)
         .args(["--target-flops", "0.5", "--finetune-epochs", "0", "--data"])
         .arg(&train)
-        .args(norm)
+        .args(NORM)
         .output()
         .unwrap();
     assert!(
@@ -91,7 +93,7 @@ fn sweep(bin: &str, shared: &Path, tmp: &Path, limit: &str, eval: &dyn Fn(&Path)
             .arg(&out)
             .arg("--data")
             .arg(&train)
-            .args(norm)
+            .args(NORM)
             .args(["--time-limit", limit, "--report"])
             .arg(&rep)
             .args(flags)
@@ -120,14 +122,11 @@ fn sweep(bin: &str, shared: &Path, tmp: &Path, limit: &str, eval: &dyn Fn(&Path)
 /// default row does within the whole limit).
 fn gradual(
     bin: &str,
-    model: &Path,
+    (model, train): (&Path, &Path),
     tmp: &Path,
     (name, limit, seed): (&str, &str, &str),
     eval: &dyn Fn(&Path) -> f64,
 ) {
-    let shared = model.ancestors().nth(3).unwrap();
-    let train = shared.join("data/cifar10/train_50k_jpeg.tar");
-    let norm = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
     let half = onnx_prune::budget::parse_duration(limit)
         .unwrap()
         .as_secs_f64()
@@ -145,8 +144,8 @@ fn gradual(
             .arg(&out)
             .args(["--target-flops", &format!("{target:.6}"), "--seed", seed])
             .arg("--data")
-            .arg(&train)
-            .args(norm)
+            .arg(train)
+            .args(NORM)
             .args(["--time-limit", &half, "--report"])
             .arg(&rep)
             .output()
@@ -190,7 +189,6 @@ fn main() {
     let bin = env!("CARGO_BIN_EXE_onnx-prune");
     let train = shared.join("data/cifar10/train_50k_jpeg.tar");
     let test = shared.join("data/cifar10/test_10k_jpeg.tar");
-    let norm = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
     let tmp = std::env::temp_dir().join(format!("onnx-prune-bench-tl-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let eval = |m: &Path| -> f64 {
@@ -199,7 +197,7 @@ fn main() {
             .arg(m)
             .arg("--data")
             .arg(&test)
-            .args(norm)
+            .args(NORM)
             .args(["--json"])
             .output()
             .unwrap();
@@ -231,7 +229,7 @@ fn main() {
         );
         for row in rows.split(',') {
             if row == "gradual" {
-                gradual(bin, &model, &tmp, (name, limit, &seed), &eval);
+                gradual(bin, (&model, &train), &tmp, (name, limit, &seed), &eval);
                 continue;
             }
             let file = row.replace('/', "_");
@@ -272,7 +270,7 @@ fn main() {
                     }
                 }
             }
-            c.arg("--data").arg(&train).args(norm);
+            c.arg("--data").arg(&train).args(NORM);
             c.args(["--time-limit", limit]).arg("--report").arg(&rep);
             let t = Instant::now();
             let res = c.output().unwrap();

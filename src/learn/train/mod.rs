@@ -38,17 +38,21 @@ pub enum Optim {
 }
 
 impl Optim {
+    /// `--optimizer sgd`: momentum 0.9, Nesterov.
+    pub const SGD: Optim = Optim::Sgd {
+        momentum: 0.9,
+        nesterov: true,
+    };
+    /// `--optimizer adam`: PyTorch's defaults.
+    pub const ADAM: Optim = Optim::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
     pub fn parse(s: &str) -> Option<Optim> {
         match s {
-            "sgd" => Some(Optim::Sgd {
-                momentum: 0.9,
-                nesterov: true,
-            }),
-            "adam" => Some(Optim::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-            }),
+            "sgd" => Some(Optim::SGD),
+            "adam" => Some(Optim::ADAM),
             _ => None,
         }
     }
@@ -119,7 +123,7 @@ impl TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            optim: Optim::parse("sgd").unwrap(),
+            optim: Optim::SGD,
             lr: 0.01,
             warmup: 0,
             weight_decay: 5e-4,

@@ -13,10 +13,7 @@ use crate::net::Backend;
 /// 1000 steps), so SGD stays. Distillation lost to labels alone at equal time in both sweeps:
 /// the teacher's forward pass costs a quarter to a third of a step on a CPU, and the steps it
 /// costs bought more.
-pub const JOB_OPTIM: Optim = Optim::Sgd {
-    momentum: 0.9,
-    nesterov: true,
-};
+pub const JOB_OPTIM: Optim = Optim::SGD;
 /// The main job's peak rate with SGD (measured best against 1e-3 and 6e-3).
 pub const JOB_LR: f64 = 3e-3;
 /// The main job's peak rate with `--optimizer adam` (measured best against 3e-4).
@@ -98,11 +95,9 @@ impl Settings {
             None if teacher && !job => 0.5,
             None => 0.0,
         };
-        let sgd = Optim::Sgd {
-            momentum: 0.9,
-            nesterov: true,
-        };
-        let optim = self.optim.unwrap_or(if job { JOB_OPTIM } else { sgd });
+        let optim = self
+            .optim
+            .unwrap_or(if job { JOB_OPTIM } else { Optim::SGD });
         let lr = self.lr.unwrap_or(match (job, optim) {
             (true, Optim::Adam { .. }) => JOB_ADAM_LR,
             (true, Optim::Sgd { .. }) => JOB_LR,
