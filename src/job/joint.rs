@@ -26,7 +26,7 @@ use crate::search::datafree::Pruner;
 use crate::search::env::Env;
 use crate::search::rl::{Episode, FAIR_SPAN};
 use burn::prelude::*;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -204,10 +204,7 @@ fn reinit(net: &mut Net, seed: u64) {
             let fan: usize = s.dims[1..].iter().product();
             let sd = (2.0 / fan.max(1) as f64).sqrt();
             (0..n)
-                .map(|_| {
-                    let (u1, u2): (f64, f64) = (rng.random_range(1e-12..1.0), rng.random());
-                    (sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-                })
+                .map(|_| (sd * crate::learn::nets::std_normal(&mut rng)) as f32)
                 .collect()
         } else {
             vec![if scale { 1.0 } else { 0.0 }; n]

@@ -95,7 +95,7 @@ mod tests {
         };
         let mut net = Net::new(&model, &device).unwrap();
         let o = crate::learn::train::TrainOptions {
-            optim: crate::learn::train::Optim::parse("adam").unwrap(),
+            optim: crate::learn::train::Optim::ADAM,
             lr: 1e-2,
             batch: 16,
             steps: 12,
