@@ -6,13 +6,14 @@
 //! the fair anchor, since training on the JPEG training set also adapts a model to the JPEG
 //! test set). Rows run only when named: `--agent joint` (`joint`, or `joint/S` with
 //! `--joint-share S`), the default job with another optimiser or rate (`adam/LR`, `sgd/LR`:
-//! `--optimizer adam --lr LR`), and gradual pruning in two steps (`gradual`, see [`gradual`]).
+//! `--optimizer adam --lr LR`), feature distillation (`fkd/W`: `--feature-kd W`), and gradual
+//! pruning in two steps (`gradual`, see [`gradual`]).
 //! Each model is then scored with `onnx-prune eval` on all of `test_10k_jpeg.tar`; the table
 //! gives top-1, MACs kept, the wall time of the command (it must stay within L) and the
 //! fine-tuning steps it planned.
 //!
 //! `cargo bench --bench timelimit [-- --cases resnet20:10m,resnet20:20m,resnet20:60m,resnet56:60m]
-//! [-- --rows default,uniform-l1,original,joint,joint/0.25,sgd/3e-3,gradual] [-- --seed S]`, or
+//! [-- --rows default,uniform-l1,original,joint,joint/0.25,sgd/3e-3,fkd/1,gradual] [-- --seed S]`, or
 //! `-- --sweep [--limit 4m]`: the fine-tuning recipes the job's defaults were chosen from, at
 //! equal wall time (see `sweep`). The default cases are the four; one case of 60
 //! minutes takes 3 hours for its three rows, so name what you need. Needs ../shared (skips
@@ -265,6 +266,10 @@ fn main() {
                         r if r.starts_with("adam/") || r.starts_with("sgd/") => {
                             let (opt, lr) = r.split_once('/').expect("checked");
                             c.args(["--optimizer", opt, "--lr", lr]);
+                        }
+                        // `fkd/W`: the default job with feature distillation of weight W.
+                        r if r.starts_with("fkd/") => {
+                            c.args(["--feature-kd", &r["fkd/".len()..]]);
                         }
                         _ => {}
                     }

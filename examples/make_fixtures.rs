@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let stop = AtomicBool::new(false);
-    let ft = finetune(&model, None, &data, &o, None, false, &stop, None)?;
+    let ft = finetune(&model, None, &data, &o, None, false, &stop, None, None)?;
     let out = Path::new("models/digits_cnn.onnx");
     onnx_prune::onnx::save(&ft.model, out, &Default::default(), &[])?;
     println!(

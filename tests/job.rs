@@ -231,3 +231,65 @@ fn ctrl_c_in_finetune_leaves_a_valid_model_and_a_checkpoint_that_resumes() {
     assert!(!ckpt.exists(), "the checkpoint outlives a finished run");
     onnx_prune::onnx::load(&out).unwrap();
 }
+
+/// `--feature-kd W`: the fine-tuning also matches the pruned convolutions' maps to the
+/// original's (the report and the fine-tuning line say how many), the written model is valid
+/// and has the input's outputs only; a negative weight, or the flag with `--agent joint`, is
+/// refused in one line before any work (the refusals need no ../shared).
+#[test]
+fn feature_distillation_in_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.onnx");
+    let tiny = common::repo().join("models/tiny_resnet.onnx");
+    for (extra, want) in [
+        (vec!["--feature-kd=-1"], "--feature-kd must be"),
+        (
+            vec!["--feature-kd", "1", "--agent", "joint", "--data", "x.npz"],
+            "--feature-kd is not available with --agent joint",
+        ),
+    ] {
+        let o = common::bin()
+            .arg(&tiny)
+            .arg("-o")
+            .arg(&out)
+            .args(["--target-flops", "0.5"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want) && !err.contains("panicked"), "{err}");
+        assert!(!out.exists());
+    }
+    let Some(s) = common::shared() else { return };
+    let rep = dir.path().join("r.json");
+    let o = job(
+        &s,
+        &out,
+        &rep,
+        &[
+            "--agent",
+            "none",
+            "--finetune-steps",
+            "3",
+            "--feature-kd",
+            "1",
+        ],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let r = report(&rep);
+    let maps = r["finetune"]["feature_kd"]["maps"].as_u64().unwrap_or(0);
+    // resnet20: every convolution but the stem reads pruned channels at 0.5.
+    assert!(maps >= 10, "{r}");
+    assert_eq!(r["finetune"]["feature_kd"]["weight"], 1.0, "{r}");
+    assert!(
+        err.contains(&format!("feature distillation (w = 1, {maps} map(s))")),
+        "{err}"
+    );
+    check_written(&out, RESNET20_MACS);
+    let written = onnx_prune::onnx::load(&out).unwrap();
+    assert_eq!(written.graph.outputs.len(), 1, "the taps are not written");
+}

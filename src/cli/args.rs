@@ -150,6 +150,11 @@ pub(crate) struct PruneArgs {
     /// limit's plan; the report's `finetune.steps` of a timed run reproduces it); 0: off
     #[arg(long, conflicts_with = "finetune_epochs")]
     pub(crate) finetune_steps: Option<usize>,
+    /// With --data: feature distillation in the fine-tuning with weight W, added to the loss:
+    /// the mean over the pruned convolutions' outputs (the maps least squares fits) of
+    /// ‖model − original‖² / ‖original‖² at the kept channels; 0 (default): off
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) feature_kd: f64,
     #[command(flatten)]
     pub(crate) train: TrainArgs,
     #[command(flatten)]

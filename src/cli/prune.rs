@@ -111,6 +111,7 @@ fn options(
         recover_fast: args.recover_fast,
         finetune,
         train: args.train.settings(),
+        feature_kd: args.feature_kd,
         checkpoint_beside: args.output.clone(),
         stop: Some(stop),
     })

@@ -178,6 +178,7 @@ pub(crate) fn finetune_cmd(a: FinetuneArgs) -> Result<()> {
         a.resume,
         stop_flag(),
         pace.as_ref(),
+        None,
     )?;
     eprintln!("{}", f.summary());
     onnx::save(

@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 /// the stop flag ended the training.
 pub(crate) fn finetune_pruned(
     cx: &Cx,
-    pruned: Model,
+    (keep, pruned): (&[bool], Model),
     trainset: &crate::data::Dataset,
     extra: &mut serde_json::Map<String, serde_json::Value>,
     (length, deadline): (Length, &Deadline),
@@ -50,8 +50,34 @@ pub(crate) fn finetune_pruned(
             budget::MAX_EPOCHS
         ),
     };
+    // `--feature-kd`: the maps least squares fits, matched to the original's.
+    let features = match o.feature_kd > 0.0 {
+        true => {
+            let taps = crate::search::recover::feature_taps(p, keep, &pruned);
+            if taps.is_empty() {
+                out.line("note: --feature-kd: no pruned convolution's output to match; fine-tuning without it");
+                None
+            } else {
+                Some(train::FeaturePlan {
+                    weight: o.feature_kd,
+                    taps,
+                })
+            }
+        }
+        false => None,
+    };
+    let fd_words = features
+        .as_ref()
+        .map(|f| {
+            format!(
+                " + feature distillation (w = {}, {} map(s))",
+                f.weight,
+                f.taps.len()
+            )
+        })
+        .unwrap_or_default();
     out.line(&format!(
-        "fine-tuning on {} sample(s): {what}, {} lr {}, {}; {line}",
+        "fine-tuning on {} sample(s): {what}, {} lr {}, {}{fd_words}; {line}",
         data.n,
         to.optim.name(),
         to.lr,
@@ -67,9 +93,16 @@ pub(crate) fn finetune_pruned(
         plan,
         max_steps: steps,
     };
-    let teacher = match to.kd_weight > 0.0 {
-        true => Some(c.teacher(p)?),
-        false => None,
+    // With feature distillation the teacher also returns the original's maps.
+    let tapped;
+    let teacher = match (&features, to.kd_weight > 0.0) {
+        (Some(f), _) => {
+            let dev = crate::net::infer_device().0;
+            tapped = crate::net::Net::with_taps(&p.model, &dev, &f.teacher_taps())?;
+            Some(&tapped)
+        }
+        (None, true) => Some(c.teacher(p)?),
+        (None, false) => None,
     };
     let f = train::finetune(
         &pruned,
@@ -80,6 +113,7 @@ pub(crate) fn finetune_pruned(
         false,
         stop,
         Some(&pace),
+        features.as_ref(),
     )?;
     out.line(&f.summary());
     if f.report.deadline_hit {
@@ -115,6 +149,9 @@ pub(crate) fn finetune_pruned(
     j["planned_steps"] = json!(f.options.steps);
     j["step_seconds_measured"] = json!(f.step_seconds);
     j["replanned_from"] = json!(f.report.replanned_from);
+    if let Some(fp) = &features {
+        j["feature_kd"] = json!({"weight": fp.weight, "maps": fp.taps.len()});
+    }
     // Ship whichever of the recovered and the fine-tuned model scores better on the
     // validation subset (top-1 with labels, else relative MSE to the original).
     let worse = match (before.get("top1_after"), extra.get("top1_after")) {

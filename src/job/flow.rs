@@ -303,8 +303,14 @@ pub(crate) fn with_data(
         return Ok((keep, m, curve));
     };
     let before = scores(extra);
-    let (m, interrupted) =
-        super::finetune::finetune_pruned(cx, m, train, extra, (length, &deadline), job.stop)?;
+    let (m, interrupted) = super::finetune::finetune_pruned(
+        cx,
+        (&keep, m),
+        train,
+        extra,
+        (length, &deadline),
+        job.stop,
+    )?;
     job.end("finetune", before, scores(extra));
     if interrupted {
         job.interrupted = Some("finetune");

@@ -161,6 +161,9 @@ pub struct Options {
     pub recover_fast: bool,
     pub finetune: Length,
     pub train: train::Settings,
+    /// `--feature-kd W`: fine-tuning also matches the pruned convolutions' outputs to the
+    /// original's at the kept channels, with weight W (0: off; see `learn::train::FeatureKd`).
+    pub feature_kd: f64,
     /// Fine-tuning guards itself with a checkpoint beside this path (the output), removed at
     /// the end.
     pub checkpoint_beside: Option<PathBuf>,
@@ -202,6 +205,7 @@ impl Default for Options {
             recover_fast: false,
             finetune: Length::Planned,
             train: train::Settings::default(),
+            feature_kd: 0.0,
             checkpoint_beside: None,
             stop: None,
         }
@@ -338,6 +342,17 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     if o.data.is_some() {
         return Err(Error::Usage(
             "this build has no runtime: rebuild with the `tract` or `ort` feature".into(),
+        ));
+    }
+    if !(o.feature_kd.is_finite() && o.feature_kd >= 0.0) {
+        return Err(Error::Usage(format!(
+            "--feature-kd must be a number >= 0, got {}",
+            o.feature_kd
+        )));
+    }
+    if o.feature_kd > 0.0 && o.joint.is_some() {
+        return Err(Error::Usage(
+            "--feature-kd is not available with --agent joint (its cut is made from the trained weights, not the input's)".into(),
         ));
     }
     // The job's clock starts before anything is loaded; the stop flag is honoured from here on.

@@ -66,6 +66,7 @@ pub struct Net {
     /// Constant values by value id (parameters and buffers included).
     consts: Vec<Option<Val>>,
     input: ValueId,
+    /// The graph outputs, then the taps of [`Net::with_taps`] (which `model` does not list).
     outputs: Vec<ValueId>,
     params: Vec<Slot>,
     buffers: Vec<Slot>,
@@ -330,6 +331,34 @@ impl Net {
             buffers,
             device: device.clone(),
         })
+    }
+
+    /// [`Net::new`] for a network whose passes also return the values `taps` (of `model`'s
+    /// graph) after the graph outputs, in that order: the intermediate features the trainer
+    /// matches to a teacher's (feature distillation). A tapped value is kept for the return
+    /// (it is not fused with a following ReLU); [`Net::write_back`] writes the model without
+    /// the taps.
+    pub fn with_taps(model: &Model, device: &Device, taps: &[ValueId]) -> Result<Net> {
+        let mut m = model.clone();
+        let shown = m.graph.outputs.len();
+        for &v in taps {
+            if v.0 >= m.graph.values.len() {
+                return Err(Error::Invalid(format!(
+                    "tap {v:?} is not a value of the graph"
+                )));
+            }
+            m.graph.outputs.push(v);
+        }
+        let mut net = Net::new(&m, device)?;
+        if net.outputs.len() != shown + taps.len() {
+            return Err(Error::Invalid(format!(
+                "the network has {} output(s) for {shown} graph output(s) and {} tap(s)",
+                net.outputs.len(),
+                taps.len()
+            )));
+        }
+        net.model.graph.outputs.truncate(shown);
+        Ok(net)
     }
 
     pub fn device(&self) -> &Device {

@@ -2,10 +2,12 @@
 //! missing) on every model in `../shared/models`, writing trained weights back is exact, and
 //! gradients of conv/BN/pool match finite differences. The forward parity is here; training
 //! (learning, determinism, write-back, gradients) is in `training.rs`, the fine-tuning
-//! commands, checkpoints and deadlines in `finetune.rs`.
+//! commands, checkpoints and deadlines in `finetune.rs`, feature distillation in
+//! `features.rs`.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod features;
 mod finetune;
 mod training;
 

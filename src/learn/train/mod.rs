@@ -22,10 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod checkpoint;
+mod features;
 mod run;
 mod settings;
 
 pub use checkpoint::Checkpoint;
+pub use features::{FeatureKd, FeaturePlan};
 pub use run::{finetune, quick, Finetuned, Pace};
 pub use settings::{steps_for, Settings, JOB_LR};
 
@@ -191,6 +193,9 @@ pub struct Trainer {
     /// weights to be removed, so the cut at the end loses little.
     pub align: Vec<(usize, Tensor<6>)>,
     pub align_strength: f64,
+    /// Feature distillation (`--feature-kd`): the student's and the teacher's networks return
+    /// the matched maps after their first output.
+    pub features: Option<FeatureKd>,
     /// Per parameter: 1 (SGD momentum) or 2 (Adam m, v) buffers.
     state: Vec<Vec<Tensor<6>>>,
 }
@@ -214,6 +219,7 @@ impl Trainer {
             pause_at: None,
             align: vec![],
             align_strength: 0.0,
+            features: None,
             state,
         }
     }
@@ -415,8 +421,18 @@ impl Trainer {
         // The teacher reads the same upload, outside autodiff.
         let xt = Dt::new(xd.t.clone().inner(), xd.rank);
         let (out, updates) = net.forward_pure(xd, true)?;
-        let logits = first_output_2d(out)?;
+        let mut out = out.into_iter();
+        let logits = first_output_2d(out.next())?;
         let k = logits.dims()[1];
+        // One teacher pass for both distillations: its logits, then its taps.
+        let mut t_out = match o.kd_weight > 0.0 || self.features.is_some() {
+            true => teacher
+                .ok_or_else(|| Error::Usage("distillation needs a teacher model".into()))?
+                .infer(xt)?
+                .into_iter(),
+            false => vec![].into_iter(),
+        };
+        let t_logits = t_out.next();
         let mut loss: Option<Tensor<1>> = None;
         if o.kd_weight < 1.0 {
             let mut onehot = vec![0f32; b * k];
@@ -436,9 +452,7 @@ impl Trainer {
             loss = Some(ce * (1.0 - o.kd_weight));
         }
         if o.kd_weight > 0.0 {
-            let teacher =
-                teacher.ok_or_else(|| Error::Usage("distillation needs a teacher model".into()))?;
-            let tl = first_output_2d(teacher.infer(xt)?)?;
+            let tl = first_output_2d(t_logits)?;
             if tl.dims() != logits.dims() {
                 return Err(Error::Usage(format!(
                     "the teacher's output {:?} differs from the student's {:?}",
@@ -456,6 +470,14 @@ impl Trainer {
             loss = Some(match loss {
                 Some(l) => l + kd,
                 None => kd,
+            });
+        }
+        if let Some(f) = &self.features {
+            let (taps, t_taps): (Vec<Dt>, Vec<Dt>) = (out.collect(), t_out.collect());
+            let fd = f.loss(&taps, &t_taps)?;
+            loss = Some(match loss {
+                Some(l) => l + fd,
+                None => fd,
             });
         }
         let loss = loss.expect("one term");
@@ -554,11 +576,8 @@ impl Trainer {
 }
 
 /// The first output as `[batch, classes]`.
-fn first_output_2d(out: Vec<Dt>) -> Result<Tensor<2>> {
-    let o = out
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Usage("the model has no output".into()))?;
+fn first_output_2d(out: Option<Dt>) -> Result<Tensor<2>> {
+    let o = out.ok_or_else(|| Error::Usage("the model has no output".into()))?;
     let d = o.dims();
     let b = *d.first().unwrap_or(&1);
     let k: usize = d.iter().skip(1).product();

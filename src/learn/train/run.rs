@@ -68,7 +68,9 @@ pub struct Pace {
 /// network on [`crate::net::infer_device`], built once by the caller), on the learning device.
 /// With `ckpt`, saves checkpoints there every `o.checkpoint_every` steps and when stopped, and
 /// resumes from it when `resume` is set. With `pace`, stops at its deadline (and plans the step
-/// count). Prints progress on stderr (a redrawn line on a terminal, else about 20 lines).
+/// count). With `features`, the network is built with the student's taps and the loss
+/// matches them to the teacher's (which the caller built with [`FeaturePlan::teacher_taps`]).
+/// Prints progress on stderr (a redrawn line on a terminal, else about 20 lines).
 #[allow(clippy::too_many_arguments)]
 pub fn finetune(
     model: &crate::ir::Model,
@@ -79,8 +81,14 @@ pub fn finetune(
     resume: bool,
     stop: &AtomicBool,
     pace: Option<&Pace>,
+    features: Option<&FeaturePlan>,
 ) -> Result<Finetuned> {
     use std::io::{IsTerminal, Write};
+    if features.is_some() && resume {
+        return Err(Error::Usage(
+            "feature distillation cannot resume from a checkpoint (its maps are matched on the job's own models)".into(),
+        ));
+    }
     let (device, line) = crate::net::device();
     let start_model;
     let model = match ckpt {
@@ -96,8 +104,12 @@ pub fn finetune(
         }
         _ => model,
     };
-    let mut net = Net::new(model, &device)?;
+    let mut net = match features {
+        Some(f) => Net::with_taps(model, &device, &f.student_taps())?,
+        None => Net::new(model, &device)?,
+    };
     let mut tr = Trainer::new(&net, o.clone());
+    tr.features = features.map(|f| f.trainer());
     if let (Some(c), true) = (ckpt, resume) {
         tr.load_state(&c.state)?;
         eprintln!(

@@ -49,6 +49,7 @@ use fit::*;
 use targets::*;
 
 pub use cached::FastCache;
+pub use targets::feature_taps;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

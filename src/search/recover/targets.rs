@@ -178,6 +178,22 @@ pub(super) fn find_targets(
     out
 }
 
+/// The maps feature distillation matches (`--feature-kd`): the output of every 2-D
+/// convolution that reads pruned channels (the maps least squares fits), as (its value in
+/// `pruned`, made by `p.apply(keep)` with node ids intact; its value in the original `p.model`;
+/// the original's output channels the plan keeps).
+pub fn feature_taps(
+    p: &Pruner,
+    keep: &[bool],
+    pruned: &Model,
+) -> Vec<(ValueId, ValueId, Vec<usize>)> {
+    find_targets(p, keep, pruned, Mode::Ls, &mut vec![], false)
+        .into_iter()
+        .filter(|t| matches!(t.kernel, Kernel::Conv { .. }))
+        .map(|t| (t.p_out, t.o_out, t.kout))
+        .collect()
+}
+
 pub(super) fn kernel_of(n: &crate::ir::Node, layout: &WeightLayout, wdims: &[i64]) -> Kernel {
     match layout.kind {
         Linear::Conv if wdims.len() == 4 && layout.group == 1 => {
