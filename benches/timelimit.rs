@@ -297,11 +297,15 @@ fn main() {
             };
             let steps = ft["steps"].as_u64().unwrap_or(0);
             let batch = ft["batch_size"].as_u64().unwrap_or(64);
+            // `--agent joint`: its own training steps before the cut's fine-tuning.
+            let joint = r["joint"]["steps"]
+                .as_u64()
+                .map_or(String::new(), |j| format!("{j} joint + "));
             let macs = r["macs_ratio"]
                 .as_f64()
                 .map_or("100%".to_string(), |m| format!("{:.1}%", 100.0 * m));
             println!(
-                "| {name} | {limit} | {row} | {:.4} | {macs} | {wall:.0} | {steps} ({:.2}) | {} |",
+                "| {name} | {limit} | {row} | {:.4} | {macs} | {wall:.0} | {joint}{steps} ({:.2}) | {} |",
                 eval(&out),
                 (steps * batch) as f64 / 49_000.0,
                 ft["shipped"].as_str().unwrap_or("-")
