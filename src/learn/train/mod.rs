@@ -467,18 +467,12 @@ impl Trainer {
             let log_ps = log_softmax(logits.clone() / tt, 1);
             let kl = (pt * (log_pt - log_ps)).sum_dim(1).mean() * (tt * tt);
             let kd = kl * o.kd_weight;
-            loss = Some(match loss {
-                Some(l) => l + kd,
-                None => kd,
-            });
+            loss = Some(plus(loss, kd));
         }
         if let Some(f) = &self.features {
             let (taps, t_taps): (Vec<Dt>, Vec<Dt>) = (out.collect(), t_out.collect());
             let fd = f.loss(&taps, &t_taps)?;
-            loss = Some(match loss {
-                Some(l) => l + fd,
-                None => fd,
-            });
+            loss = Some(plus(loss, fd));
         }
         let loss = loss.expect("one term");
         let acc = if labels {
@@ -576,6 +570,14 @@ impl Trainer {
 }
 
 /// The first output as `[batch, classes]`.
+/// `a + b`, or `b` when there is no `a` yet: the loss's terms summed as they are added.
+fn plus(a: Option<Tensor<1>>, b: Tensor<1>) -> Tensor<1> {
+    match a {
+        Some(a) => a + b,
+        None => b,
+    }
+}
+
 fn first_output_2d(out: Option<Dt>) -> Result<Tensor<2>> {
     let o = out.ok_or_else(|| Error::Usage("the model has no output".into()))?;
     let d = o.dims();
