@@ -8,6 +8,7 @@ mod joint_args;
 mod plan_cmds;
 mod prune;
 mod train;
+mod train_args;
 
 pub(crate) use args::*;
 pub(crate) use eval::*;
@@ -15,6 +16,7 @@ pub(crate) use inspect::*;
 pub(crate) use plan_cmds::*;
 pub(crate) use prune::*;
 pub(crate) use train::*;
+pub(crate) use train_args::*;
 
 /// A check that ran and failed — outputs beyond the tolerance (`compare`, `verify`) or, with
 /// `--strict`, a target the model cannot reach: exit status 1, where errors exit 2.

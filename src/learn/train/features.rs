@@ -77,7 +77,7 @@ impl FeatureKd {
             }
             let energy = tk.clone().powf_scalar(2.0).mean().add_scalar(1e-8);
             let term = (s.t.clone() - tk).powf_scalar(2.0).mean() / energy;
-            sum = Some(super::plus(sum, term));
+            sum = Some(super::loss::plus(sum, term));
         }
         let sum = sum.ok_or_else(|| Error::Invalid("feature distillation without taps".into()))?;
         Ok(sum * (self.weight / self.kept.len() as f64))

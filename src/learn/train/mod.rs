@@ -6,78 +6,34 @@
 //! Determinism: the batch order and the augmentation come from `seed` and the step number
 //! alone, so a run resumed from a checkpoint sees the same batches as an uninterrupted one.
 //!
-//! Here the trainer (options, the step, its timing, the update); `checkpoint.rs` the optimiser
-//! state on disk and the checkpoint pair; `run.rs` a whole fine-tuning run (`finetune`, with
+//! Here the trainer (options, the steps, their timing, the update applied); `batch.rs` a step's
+//! batch and augmentation; `loss.rs` a step's loss; `optim.rs` the optimisers and one update;
+//! `features.rs` feature distillation; `checkpoint.rs` the optimiser state on disk and the
+//! checkpoint pair; `run.rs` a whole fine-tuning run (`finetune`, with
 //! its pace against a deadline, progress and checkpoints; `quick`, the search's recovery).
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::net::{Dt, Net};
+use crate::net::Net;
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, softmax};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod batch;
 mod checkpoint;
 mod features;
+mod loss;
+mod optim;
 mod run;
 mod settings;
 
 pub use checkpoint::Checkpoint;
 pub use features::{FeatureKd, FeaturePlan};
+use optim::updated;
+pub use optim::Optim;
 pub use run::{finetune, quick, Finetuned, Pace};
 pub use settings::{steps_for, Settings, JOB_LR};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Optim {
-    /// PyTorch-style SGD: v ← μ·v + g; p ← p − lr·v (Nesterov: p ← p − lr·(g + μ·v)).
-    Sgd { momentum: f64, nesterov: bool },
-    /// Adam with L2 weight decay added to the gradient (PyTorch's `Adam(weight_decay=…)`).
-    Adam { beta1: f64, beta2: f64, eps: f64 },
-}
-
-impl Optim {
-    /// `--optimizer sgd`: momentum 0.9, Nesterov.
-    pub const SGD: Optim = Optim::Sgd {
-        momentum: 0.9,
-        nesterov: true,
-    };
-    /// `--optimizer adam`: PyTorch's defaults.
-    pub const ADAM: Optim = Optim::Adam {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
-    pub fn parse(s: &str) -> Option<Optim> {
-        match s {
-            "sgd" => Some(Optim::SGD),
-            "adam" => Some(Optim::ADAM),
-            _ => None,
-        }
-    }
-    /// The name `--optimizer` takes.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Optim::Sgd { .. } => "sgd",
-            Optim::Adam { .. } => "adam",
-        }
-    }
-    fn slots(&self) -> usize {
-        match self {
-            Optim::Sgd { .. } => 1,
-            Optim::Adam { .. } => 2,
-        }
-    }
-    fn code(&self) -> u8 {
-        match self {
-            Optim::Sgd { .. } => 1,
-            Optim::Adam { .. } => 2,
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -235,63 +191,6 @@ impl Trainer {
         o.lr * 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
     }
 
-    /// The sample indices of step `t`: epochs are seeded permutations; the last partial batch
-    /// of an epoch is dropped.
-    fn batch_indices(&self, t: usize, n: usize) -> Vec<usize> {
-        let b = self.o.batch.min(n).max(1);
-        let per_epoch = (n / b).max(1);
-        let epoch = t / per_epoch;
-        let k = t % per_epoch;
-        let mut perm: Vec<usize> = (0..n).collect();
-        let mut rng =
-            rand::rngs::StdRng::seed_from_u64(self.o.seed ^ ((epoch as u64 + 1) * 0x9E37));
-        perm.shuffle(&mut rng);
-        perm[k * b..(k + 1) * b].to_vec()
-    }
-
-    /// One batch of `data` for step `t`, augmented: `[b·c·h·w]` and labels.
-    pub fn batch(&self, t: usize, data: &Dataset) -> (Vec<f32>, Vec<usize>) {
-        let idx = self.batch_indices(t, data.n);
-        let (c, h, w) = (data.c, data.h, data.w);
-        let l = c * h * w;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(self.o.seed.wrapping_mul(31) ^ t as u64);
-        let mut x = vec![0f32; idx.len() * l];
-        for (j, &i) in idx.iter().enumerate() {
-            let src = data.sample(i);
-            let dst = &mut x[j * l..(j + 1) * l];
-            if !self.o.augment || h < 2 || w < 2 {
-                dst.copy_from_slice(src);
-                continue;
-            }
-            let p = self.o.pad as i64;
-            let dy = rng.random_range(-p..=p);
-            let dx = rng.random_range(-p..=p);
-            let flip = rng.random::<bool>();
-            for ch in 0..c {
-                for y in 0..h as i64 {
-                    let sy = y + dy;
-                    if sy < 0 || sy >= h as i64 {
-                        continue;
-                    }
-                    for xx in 0..w as i64 {
-                        let ox = if flip { w as i64 - 1 - xx } else { xx };
-                        let sx = ox + dx;
-                        if sx < 0 || sx >= w as i64 {
-                            continue;
-                        }
-                        dst[ch * h * w + y as usize * w + xx as usize] =
-                            src[ch * h * w + sy as usize * w + sx as usize];
-                    }
-                }
-            }
-        }
-        let y = match &data.y {
-            Some(labels) => idx.iter().map(|&i| labels[i].max(0) as usize).collect(),
-            None => vec![],
-        };
-        (x, y)
-    }
-
     /// Runs steps until `o.steps` (or `stop`), calling `on_step` after each and `on_checkpoint`
     /// every `checkpoint_every` steps.
     #[allow(clippy::too_many_arguments)]
@@ -403,98 +302,6 @@ impl Trainer {
         Ok(rep)
     }
 
-    /// The loss of step `t` (forward of the student, and of the teacher for distillation), the
-    /// batch's top-1 when there are labels, and the batch size.
-    fn loss_at(
-        &self,
-        net: &Net,
-        teacher: Option<&Net>,
-        data: &Dataset,
-        t: usize,
-    ) -> Result<(Tensor<1>, Option<f32>, usize, crate::net::Updates)> {
-        let o = &self.o;
-        let labels = data.y.is_some();
-        let device = net.device().clone();
-        let (x, y) = self.batch(t, data);
-        let b = x.len() / data.sample_len();
-        let xd = Dt::from_vec(x, &[b, data.c, data.h, data.w], &device);
-        // The teacher reads the same upload, outside autodiff.
-        let xt = Dt::new(xd.t.clone().inner(), xd.rank);
-        let (out, updates) = net.forward_pure(xd, true)?;
-        let mut out = out.into_iter();
-        let logits = first_output_2d(out.next())?;
-        let k = logits.dims()[1];
-        // One teacher pass for both distillations: its logits, then its taps.
-        let mut t_out = match o.kd_weight > 0.0 || self.features.is_some() {
-            true => teacher
-                .ok_or_else(|| Error::Usage("distillation needs a teacher model".into()))?
-                .infer(xt)?
-                .into_iter(),
-            false => vec![].into_iter(),
-        };
-        let t_logits = t_out.next();
-        let mut loss: Option<Tensor<1>> = None;
-        if o.kd_weight < 1.0 {
-            let mut onehot = vec![0f32; b * k];
-            for (j, &c) in y.iter().enumerate() {
-                if c >= k {
-                    return Err(Error::Usage(format!(
-                        "label {c} is out of range for {k} outputs"
-                    )));
-                }
-                onehot[j * k + c] = 1.0;
-            }
-            let oh = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &device);
-            let ce = (log_softmax(logits.clone(), 1) * oh)
-                .sum_dim(1)
-                .mean()
-                .neg();
-            loss = Some(ce * (1.0 - o.kd_weight));
-        }
-        if o.kd_weight > 0.0 {
-            let tl = first_output_2d(t_logits)?;
-            if tl.dims() != logits.dims() {
-                return Err(Error::Usage(format!(
-                    "the teacher's output {:?} differs from the student's {:?}",
-                    tl.dims(),
-                    logits.dims()
-                )));
-            }
-            let tt = o.temperature;
-            // Outside autodiff: a constant for the student's graph.
-            let pt = softmax(tl / tt, 1);
-            let log_pt = pt.clone().clamp_min(1e-12).log();
-            let log_ps = log_softmax(logits.clone() / tt, 1);
-            let kl = (pt * (log_pt - log_ps)).sum_dim(1).mean() * (tt * tt);
-            let kd = kl * o.kd_weight;
-            loss = Some(plus(loss, kd));
-        }
-        if let Some(f) = &self.features {
-            let (taps, t_taps): (Vec<Dt>, Vec<Dt>) = (out.collect(), t_out.collect());
-            let fd = f.loss(&taps, &t_taps)?;
-            loss = Some(plus(loss, fd));
-        }
-        let loss = loss.expect("one term");
-        let acc = if labels {
-            let pred = logits
-                .clone()
-                .argmax(1)
-                .into_data()
-                .convert::<i64>()
-                .try_into_vec::<i64>()
-                .unwrap_or_default();
-            let right = pred
-                .iter()
-                .zip(&y)
-                .filter(|(p, l)| **p as usize == **l)
-                .count();
-            Some(right as f32 / b as f32)
-        } else {
-            None
-        };
-        Ok((loss, acc, b, updates))
-    }
-
     /// The time of one training step (forward, distillation, backward and the optimiser's
     /// update with its gradient-norm read-back), on the deadline's clock when there is one: the
     /// mean of `k` steps after one untimed warm-up. The network and the optimiser state are
@@ -567,88 +374,4 @@ impl Trainer {
             net.set_param(i, w);
         }
     }
-}
-
-/// The first output as `[batch, classes]`.
-/// `a + b`, or `b` when there is no `a` yet: the loss's terms summed as they are added.
-fn plus(a: Option<Tensor<1>>, b: Tensor<1>) -> Tensor<1> {
-    match a {
-        Some(a) => a + b,
-        None => b,
-    }
-}
-
-fn first_output_2d(out: Option<Dt>) -> Result<Tensor<2>> {
-    let o = out.ok_or_else(|| Error::Usage("the model has no output".into()))?;
-    let d = o.dims();
-    let b = *d.first().unwrap_or(&1);
-    let k: usize = d.iter().skip(1).product();
-    o.reshape(&[b, k])
-        .and_then(|o| o.to2())
-        .map_err(Error::Usage)
-}
-
-/// The parameters after one optimiser step from `grads` (global-norm clipping, weight decay on
-/// weights of rank ≥ 2, SGD with momentum or Adam), as (parameter index, new value); `state`
-/// (the optimiser's buffers) is advanced.
-fn updated(
-    o: &TrainOptions,
-    state: &mut [Vec<Tensor<6>>],
-    net: &Net,
-    grads: &burn::tensor::Gradients,
-    lr: f64,
-    t: usize,
-) -> Vec<(usize, Tensor<6>)> {
-    let mut out = Vec::new();
-    let gs: Vec<Option<Tensor<6>>> = (0..net.params().len())
-        .map(|i| net.param(i).t.grad(grads))
-        .collect();
-    let scale = if o.clip_norm > 0.0 {
-        // One device reduction and one read-back for the global norm.
-        let sq = gs
-            .iter()
-            .flatten()
-            .map(|g| (g.clone() * g.clone()).sum())
-            .reduce(|a, b| a + b);
-        let norm = sq.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
-        if norm > o.clip_norm {
-            o.clip_norm / norm
-        } else {
-            1.0
-        }
-    } else {
-        1.0
-    };
-    for (i, g) in gs.into_iter().enumerate() {
-        let p = net.param(i);
-        let Some(g) = g else { continue };
-        let g = if scale < 1.0 { g * scale } else { g };
-        let w = p.t.inner();
-        let g = if o.weight_decay > 0.0 && p.rank >= 2 {
-            g + w.clone() * o.weight_decay
-        } else {
-            g
-        };
-        let st = &mut state[i];
-        let new = match o.optim {
-            Optim::Sgd { momentum, nesterov } => {
-                let v = st[0].clone() * momentum + g.clone();
-                st[0] = v.clone();
-                let d = if nesterov { g + v * momentum } else { v };
-                w - d * lr
-            }
-            Optim::Adam { beta1, beta2, eps } => {
-                let m = st[0].clone() * beta1 + g.clone() * (1.0 - beta1);
-                let v = st[1].clone() * beta2 + g.clone() * g * (1.0 - beta2);
-                st[0] = m.clone();
-                st[1] = v.clone();
-                let k = (t + 1) as i32;
-                let mh = m / (1.0 - beta1.powi(k));
-                let vh = v / (1.0 - beta2.powi(k));
-                w - mh / (vh.sqrt() + eps) * lr
-            }
-        };
-        out.push((i, new));
-    }
-    out
 }
