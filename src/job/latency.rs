@@ -6,10 +6,10 @@
 //! measured here the pruned model is then measured for real against the original (interleaved
 //! runs, medians): while it misses the target, the predicted budget is tightened by the miss and
 //! the allocation repeats; a plan well under the target gets some slack back ([`CLOSE`]); at
-//! most [`ROUNDS`] rounds, and the least pruned plan that met the target is kept. A target that
-//! cannot be met is an error, never a model over budget. With a profile from another machine
-//! nothing here can measure the device, so the prediction is the promise, and the report says
-//! so.
+//! most [`ROUNDS`] rounds, and the least pruned plan that met the target is kept
+//! ([`measured_rounds`]). A target that cannot be met is an error, never a model over budget.
+//! With a profile from another machine nothing here can measure the device, so the prediction
+//! is the promise, and the report says so.
 //!
 //! With a search agent, every episode fits the same predicted budget the fitted plan met (the
 //! target, tightened by the measured rounds: the predictor calibrated on this model), and the
@@ -32,18 +32,17 @@ const NUDGES: usize = 60;
 /// gives part of the slack back, since every channel removed costs accuracy).
 pub const CLOSE: f64 = 0.96;
 
-/// The next predicted budget (ms) after the measured rounds: the saving asked of the
-/// prediction is scaled by how much of it the measurement showed (savings, not ratios, scale:
-/// a prediction that promised a 50% saving that measured 38% is asked for 50·50/38 = 66%);
+/// The next budget after the measured rounds (`rounds`: budget asked → measured latency ratio;
+/// the budget is predicted milliseconds or MACs, `base` the whole model's): the saving asked
+/// of the budget is scaled by how much of it the measurement showed (savings, not ratios,
+/// scale: a budget that asked a 50% saving that measured 38% is asked for 50·50/38 = 66%);
 /// from the second round on, the secant through the last two rounds (budget → measured ratio).
 /// After a miss the budget is always tighter than the last; after a plan well under the target,
 /// looser (never above the whole model); and always inside the bracket the rounds have found.
-pub fn next_budget(base: f64, target: f64, rounds: &[serde_json::Value]) -> f64 {
-    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-    let Some(last) = rounds.last() else {
+pub fn next_budget(base: f64, target: f64, rounds: &[(f64, f64)]) -> f64 {
+    let Some(&(b1, m1)) = rounds.last() else {
         return base * target;
     };
-    let (b1, m1) = (get(last, "budget_ms"), get(last, "ratio"));
     let proportional = {
         let asked = 1.0 - b1 / base;
         let got = (1.0 - m1).max(1e-3);
@@ -51,8 +50,7 @@ pub fn next_budget(base: f64, target: f64, rounds: &[serde_json::Value]) -> f64 
     };
     let next = match rounds.len() {
         n if n >= 2 => {
-            let prev = &rounds[n - 2];
-            let (b0, m0) = (get(prev, "budget_ms"), get(prev, "ratio"));
+            let (b0, m0) = rounds[n - 2];
             let slope = (m1 - m0) / (b1 - b0);
             if slope.is_finite() && slope > 1e-9 {
                 b1 + (target - m1) / slope
@@ -70,16 +68,15 @@ pub fn next_budget(base: f64, target: f64, rounds: &[serde_json::Value]) -> f64 
     };
     // Stay strictly between the largest budget that met the target and the smallest that did
     // not (noisy measurements can send a secant far out): else their midpoint.
-    let met = |r: &&serde_json::Value| get(r, "ratio") <= target;
     let lo = rounds
         .iter()
-        .filter(met)
-        .map(|r| get(r, "budget_ms"))
+        .filter(|r| r.1 <= target)
+        .map(|r| r.0)
         .fold(0.0, f64::max);
     let hi = rounds
         .iter()
-        .filter(|r| !met(r))
-        .map(|r| get(r, "budget_ms"))
+        .filter(|r| r.1 > target)
+        .map(|r| r.0)
         .fold(base, f64::min);
     if lo < hi && !(next > lo && next < hi) {
         0.5 * (lo + hi)
@@ -237,13 +234,6 @@ pub struct Fitted {
 }
 
 impl Fitted {
-    /// The measured ratio of the plan (the prediction's when nothing was measured).
-    fn ratio(&self) -> f64 {
-        self.report["measured"]["ratio"]
-            .as_f64()
-            .unwrap_or_else(|| self.report["predicted_ratio"].as_f64().unwrap_or(0.0))
-    }
-
     /// The predicted cost and its budget, for the search.
     pub fn cost(&self) -> (&dyn SpaceCost, f64) {
         (&self.model, self.budget_ms)
@@ -357,107 +347,157 @@ pub fn fit(
     let here = s.is_some();
     let base = lm.profile.model_ms;
     let goal = base * l.target;
-    let mut budget_ms = goal;
-    let mut rounds = vec![];
-    let mut prev: Option<Vec<bool>> = None;
-    let mut best: Option<Fitted> = None;
-    for round in 1..=ROUNDS {
+    let multiple = o.round_to.multiple();
+    let by_model = |ms: f64| {
         let budget = Budget {
             macs,
-            latency: Some((&lm, budget_ms)),
+            latency: Some((&lm, ms)),
         };
-        let mut keep = p.allocate_within(&budget, imp, o.allocation, o.round_to.multiple());
-        // After a miss the plan must change: a budget tightened by less than one channel step
-        // is tightened further (3% at a time) until it does.
-        let missed = rounds
-            .last()
-            .is_some_and(|r: &serde_json::Value| r["ratio"].as_f64().unwrap_or(0.0) > l.target);
-        let mut nudges = 0;
-        while missed && prev.as_ref() == Some(&keep) && nudges < NUDGES {
-            budget_ms *= 0.97;
-            let budget = Budget {
-                macs,
-                latency: Some((&lm, budget_ms)),
-            };
-            keep = p.allocate_within(&budget, imp, o.allocation, o.round_to.multiple());
-            nudges += 1;
-        }
-        if prev.as_ref() == Some(&keep) {
-            break; // a new budget no longer changes the plan
-        }
+        p.allocate_within(&budget, imp, o.allocation, multiple)
+    };
+    let Some(st) = &s else {
+        // A profile from another machine: the prediction is the promise.
+        let keep = by_model(goal);
         let counts = p.space_counts(&keep);
         let predicted = lm.predict(&counts);
-        let Some(st) = &s else {
-            if predicted > goal * (1.0 + 1e-9) {
-                return Err(unreachable(l.target, predicted / base, "predicted"));
+        if predicted > goal * (1.0 + 1e-9) {
+            return Err(unreachable(l.target, predicted / base, "predicted"));
+        }
+        let report = report(&lm, &counts, l, predicted, None, &[], here);
+        return Ok(Fitted {
+            keep,
+            model: lm,
+            budget_ms: goal,
+            target: l.target,
+            settings: None,
+            report,
+            input: input.to_path_buf(),
+        });
+    };
+    let mut measure = |keep: &[bool]| measure_pair(st, input, &p.apply(keep)?, &lm.profile);
+    let (best, rounds) = measured_rounds(
+        (base, goal),
+        l.target,
+        &by_model,
+        &mut measure,
+        &|r, ratio, keep: &[bool]| {
+            let predicted = lm.predict(&p.space_counts(keep));
+            format!(
+                "latency round {r}: predicted {:.3}x, measured {ratio:.3}x",
+                predicted / base
+            )
+        },
+        out,
+    )?;
+    let rows: Vec<serde_json::Value> = rounds
+        .iter()
+        .map(|r| r.json(lm.predict(&p.space_counts(&r.keep))))
+        .collect();
+    let Some(b) = best else {
+        let best = rounds.iter().map(|r| r.ratio).fold(f64::INFINITY, f64::min);
+        return Err(unreachable(
+            l.target,
+            best,
+            &format!("measured after {} rounds", rounds.len()),
+        ));
+    };
+    let counts = p.space_counts(&b.keep);
+    let predicted = lm.predict(&counts);
+    let report = report(&lm, &counts, l, predicted, Some(b.measured), &rows, here);
+    Ok(Fitted {
+        keep: b.keep,
+        model: lm,
+        budget_ms: b.budget,
+        target: l.target,
+        settings: s.clone(),
+        report,
+        input: input.to_path_buf(),
+    })
+}
+
+/// The original's and a plan's milliseconds, measured together.
+type Pair = (f64, f64);
+
+/// One measured round: the budget asked, the plan it gave, and the plan's measured latency
+/// against the original's.
+#[derive(Clone)]
+struct Round {
+    budget: f64,
+    keep: Vec<bool>,
+    /// (original ms, plan ms).
+    measured: (f64, f64),
+    ratio: f64,
+}
+
+impl Round {
+    /// The report's row, with the plan's predicted latency.
+    fn json(&self, predicted_ms: f64) -> serde_json::Value {
+        let (a, b) = self.measured;
+        json!({
+            "budget_ms": self.budget, "predicted_ms": predicted_ms, "original_ms": a,
+            "measured_ms": b, "ratio": self.ratio,
+        })
+    }
+}
+
+/// Measure-and-adjust rounds (`plan` maps a predicted budget to a plan, `measure` a plan to the
+/// original's and its milliseconds): while a plan misses the target the budget is tightened
+/// ([`next_budget`], and by 3% steps until the plan changes); a plan well under it gets slack
+/// back; at most [`ROUNDS`]. `(base, start)`: the whole model's budget and the first asked.
+/// Returns the least pruned plan that met the target (the highest measured ratio), and every
+/// round.
+fn measured_rounds(
+    (base, start): (f64, f64),
+    target: f64,
+    plan: &dyn Fn(f64) -> Vec<bool>,
+    measure: &mut dyn FnMut(&[bool]) -> Result<Pair>,
+    line: &dyn Fn(usize, f64, &[bool]) -> String,
+    out: &dyn Progress,
+) -> Result<(Option<Round>, Vec<Round>)> {
+    let mut budget = start;
+    let mut rounds: Vec<Round> = vec![];
+    let mut best: Option<usize> = None;
+    for round in 1..=ROUNDS {
+        let mut keep = plan(budget);
+        // After a miss the plan must change: a budget tightened by less than one channel step
+        // is tightened further (3% at a time) until it does.
+        let missed = rounds.last().filter(|r| r.ratio > target);
+        let mut nudges = 0;
+        while let Some(last) = missed {
+            if last.keep != keep || nudges >= NUDGES {
+                break;
             }
-            let report = report(&lm, &counts, l, predicted, None, &rounds, here);
-            return Ok(Fitted {
-                keep,
-                model: lm,
-                budget_ms,
-                target: l.target,
-                settings: None,
-                report,
-                input: input.to_path_buf(),
-            });
-        };
-        let pruned = p.apply(&keep)?;
-        let (orig_ms, ms) = measure_pair(st, input, &pruned, &lm.profile)?;
+            budget *= 0.97;
+            keep = plan(budget);
+            nudges += 1;
+        }
+        if rounds.last().is_some_and(|r| r.keep == keep) {
+            break; // a new budget no longer changes the plan
+        }
+        let (orig_ms, ms) = measure(&keep)?;
         let ratio = ms / orig_ms.max(1e-9);
         out.line(&format!(
-            "latency round {round}: predicted {:.3}x, measured {ratio:.3}x ({orig_ms:.3} -> \
-             {ms:.3} ms; target {:.3}x)",
-            predicted / base,
-            l.target
+            "{} ({orig_ms:.3} -> {ms:.3} ms; target {target:.3}x)",
+            line(round, ratio, &keep)
         ));
-        rounds.push(json!({
-            "budget_ms": budget_ms, "predicted_ms": predicted, "original_ms": orig_ms,
-            "measured_ms": ms, "ratio": ratio,
-        }));
-        // The best plan that meets the target: the least pruned (highest measured ratio).
-        if ratio <= l.target && best.as_ref().is_none_or(|b: &Fitted| ratio > b.ratio()) {
-            let report = report(
-                &lm,
-                &counts,
-                l,
-                predicted,
-                Some((orig_ms, ms)),
-                &rounds,
-                here,
-            );
-            best = Some(Fitted {
-                keep: keep.clone(),
-                model: lm.clone(),
-                budget_ms,
-                target: l.target,
-                settings: s.clone(),
-                report,
-                input: input.to_path_buf(),
-            });
+        rounds.push(Round {
+            budget,
+            keep,
+            measured: (orig_ms, ms),
+            ratio,
+        });
+        if ratio <= target && best.is_none_or(|b| ratio > rounds[b].ratio) {
+            best = Some(rounds.len() - 1);
         }
-        // Just under the target: done. Over it: tighten. Well under it: loosen (the best plan
-        // that met the target is kept whatever the later rounds measure).
-        if ratio <= l.target && ratio >= l.target * CLOSE {
+        // Just under the target: done. Over it: tighten. Well under it: loosen.
+        if ratio <= target && ratio >= target * CLOSE {
             break;
         }
-        prev = Some(keep);
-        budget_ms = next_budget(base, l.target, &rounds);
+        let pairs: Vec<(f64, f64)> = rounds.iter().map(|r| (r.budget, r.ratio)).collect();
+        budget = next_budget(base, target, &pairs);
     }
-    if let Some(mut b) = best {
-        // The rounds after the chosen one go into its report too.
-        b.report["rounds"] = json!(rounds);
-        return Ok(b);
-    }
-    let best = rounds
-        .iter()
-        .filter_map(|r| r["ratio"].as_f64())
-        .fold(f64::INFINITY, f64::min);
-    Err(unreachable(
-        l.target,
-        best,
-        &format!("measured after {} rounds", rounds.len()),
-    ))
+    let best = best.map(|b| rounds[b].clone());
+    Ok((best, rounds))
 }
 
 fn unreachable(target: f64, got: f64, how: &str) -> Error {
@@ -518,6 +558,7 @@ fn layers(lm: &LatencyModel, counts: &[usize]) -> serde_json::Value {
     json!(v)
 }
 
+/// The report's `latency` object.
 fn report(
     lm: &LatencyModel,
     counts: &[usize],
@@ -548,39 +589,93 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::next_budget as tighten;
-    use serde_json::json;
+    use super::{measured_rounds, ROUNDS};
+
+    /// A plan of 100 channels keeping `budget` of them (the budget in channels).
+    fn plan(budget: f64) -> Vec<bool> {
+        let k = budget.clamp(0.0, 100.0).round() as usize;
+        (0..100).map(|i| i < k).collect()
+    }
+
+    fn kept(keep: &[bool]) -> f64 {
+        keep.iter().filter(|&&k| k).count() as f64
+    }
+
+    /// Measure-and-adjust on a synthetic runtime (no timing): a latency of 0.2 + 0.8·(kept
+    /// share)^1.5 of the original, which the budget (linear in channels) misjudges. The rounds
+    /// end on a plan within the target and no more than 4% under it, and a plan over the
+    /// target is never returned.
+    #[test]
+    fn measured_rounds_land_just_under_the_target() {
+        let ratio = |keep: &[bool]| 0.2 + 0.8 * (kept(keep) / 100.0).powf(1.5);
+        // From a plan well under the target (slack given back) and from one over it.
+        for start in [30.0, 80.0] {
+            let mut calls = 0;
+            let mut measure = |keep: &[bool]| {
+                calls += 1;
+                Ok((10.0, 10.0 * ratio(keep)))
+            };
+            let (best, rounds) = measured_rounds(
+                (100.0, start),
+                0.5,
+                &plan,
+                &mut measure,
+                &|r, x, _: &[bool]| format!("round {r}: {x:.3}"),
+                &crate::job::Quiet,
+            )
+            .unwrap();
+            let best = best.expect("a plan that meets 0.5 exists");
+            let r = best.ratio;
+            assert!((0.5 * super::CLOSE..=0.5).contains(&r), "from {start}: {r}");
+            assert_eq!(r, ratio(&best.keep));
+            assert_eq!(calls, rounds.len());
+            assert!(rounds.len() <= ROUNDS);
+            // The first plan is the start's; every round over the target is followed by a
+            // tighter budget, every one under it by a looser one.
+            assert_eq!(kept(&rounds[0].keep), start);
+            for w in rounds.windows(2) {
+                let (a, b) = (w[0].budget, w[1].budget);
+                match w[0].ratio > 0.5 {
+                    true => assert!(b < a, "from {start}: {a} -> {b}"),
+                    false => assert!(b > a, "from {start}: {a} -> {b}"),
+                }
+            }
+        }
+        // A target below what any plan measures: no plan, and the rounds stop.
+        let (none, rounds) = measured_rounds(
+            (100.0, 50.0),
+            0.1,
+            &plan,
+            &mut |k: &[bool]| Ok((10.0, 10.0 * ratio(k))),
+            &|r, x, _: &[bool]| format!("round {r}: {x:.3}"),
+            &crate::job::Quiet,
+        )
+        .unwrap();
+        assert!(none.is_none());
+        assert!(!rounds.is_empty() && rounds.iter().all(|r| r.ratio > 0.1));
+    }
 
     #[test]
     fn a_miss_asks_the_prediction_for_proportionally_more_saving() {
         // Predicted 50 of 100 ms; measured 0.62: asked 50% saving, got 38%, so ask 65.8%.
-        let r = vec![json!({"budget_ms": 50.0, "ratio": 0.62})];
+        let r = vec![(50.0, 0.62)];
         let b = tighten(100.0, 0.5, &r);
         assert!((b - (100.0 - 50.0 * 50.0 / 38.0)).abs() < 1e-9, "{b}");
         // Then the secant through both rounds: 0.62 at 50, 0.56 at 40 -> 0.5 at 30.
-        let r = vec![
-            json!({"budget_ms": 50.0, "ratio": 0.62}),
-            json!({"budget_ms": 40.0, "ratio": 0.56}),
-        ];
+        let r = vec![(50.0, 0.62), (40.0, 0.56)];
         assert!((tighten(100.0, 0.5, &r) - 30.0).abs() < 1e-9);
         // A flat or inverted secant falls back to the proportional step; never looser.
-        let r = vec![
-            json!({"budget_ms": 50.0, "ratio": 0.6}),
-            json!({"budget_ms": 45.0, "ratio": 0.6}),
-        ];
+        let r = vec![(50.0, 0.6), (45.0, 0.6)];
         let b = tighten(100.0, 0.5, &r);
         assert!(b < 45.0 && b > 0.0, "{b}");
         // Well under the target: looser than the last budget, by the proportional step.
-        let r = vec![json!({"budget_ms": 40.0, "ratio": 0.4})];
+        let r = vec![(40.0, 0.4)];
         let b = tighten(100.0, 0.5, &r);
         assert!((b - (100.0 - 60.0 * 50.0 / 60.0)).abs() < 1e-9, "{b}");
         // A secant that leaves the bracket of a passing and a failing budget is replaced by
         // the bracket's midpoint: 40 met (0.44), 50 missed (0.51), 45 missed (0.505): the
         // nearly flat secant through the last two lands on 40, which already met the target.
-        let r = vec![
-            json!({"budget_ms": 40.0, "ratio": 0.44}),
-            json!({"budget_ms": 50.0, "ratio": 0.51}),
-            json!({"budget_ms": 45.0, "ratio": 0.505}),
-        ];
+        let r = vec![(40.0, 0.44), (50.0, 0.51), (45.0, 0.505)];
         let b = tighten(100.0, 0.5, &r);
         assert!((b - 42.5).abs() < 1e-9, "{b}");
     }
