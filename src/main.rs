@@ -138,6 +138,9 @@ fn run(cli: Cli) -> Result<()> {
             if forced && p.data.is_none() {
                 bail!("--finetune-epochs/--finetune-steps need training data: add --data PATH");
             }
+            if p.feature_kd > 0.0 && p.data.is_none() {
+                bail!("--feature-kd distils during fine-tuning, which needs training data: add --data PATH");
+            }
             if p.opts.method == "ls" && p.data.is_none() {
                 bail!("--method ls ranks channels on calibration images: add --data PATH");
             }

@@ -247,6 +247,10 @@ fn feature_distillation_in_the_job() {
             vec!["--feature-kd", "1", "--agent", "joint", "--data", "x.npz"],
             "--feature-kd is not available with --agent joint",
         ),
+        (
+            vec!["--feature-kd", "1"],
+            "--feature-kd distils during fine-tuning, which needs training data: add --data",
+        ),
     ] {
         let o = common::bin()
             .arg(&tiny)
@@ -261,6 +265,25 @@ fn feature_distillation_in_the_job() {
         assert!(err.contains(want) && !err.contains("panicked"), "{err}");
         assert!(!out.exists());
     }
+    // With fine-tuning switched off it is named as ignored, and the job runs.
+    let o = common::bin()
+        .arg(common::repo().join("models/digits_cnn.onnx"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--target-flops", "0.5", "--agent", "none"])
+        .args(["--feature-kd", "1", "--finetune-steps", "0"])
+        .arg("--data")
+        .arg(common::repo().join("fixtures/digits_train.npz"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("note: --feature-kd ignored: fine-tuning is off"),
+        "{err}"
+    );
+    assert!(out.exists());
+    std::fs::remove_file(&out).unwrap();
     let Some(s) = common::shared() else { return };
     let rep = dir.path().join("r.json");
     let o = job(

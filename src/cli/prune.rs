@@ -10,6 +10,20 @@ use std::path::Path;
 
 pub(crate) use onnx_prune::job::{load_pruner, write_json};
 
+/// Flags given that cannot act (the flags that need `--data` are refused without it, before):
+/// `--label-free` without `--data` (the data-free job reads no labels), and `--feature-kd`
+/// with fine-tuning off (`--finetune-steps 0`, `--finetune-epochs 0`).
+fn ignored(args: &PruneArgs, finetune: Length) -> Vec<String> {
+    let mut notes = vec![];
+    if args.label_free && args.data.is_none() {
+        notes.push("--label-free ignored: the data-free job reads no labels".to_string());
+    }
+    if args.feature_kd > 0.0 && finetune == Length::Off {
+        notes.push("--feature-kd ignored: fine-tuning is off".to_string());
+    }
+    notes
+}
+
 /// The job's options from the flags (`ratio`: `--target-flops`, checked by the caller).
 fn options(
     args: &PruneArgs,
@@ -41,6 +55,9 @@ fn options(
         (_, Some(n)) => Length::Steps(n),
         _ => Length::Planned,
     };
+    for note in ignored(args, finetune) {
+        eprintln!("note: {note}");
+    }
     let l = &args.latency;
     let latency = l.target_latency.map(|target| job::LatencyOptions {
         target,
