@@ -13,7 +13,8 @@
 //! fine-tuning steps it planned.
 //!
 //! `cargo bench --bench timelimit [-- --cases resnet20:10m,resnet20:20m,resnet20:60m,resnet56:60m]
-//! [-- --rows default,uniform-l1,original,joint,joint/0.25,sgd/3e-3,fkd/1,gradual] [-- --seed S]`, or
+//! [-- --rows default,uniform-l1,original,joint,joint/0.25,sgd/3e-3,fkd/1,gradual] [-- --seed S]
+//! [-- --keep DIR]` (`--keep`: the models and reports stay in DIR), or
 //! `-- --sweep [--limit 4m]`: the fine-tuning recipes the job's defaults were chosen from, at
 //! equal wall time (see `sweep`). The default cases are the four; one case of 60
 //! minutes takes 3 hours for its three rows, so name what you need. Needs ../shared (skips
@@ -190,8 +191,18 @@ fn main() {
     let bin = env!("CARGO_BIN_EXE_onnx-prune");
     let train = shared.join("data/cifar10/train_50k_jpeg.tar");
     let test = shared.join("data/cifar10/test_10k_jpeg.tar");
-    let tmp = std::env::temp_dir().join(format!("onnx-prune-bench-tl-{}", std::process::id()));
+    // `--keep DIR`: the models and reports are written there and left (to measure them
+    // further); else to a temporary folder removed at the end.
+    let keep = arg(&args, "--keep").map(PathBuf::from);
+    let tmp = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("onnx-prune-bench-tl-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&tmp).unwrap();
+    let cleanup = || {
+        if keep.is_none() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+    };
     let eval = |m: &Path| -> f64 {
         let out = Command::new(bin)
             .arg("eval")
@@ -213,7 +224,7 @@ fn main() {
     if args.iter().any(|a| a == "--sweep") {
         let limit = arg(&args, "--limit").unwrap_or_else(|| "4m".into());
         sweep(bin, &shared, &tmp, &limit, &eval);
-        let _ = std::fs::remove_dir_all(&tmp);
+        cleanup();
         return;
     }
     println!("## The job within --time-limit, --target-flops 0.5, --seed {seed}, top-1 on test_10k_jpeg.tar\n");
@@ -312,5 +323,5 @@ fn main() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
+    cleanup();
 }
