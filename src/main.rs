@@ -112,53 +112,7 @@ fn run(cli: Cli) -> Result<()> {
             if p.output.is_none() {
                 bail!("missing -o OUT.onnx");
             }
-            match (p.target_flops, p.latency.target_latency) {
-                (None, None) => bail!(
-                    "missing --target-flops R (fraction of MACs to keep, e.g. 0.5) or \
-                     --target-latency R (fraction of the latency)"
-                ),
-                (Some(r), _) if !(r > 0.0 && r <= 1.0) => {
-                    bail!("--target-flops must be in (0, 1], got {r}")
-                }
-                (_, Some(r)) if !(r > 0.0 && r <= 1.0) => {
-                    bail!("--target-latency must be in (0, 1], got {r}")
-                }
-                _ => {}
-            }
-            if p.latency.target_latency.is_none() && p.latency.latency_profile.is_some() {
-                bail!("--latency-profile is read for --target-latency: add --target-latency R");
-            }
-            if let Some(e) = p.finetune_epochs {
-                if e < 0.0 || !e.is_finite() {
-                    bail!("--finetune-epochs must be a non-negative number");
-                }
-            }
-            let forced = p.finetune_epochs.is_some_and(|e| e > 0.0)
-                || p.finetune_steps.is_some_and(|s| s > 0);
-            if forced && p.data.is_none() {
-                bail!("--finetune-epochs/--finetune-steps need training data: add --data PATH");
-            }
-            if p.feature_kd > 0.0 && p.data.is_none() {
-                bail!("--feature-kd distils during fine-tuning, which needs training data: add --data PATH");
-            }
-            if p.opts.method == "ls" && p.data.is_none() {
-                bail!("--method ls ranks channels on calibration images: add --data PATH");
-            }
-            if p.opts.method == "ls" && p.opts.allocation == "global" {
-                bail!("--method ls orders channels within each group only: use --allocation uniform (or --method l1|l2 for a global threshold)");
-            }
-            if p.recover.as_deref().is_some_and(|r| r != "none") && p.data.is_none() {
-                bail!("--recover needs calibration data: add --data PATH");
-            }
-            for f in [&p.opts.report, &p.opts.emit_plan, &p.output]
-                .into_iter()
-                .flatten()
-            {
-                let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
-                if let Some(d) = dir.filter(|d| !d.is_dir()) {
-                    bail!("{}: directory {} does not exist", f.display(), d.display());
-                }
-            }
+            check(&p)?;
             if p.data.is_none() {
                 eprintln!("note: no --data: channels are chosen by the data-free method (--method, --allocation); give --data for the reinforcement-learning search and recovery");
             }

@@ -315,3 +315,26 @@ fn top_level_prune_form_validates_and_respects_strict() {
         &["plan.json"],
     );
 }
+
+/// Each flag that reads training or calibration data is refused without `--data` before
+/// anything is read: exit 2, one line naming the flag and `--data`, no output written.
+#[test]
+fn flags_that_need_data_are_refused_without_it() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "in.onnx", &tiny().encode_to_vec());
+    let out = d.path().join("out.onnx").to_string_lossy().into_owned();
+    let steps = "--finetune-epochs/--finetune-steps";
+    for (flags, needle) in [
+        (&["--finetune-steps", "10"][..], steps),
+        (&["--finetune-epochs", "1"], steps),
+        (&["--feature-kd", "1"], "--feature-kd"),
+        (&["--method", "ls"], "--method ls"),
+        (&["--recover", "ls"], "--recover"),
+        (&["--agent", "joint"], "--agent joint"),
+    ] {
+        let mut args = vec![p.as_str(), "-o", &out, "--target-flops", "0.5"];
+        args.extend_from_slice(flags);
+        let err = expect_error(&args, &[needle, "--data"]);
+        assert!(!Path::new(&out).exists(), "{err}");
+    }
+}

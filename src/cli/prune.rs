@@ -3,12 +3,86 @@
 //! unreachable target (`--strict`) or Ctrl-C.
 
 use super::*;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use onnx_prune::job::{self, Channels, Length, Options, RoundTo};
 use onnx_prune::search::datafree::Allocation;
 use std::path::Path;
 
 pub(crate) use onnx_prune::job::{load_pruner, write_json};
+
+/// The flags that read training or calibration data, each with why: without `--data` they
+/// are refused by `check` (and `ignored` names what cannot act even so).
+fn needs_data(p: &PruneArgs) -> [(bool, &'static str); 5] {
+    let forced =
+        p.finetune_epochs.is_some_and(|e| e > 0.0) || p.finetune_steps.is_some_and(|s| s > 0);
+    [
+        (
+            forced,
+            "--finetune-epochs/--finetune-steps need training data: add --data PATH",
+        ),
+        (
+            p.feature_kd > 0.0,
+            "--feature-kd distils during fine-tuning, which needs training data: add --data PATH",
+        ),
+        (
+            p.opts.method == "ls",
+            "--method ls ranks channels on calibration images: add --data PATH",
+        ),
+        (
+            p.recover.as_deref().is_some_and(|r| r != "none"),
+            "--recover needs calibration data: add --data PATH",
+        ),
+        (
+            p.agent == "joint",
+            "--agent joint trains the network: give --data with training samples",
+        ),
+    ]
+}
+
+/// The main command's flags checked before anything is read: a target in (0, 1], the flags
+/// that need `--data` (`needs_data`), combinations that cannot work, and the output
+/// directories. Each refusal names the flag and what to do.
+pub(crate) fn check(p: &PruneArgs) -> Result<()> {
+    match (p.target_flops, p.latency.target_latency) {
+        (None, None) => bail!(
+            "missing --target-flops R (fraction of MACs to keep, e.g. 0.5) or \
+             --target-latency R (fraction of the latency)"
+        ),
+        (Some(r), _) if !(r > 0.0 && r <= 1.0) => {
+            bail!("--target-flops must be in (0, 1], got {r}")
+        }
+        (_, Some(r)) if !(r > 0.0 && r <= 1.0) => {
+            bail!("--target-latency must be in (0, 1], got {r}")
+        }
+        _ => {}
+    }
+    if p.latency.target_latency.is_none() && p.latency.latency_profile.is_some() {
+        bail!("--latency-profile is read for --target-latency: add --target-latency R");
+    }
+    if let Some(e) = p.finetune_epochs {
+        if e < 0.0 || !e.is_finite() {
+            bail!("--finetune-epochs must be a non-negative number");
+        }
+    }
+    if p.data.is_none() {
+        if let Some((_, why)) = needs_data(p).into_iter().find(|(given, _)| *given) {
+            bail!("{why}");
+        }
+    }
+    if p.opts.method == "ls" && p.opts.allocation == "global" {
+        bail!("--method ls orders channels within each group only: use --allocation uniform (or --method l1|l2 for a global threshold)");
+    }
+    for f in [&p.opts.report, &p.opts.emit_plan, &p.output]
+        .into_iter()
+        .flatten()
+    {
+        let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(d) = dir.filter(|d| !d.is_dir()) {
+            bail!("{}: directory {} does not exist", f.display(), d.display());
+        }
+    }
+    Ok(())
+}
 
 /// Flags given that cannot act (the flags that need `--data` are refused without it, before):
 /// `--label-free` without `--data` (the data-free job reads no labels), and `--feature-kd`
@@ -45,9 +119,6 @@ fn options(
         },
         None => (onnx_prune::search::recover::Mode::Ls, 0),
     };
-    if args.agent == "joint" && args.data.is_none() {
-        anyhow::bail!("--agent joint trains the network: give --data with training samples");
-    }
     let finetune = match (args.finetune_epochs, args.finetune_steps) {
         (Some(e), _) if e <= 0.0 => Length::Off,
         (_, Some(0)) => Length::Off,
