@@ -270,10 +270,14 @@ fn digits_ok(out: &Path, args: &[&str]) -> String {
     err
 }
 
-/// The report's groups: every kept count a multiple of `m`, or the group's whole.
+/// The report's groups: every kept count a multiple of `m` (of its own where `round_to`'s
+/// `capped` names the group), or the group's whole.
 fn kept_in_multiples(report: &Value, m: u64) {
     for g in report["groups"].as_array().unwrap() {
         let (kept, all) = (g["kept"].as_u64().unwrap(), g["channels"].as_u64().unwrap());
+        let m = report["round_to"]["capped"][g["key"].as_str().unwrap()]
+            .as_u64()
+            .unwrap_or(m);
         assert!(
             kept % m == 0 || kept == all,
             "{g} is not in multiples of {m}"
@@ -350,7 +354,8 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
     }
 
     // A staircase multiple too coarse for the target gives way to finer ones (here one that
-    // allows no pruning at all: every group of the digits model has 32 channels or fewer).
+    // allows no pruning at all: every group of the digits model has 32 channels or fewer):
+    // first capped at half of each group's narrowest space, which is then every group's.
     let mut coarse = json(&prof);
     coarse["staircase"]["round_to"] = 64.into();
     let coarse_path = dir.path().join("digits.coarse.json");
@@ -358,12 +363,22 @@ fn round_to_auto_measures_the_staircase_and_plans_in_its_multiple() {
     let mut args = lat(&coarse_path);
     args.extend(["--report", s(&rep)]);
     let err = digits_ok(&out, &args);
-    assert!(err.contains("trying multiples of 32"), "{err}");
+    assert!(
+        err.contains("trying multiples of 64 in groups of 128 channels or more"),
+        "{err}"
+    );
     let r = json(&rep);
     assert_eq!(r["round_to"]["staircase_multiple"], 64);
-    let fine = r["round_to"]["multiple"].as_u64().unwrap();
-    assert!(fine < 64, "{}", r["round_to"]);
-    kept_in_multiples(&r, fine);
+    let capped = r["round_to"]["capped"].as_object().expect("capped groups");
+    let groups = r["groups"].as_array().unwrap();
+    for g in groups {
+        let m = capped[g["key"].as_str().unwrap()].as_u64().unwrap();
+        assert!(
+            (1..=g["channels"].as_u64().unwrap() / 2).contains(&m),
+            "{g}: {m}"
+        );
+    }
+    kept_in_multiples(&r, 64);
 
     // A profile measured with a fixed multiple has no staircase: refused, nothing written.
     let fixed = dir.path().join("digits.fixed.json");

@@ -257,10 +257,11 @@ pub(crate) fn profile_cmd(a: &ProfileArgs) -> Result<()> {
     let staircase = match a.round_to {
         job::RoundTo::Auto => {
             let st = onnx_prune::latency::staircase::measure(&p, &s, &say)?;
-            s.round_to = st.round_to;
+            // Capped: the narrow spaces also get the points `auto`'s first fallback keeps.
+            s.round_to = job::RoundTo::Capped(st.round_to).rounding();
             Some(st)
         }
-        job::RoundTo::Fixed(_) => None,
+        job::RoundTo::Fixed(_) | job::RoundTo::Capped(_) => None,
     };
     let mut pr = onnx_prune::latency::measure::profile(&a.model, &p, &s, &say)?;
     pr.staircase = staircase;

@@ -260,7 +260,7 @@ pub(crate) fn run(
             .with_labels(labels);
     let y = probe.y.as_deref().filter(|_| labels);
 
-    let mut env = Env::new(p, o.target_flops, o.round_to.multiple(), 0.05);
+    let mut env = Env::new(p, o.target_flops, o.round_to.rounding(), 0.05);
     if let Some((cost, ms)) = cx.lat.map(|f| f.cost()) {
         env = env.with_latency(cost, ms);
     }

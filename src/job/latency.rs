@@ -19,7 +19,7 @@ use super::{Options, Progress};
 use crate::error::{Error, Result};
 use crate::eval::{self, runtime};
 use crate::latency::{measure, LatencyModel, Profile};
-use crate::search::allocate::{Budget, SpaceCost};
+use crate::search::allocate::{Budget, Rounding, SpaceCost};
 use crate::search::datafree::Pruner;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ impl Default for LatencyOptions {
 }
 
 /// Profile settings for `p`'s runtime choice.
-pub fn settings(l: &LatencyOptions, round_to: usize) -> Result<measure::Settings> {
+pub fn settings(l: &LatencyOptions, round_to: impl Into<Rounding>) -> Result<measure::Settings> {
     let (kind, line) = runtime::choose(&l.runtime)?;
     if kind == runtime::Kind::Burn {
         return Err(Error::Usage(
@@ -130,7 +130,7 @@ pub fn settings(l: &LatencyOptions, round_to: usize) -> Result<measure::Settings
         threads: l.threads.max(1),
         batch: l.batch.max(1),
         points: l.points.max(2),
-        round_to: round_to.max(1),
+        round_to: round_to.into(),
         runs: l.runs.max(1),
     })
 }
@@ -184,7 +184,7 @@ pub fn model(
     input: &Path,
     p: &Pruner,
     l: &LatencyOptions,
-    round_to: usize,
+    round_to: Rounding,
     out: &dyn Progress,
 ) -> Result<(LatencyModel, Option<measure::Settings>)> {
     let (profile, here) = match &l.profile {
@@ -343,11 +343,11 @@ pub fn fit(
     imp: &[f64],
     out: &dyn Progress,
 ) -> Result<Fitted> {
-    let (lm, s) = model(input, p, l, o.round_to.multiple(), out)?;
+    let (lm, s) = model(input, p, l, o.round_to.rounding(), out)?;
     let here = s.is_some();
     let base = lm.profile.model_ms;
     let goal = base * l.target;
-    let multiple = o.round_to.multiple();
+    let multiple = o.round_to.rounding();
     let by_model = |ms: f64| {
         let budget = Budget {
             macs,
@@ -404,15 +404,24 @@ pub fn fit(
     let counts = p.space_counts(&b.keep);
     let predicted = lm.predict(&counts);
     let report = report(&lm, &counts, l, predicted, Some(b.measured), &rows, here);
+    let budget_ms = search_budget(&lm, p, &b.keep, b.budget);
     Ok(Fitted {
         keep: b.keep,
         model: lm,
-        budget_ms: b.budget,
+        budget_ms,
         target: l.target,
         settings: s.clone(),
         report,
         input: input.to_path_buf(),
     })
+}
+
+/// The predicted latency budget the search fits after the measured rounds kept `keep`, asked
+/// for `asked`: that, or the plan's own prediction when higher. A round whose budget no plan
+/// fits gets the smallest plan all the same (which may then measure under the target); below
+/// its prediction the search would find no plan at all.
+pub(crate) fn search_budget(lm: &dyn SpaceCost, p: &Pruner, keep: &[bool], asked: f64) -> f64 {
+    asked.max(lm.predict(&p.space_counts(keep)))
 }
 
 /// The original's and a plan's milliseconds, measured together.

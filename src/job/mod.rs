@@ -26,6 +26,7 @@ use crate::eval::metrics::Reward;
 use crate::ir::Model;
 use crate::learn::train;
 use crate::net::Backend;
+use crate::search::allocate::Rounding;
 use crate::search::datafree::{Allocation, Method, Pruner};
 use crate::search::recover::Mode;
 use crate::search::rl::{Agent, Episode};
@@ -86,11 +87,14 @@ impl Channels {
 }
 
 /// `--round-to`: a fixed channel multiple, or `auto`: the multiple chosen from the deploy
-/// runtime's measured staircase ([`crate::latency::staircase`]), once per job.
+/// runtime's measured staircase ([`crate::latency::staircase`]), once per job. `Capped`: what
+/// `auto` falls back to first when its multiple puts a latency target out of reach: the
+/// multiple, capped at half of each group's narrowest space ([`Rounding`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoundTo {
     Fixed(usize),
     Auto,
+    Capped(usize),
 }
 
 impl RoundTo {
@@ -105,8 +109,15 @@ impl RoundTo {
     /// as the fixed default, 8.
     pub fn multiple(self) -> usize {
         match self {
-            RoundTo::Fixed(n) => n.max(1),
+            RoundTo::Fixed(n) | RoundTo::Capped(n) => n.max(1),
             RoundTo::Auto => 8,
+        }
+    }
+    /// How the plan rounds each group's kept count.
+    pub fn rounding(self) -> Rounding {
+        Rounding {
+            multiple: self.multiple(),
+            capped: matches!(self, RoundTo::Capped(_)),
         }
     }
 }
@@ -370,7 +381,7 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
             };
             (&resolved, Some(st))
         }
-        RoundTo::Fixed(_) => (o, None),
+        RoundTo::Fixed(_) | RoundTo::Capped(_) => (o, None),
     };
     let mut job = phases::Phases::new(o, clock, o.stop());
     let method = match o.channels {
@@ -421,11 +432,30 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
                 let multiple = finer.round_to.multiple();
                 match latency::fit(input, &p, &finer, l, target, &imp, out) {
                     Err(Error::Unreachable(msg)) if staircase_used && multiple > 1 => {
+                        // First the same multiple where groups are wide enough for two blocks
+                        // (ORT's blocks kept in wide layers), then half of it everywhere.
+                        // (Skipped where no group is that narrow: the same plans again.)
+                        let capped = RoundTo::Capped(multiple);
+                        finer.round_to = match finer.round_to {
+                            RoundTo::Fixed(_)
+                                if p.multiples(capped.rounding())
+                                    != p.multiples(finer.round_to.rounding()) =>
+                            {
+                                capped
+                            }
+                            _ => RoundTo::Fixed(multiple / 2),
+                        };
                         out.line(&format!(
-                            "--round-to auto: {msg}; trying multiples of {}",
-                            multiple / 2
+                            "--round-to auto: {msg}; trying {}",
+                            match finer.round_to {
+                                RoundTo::Capped(m) => format!(
+                                    "multiples of {m} in groups of {} channels or more, \
+                                     smaller multiples in narrower ones",
+                                    2 * m
+                                ),
+                                r => format!("multiples of {}", r.multiple()),
+                            }
                         ));
-                        finer.round_to = RoundTo::Fixed(multiple / 2);
                     }
                     r => {
                         fitted = Some(r?);
@@ -437,6 +467,17 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
                 if let Some(serde_json::Value::Object(r)) = extra.get_mut("round_to") {
                     r.insert("staircase_multiple".into(), r["multiple"].clone());
                     r.insert("multiple".into(), finer.round_to.multiple().into());
+                    if let RoundTo::Capped(m) = finer.round_to {
+                        // The groups too narrow for the multiple, and theirs.
+                        let narrow: serde_json::Map<String, serde_json::Value> = p
+                            .multiples(finer.round_to.rounding())
+                            .into_iter()
+                            .zip(&p.ch.groups)
+                            .filter(|(g, _)| *g != m)
+                            .map(|(g, group)| (group.key.clone(), g.into()))
+                            .collect();
+                        r.insert("capped".into(), narrow.into());
+                    }
                 }
             }
             at = finer;
@@ -445,7 +486,7 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     };
     let unsearched = match &fitted {
         Some(f) => f.keep.clone(),
-        None => p.allocate(target, &imp, o.allocation, o.round_to.multiple()),
+        None => p.allocate(target, &imp, o.allocation, o.round_to.rounding()),
     };
     // The plan the search competes against (and its label in the re-ranking).
     let baseline = format!(

@@ -48,7 +48,7 @@ pub(crate) fn search(
             agent.name()
         )));
     }
-    let mut e = env::Env::new(p, o.target_flops, o.round_to.multiple(), 0.05);
+    let mut e = env::Env::new(p, o.target_flops, o.round_to.rounding(), 0.05);
     if let Some((cost, ms)) = cx.lat.map(|f| f.cost()) {
         e = e.with_latency(cost, ms);
     }

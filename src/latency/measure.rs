@@ -16,6 +16,7 @@ use crate::ir::ops::{names, Linear, WeightLayout};
 use crate::ir::{
     AttrValue, DataType, Dim, Graph, Model, NodeId, Tensor, ValueDef, ValueInfo, ValueType,
 };
+use crate::search::allocate::Rounding;
 use crate::search::datafree::Pruner;
 use std::path::Path;
 
@@ -29,8 +30,8 @@ pub struct Settings {
     pub batch: usize,
     /// Grid points per channel space, at most.
     pub points: usize,
-    /// Channel multiple of the grid (the plan's `--round-to`).
-    pub round_to: usize,
+    /// Channel multiple of the grid (the plan's `--round-to`; capped, per space by its width).
+    pub round_to: Rounding,
     /// Timed runs per median.
     pub runs: usize,
 }
@@ -398,7 +399,7 @@ pub fn profile(input: &Path, p: &Pruner, s: &Settings, say: &dyn Fn(&str)) -> Re
     for (k, l) in ls.iter().enumerate() {
         let len = |sp: Option<SpaceId>| sp.map(|sp| p.ch.spaces[sp].len);
         let gr = |sp: Option<SpaceId>| match len(sp) {
-            Some(n) => grid(n, s.round_to, s.points),
+            Some(n) => grid(n, s.round_to.for_width(n), s.points),
             None => vec![1],
         };
         let out_counts = gr(l.out);

@@ -146,3 +146,34 @@ fn layers_that_add_up_to_more_than_the_model_are_scaled_to_it() {
     let saved = |m: &LatencyModel| m.profile.model_ms - m.predict(&c);
     assert!((saved(&b) - 0.5 * saved(&a)).abs() < 1e-9);
 }
+
+#[test]
+fn the_search_can_fit_the_plan_a_measured_round_kept_below_its_budget() {
+    use crate::search::env::Env;
+    let p = tiny();
+    let lm = LatencyModel::new(synthetic(&p, &|_| 1.0), &p);
+    let imp = p.importance(crate::search::datafree::Method::L1, 0);
+    // A round asked for a budget no plan fits: the allocation gives its smallest plan, over
+    // that budget (measured, such a plan may still meet the latency target and be kept).
+    let asked = lm.profile.model_ms * 0.01;
+    let b = Budget {
+        macs: p.base_macs,
+        latency: Some((&lm, asked)),
+    };
+    let keep = p.allocate_within(&b, &imp, Allocation::Uniform, 8);
+    assert!(!p.fits_keep(&keep, &b));
+    let episode = |ms: f64| {
+        let mut env = Env::new(&p, 1.0, 8, 0.05).with_latency(&lm, ms);
+        env.set_select(imp.clone());
+        while !env.done() {
+            let r = env.fair_ratio();
+            env.step(r);
+        }
+        env.fits(&env.keep())
+    };
+    // At the asked budget the search has nothing; at the one it gets, the round's plan.
+    assert!(!episode(asked));
+    let ms = crate::job::latency::search_budget(&lm, &p, &keep, asked);
+    assert!(ms > asked);
+    assert!(episode(ms));
+}

@@ -5,6 +5,40 @@
 
 use super::datafree::{Allocation, Pruner};
 
+/// How a group's kept channel count is rounded (`--round-to`): up to a multiple of
+/// `multiple`; `capped`, to a multiple no more than half the group's narrowest space (halving
+/// `multiple` until it fits), so a 16-channel space can still keep 8 under a multiple of 16
+/// while wider spaces keep whole blocks of 16 (`--round-to auto`'s fallback when its multiple
+/// puts a latency target out of reach).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rounding {
+    pub multiple: usize,
+    pub capped: bool,
+}
+
+impl Rounding {
+    /// The multiple for a group whose narrowest space has `width` channels.
+    pub fn for_width(self, width: usize) -> usize {
+        let mut m = self.multiple.max(1);
+        if self.capped {
+            while m > 1 && m * 2 > width {
+                m /= 2;
+            }
+        }
+        m
+    }
+}
+
+impl From<usize> for Rounding {
+    /// A fixed multiple, the same for every group.
+    fn from(multiple: usize) -> Rounding {
+        Rounding {
+            multiple,
+            capped: false,
+        }
+    }
+}
+
 /// A cost predicted from the kept channel count of every space (`crate::latency`'s model).
 pub trait SpaceCost: std::fmt::Debug + Sync {
     fn predict(&self, counts: &[usize]) -> f64;
@@ -45,7 +79,7 @@ impl Pruner {
         target: u64,
         imp: &[f64],
         alloc: Allocation,
-        round_to: usize,
+        round_to: impl Into<Rounding>,
     ) -> Vec<bool> {
         self.allocate_within(&Budget::macs(target), imp, alloc, round_to)
     }
@@ -56,12 +90,13 @@ impl Pruner {
         target: &Budget,
         imp: &[f64],
         alloc: Allocation,
-        round_to: usize,
+        round_to: impl Into<Rounding>,
     ) -> Vec<bool> {
         let free = self.free_atoms();
+        let r = self.multiples(round_to.into());
         let mut keep = match alloc {
-            Allocation::Uniform => self.uniform(target, imp, &free, round_to.max(1)),
-            Allocation::Global => self.global(target, imp, &free, round_to.max(1)),
+            Allocation::Uniform => self.uniform(target, imp, &free, &r),
+            Allocation::Global => self.global(target, imp, &free, &r),
         };
         self.fix_parts(&mut keep, imp);
         self.fix_empty_spaces(&mut keep, imp);
@@ -79,9 +114,35 @@ impl Pruner {
     /// What is kept when group `g` keeps the fraction `ratio[g]` of its free channels (the
     /// most important ones; at least one; the group total rounded up to a multiple of
     /// `round_to`). Groups with ratio ≥ 1 keep everything.
-    pub fn keep_from_ratios(&self, ratio: &[f64], imp: &[f64], round_to: usize) -> Vec<bool> {
+    pub fn keep_from_ratios(
+        &self,
+        ratio: &[f64],
+        imp: &[f64],
+        round_to: impl Into<Rounding>,
+    ) -> Vec<bool> {
         let free = self.free_atoms();
-        self.keep_ratios(ratio, imp, &free, round_to.max(1))
+        self.keep_ratios(ratio, imp, &free, &self.multiples(round_to.into()))
+    }
+
+    /// The rounding multiple of every group (`r.capped`: by its narrowest space).
+    pub fn multiples(&self, r: Rounding) -> Vec<usize> {
+        self.ch
+            .groups
+            .iter()
+            .map(|g| {
+                if !r.capped {
+                    return r.multiple.max(1);
+                }
+                let width = g
+                    .atoms
+                    .iter()
+                    .flat_map(|&a| self.atom_spaces[a].iter())
+                    .map(|&(s, _)| self.ch.spaces[s].len)
+                    .min()
+                    .unwrap_or(1);
+                r.for_width(width)
+            })
+            .collect()
     }
 
     fn keep_ratios(
@@ -89,7 +150,7 @@ impl Pruner {
         ratio: &[f64],
         imp: &[f64],
         free: &[Vec<usize>],
-        round_to: usize,
+        round_to: &[usize],
     ) -> Vec<bool> {
         let mut keep = vec![true; self.ch.atoms.len()];
         for (gi, f) in free.iter().enumerate() {
@@ -103,7 +164,7 @@ impl Pruner {
                 k = k.max(1);
             }
             let total = blocked + k;
-            let rounded = total.div_ceil(round_to) * round_to;
+            let rounded = total.div_ceil(round_to[gi]) * round_to[gi];
             k = rounded.saturating_sub(blocked).min(f.len());
             self.keep_top(&mut keep, f, imp, k);
         }
@@ -118,7 +179,7 @@ impl Pruner {
         target: &Budget,
         imp: &[f64],
         free: &[Vec<usize>],
-        round_to: usize,
+        round_to: &[usize],
     ) -> Vec<bool> {
         let build = |rho: f64| {
             let ratio = vec![rho; free.len()];
@@ -143,14 +204,14 @@ impl Pruner {
 
     /// Spends what is left of the budget: repeatedly gives the group with the lowest keep ratio
     /// back its best removed channel, while the plan stays within `target`.
-    /// Channels come back `chunk` at a time (the `--round-to` multiple).
+    /// Channels come back `chunk[group]` at a time (the `--round-to` multiple).
     fn fill(
         &self,
         keep: &mut [bool],
         target: &Budget,
         imp: &[f64],
         free: &[Vec<usize>],
-        chunk: usize,
+        chunk: &[usize],
     ) {
         let mut counts = self.counts(keep);
         loop {
@@ -170,11 +231,11 @@ impl Pruner {
             for (_, gi) in order {
                 let mut removed: Vec<usize> =
                     free[gi].iter().copied().filter(|&a| !keep[a]).collect();
-                if removed.len() < chunk {
+                if removed.len() < chunk[gi] {
                     continue;
                 }
                 removed.sort_by(|&a, &b| crate::order::fcmp(imp[b], imp[a]).then(a.cmp(&b)));
-                let back = &removed[..chunk];
+                let back = &removed[..chunk[gi]];
                 if !self.ch.equal_parts.is_empty() {
                     // Grouped convs: evaluate the repaired trial (partitions kept equal).
                     let mut trial = keep.to_vec();
@@ -221,7 +282,7 @@ impl Pruner {
         target: &Budget,
         imp: &[f64],
         free: &[Vec<usize>],
-        round_to: usize,
+        round_to: &[usize],
     ) -> Vec<bool> {
         let mut t = *target;
         let mut keep = self.global_once(&t, imp, free, round_to);
@@ -258,7 +319,7 @@ impl Pruner {
         target: &Budget,
         imp: &[f64],
         free: &[Vec<usize>],
-        round_to: usize,
+        round_to: &[usize],
     ) -> Vec<bool> {
         let mut keep = vec![true; self.ch.atoms.len()];
         // Normalise within each group so groups with larger weights are not favoured.
@@ -277,7 +338,7 @@ impl Pruner {
             if self.fits(&counts, target) {
                 break;
             }
-            if left[gi] <= round_to.max(1) {
+            if left[gi] <= round_to[gi] {
                 continue;
             }
             // Never empty a space.
@@ -290,10 +351,10 @@ impl Pruner {
                 counts[s] -= n;
             }
         }
-        if round_to > 1 {
+        if round_to.iter().any(|&m| m > 1) {
             // Round each group's kept count up to a multiple of `round_to` (best atoms back first).
             for (gi, f) in free.iter().enumerate() {
-                if f.is_empty() {
+                if f.is_empty() || round_to[gi] <= 1 {
                     continue;
                 }
                 let total = self.ch.groups[gi]
@@ -301,7 +362,7 @@ impl Pruner {
                     .iter()
                     .filter(|&&a| keep[a])
                     .count();
-                let want = total.div_ceil(round_to) * round_to;
+                let want = total.div_ceil(round_to[gi]) * round_to[gi];
                 let blocked = self.ch.groups[gi].atoms.len() - f.len();
                 let k = want.saturating_sub(blocked).min(f.len());
                 self.keep_top(&mut keep, f, imp, k);
@@ -365,6 +426,82 @@ impl Pruner {
                 .max_by(|&a, &b| crate::order::fcmp(imp[a], imp[b]))
                 .unwrap();
             keep[best] = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::datafree::Method;
+
+    fn tiny() -> Pruner {
+        let proto = crate::onnx::builder::tiny_resnet(3);
+        let bytes = prost::Message::encode_to_vec(&proto);
+        let model = crate::onnx::decode_model(bytes.into(), None).unwrap();
+        Pruner::new(&model, &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn a_capped_multiple_halves_until_it_fits_twice() {
+        let capped = |m| Rounding {
+            multiple: m,
+            capped: true,
+        };
+        assert_eq!(capped(16).for_width(16), 8);
+        assert_eq!(capped(16).for_width(24), 8);
+        assert_eq!(capped(16).for_width(32), 16);
+        assert_eq!(capped(16).for_width(3), 1);
+        assert_eq!(Rounding::from(16).for_width(16), 16);
+    }
+
+    #[test]
+    fn capped_rounding_prunes_narrow_groups_in_smaller_blocks() {
+        let p = tiny();
+        let imp = p.importance(Method::L1, 0);
+        let target = p.base_macs * 3 / 10;
+        let width = |gi: usize| {
+            p.ch.groups[gi]
+                .atoms
+                .iter()
+                .flat_map(|&a| p.atom_spaces[a].iter())
+                .map(|&(s, _)| p.ch.spaces[s].len)
+                .min()
+                .unwrap()
+        };
+        let capped = Rounding {
+            multiple: 16,
+            capped: true,
+        };
+        let m = p.multiples(capped);
+        let prunable: Vec<usize> = (0..p.ch.groups.len())
+            .filter(|&gi| !p.ch.groups[gi].producers.is_empty())
+            .collect();
+        // The model has both kinds: 16-channel groups (in 8s) and 32-channel ones (in 16s).
+        assert!(prunable.iter().any(|&gi| width(gi) == 16 && m[gi] == 8));
+        assert!(prunable.iter().any(|&gi| width(gi) >= 32 && m[gi] == 16));
+        assert!(p.multiples(Rounding::from(16)).iter().all(|&x| x == 16));
+        for alloc in [Allocation::Uniform, Allocation::Global] {
+            let fixed = p.allocate(target, &imp, alloc, 16);
+            let keep = p.allocate(target, &imp, alloc, capped);
+            assert!(p.macs(&keep) <= target, "{alloc:?}");
+            let kept =
+                |k: &[bool], gi: usize| p.ch.groups[gi].atoms.iter().filter(|&&a| k[a]).count();
+            for &gi in &prunable {
+                let (k, all) = (kept(&keep, gi), p.ch.groups[gi].atoms.len());
+                assert!(
+                    k % m[gi] == 0 || k == all,
+                    "{alloc:?} group {gi}: {k} of {all}"
+                );
+            }
+            // Only the capped plan can cut a group of 16 channels (to 8).
+            let cut16 = |k: &[bool]| {
+                prunable
+                    .iter()
+                    .any(|&gi| p.ch.groups[gi].atoms.len() == 16 && kept(k, gi) < 16)
+            };
+            assert!(!cut16(&fixed), "{alloc:?}");
+            assert!(cut16(&keep), "{alloc:?}");
         }
     }
 }

@@ -19,7 +19,7 @@
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::eval::{metrics, runtime, TempDir};
-use crate::search::allocate::{Budget, SpaceCost};
+use crate::search::allocate::{Budget, Rounding, SpaceCost};
 use crate::search::datafree::{Method, Pruner};
 use crate::search::recover;
 use std::collections::HashMap;
@@ -56,7 +56,7 @@ pub struct Env<'a> {
     /// A latency budget as well (`--target-latency`): the predicted cost and its limit.
     latency: Option<(&'a dyn SpaceCost, f64)>,
     pub min_keep: f64,
-    pub round_to: usize,
+    pub round_to: Rounding,
     /// Keep ratio per entry of `p.ch.groups` (1.0 = undecided/keep all).
     ratios: Vec<f64>,
     /// Per entry of `p.ch.groups`: the keep ratio the unsearched uniform plan
@@ -68,7 +68,12 @@ pub struct Env<'a> {
 
 impl<'a> Env<'a> {
     /// `target_ratio`: fraction of the MACs the result may keep.
-    pub fn new(p: &'a Pruner, target_ratio: f64, round_to: usize, min_keep: f64) -> Env<'a> {
+    pub fn new(
+        p: &'a Pruner,
+        target_ratio: f64,
+        round_to: impl Into<Rounding>,
+        min_keep: f64,
+    ) -> Env<'a> {
         let imp = p.importance(Method::L1, 0);
         let g = &p.model.graph;
         let order: HashMap<_, usize> = g
@@ -128,7 +133,7 @@ impl<'a> Env<'a> {
             target: (p.base_macs as f64 * target_ratio).floor() as u64,
             latency: None,
             min_keep,
-            round_to: round_to.max(1),
+            round_to: round_to.into(),
             ratios: vec![1.0; n],
             uniform: vec![1.0; n],
             t: 0,
