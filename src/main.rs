@@ -2,7 +2,7 @@
 
 mod cli;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Parser;
 use cli::*;
 use std::process::ExitCode;
@@ -106,22 +106,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => {
             let p = cli.prune;
-            let Some(input) = p.input.clone() else {
-                bail!("no input model given; see `onnx-prune --help`");
-            };
-            if p.output.is_none() {
-                bail!("missing -o OUT.onnx");
-            }
-            check(&p)?;
+            let (input, output) = check(&p)?;
             if p.data.is_none() {
                 eprintln!("note: no --data: channels are chosen by the data-free method (--method, --allocation); give --data for the reinforcement-learning search and recovery");
             }
-            prune(
-                &input,
-                p.output.as_ref().unwrap(),
-                p.target_flops.unwrap_or(1.0),
-                &p,
-            )
+            prune(&input, &output, p.target_flops.unwrap_or(1.0), &p)
         }
     }
 }

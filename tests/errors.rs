@@ -338,3 +338,15 @@ fn flags_that_need_data_are_refused_without_it() {
         assert!(!Path::new(&out).exists(), "{err}");
     }
 }
+
+#[test]
+fn the_main_command_needs_an_input_and_an_output() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "in.onnx", &tiny().encode_to_vec());
+    expect_error(&["--target-flops", "0.5"], &["no input model", "--help"]);
+    // Checked before the other flags, with the input left as it was.
+    let before = std::fs::read(&p).unwrap();
+    expect_error(&[p.as_str(), "--target-flops", "0.5"], &["missing -o"]);
+    expect_error(&[p.as_str()], &["missing -o"]);
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+}

@@ -6,15 +6,27 @@ use super::*;
 use anyhow::{bail, Context, Result};
 use onnx_prune::job::{self, Channels, Length, Options, RoundTo};
 use onnx_prune::search::datafree::Allocation;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub(crate) use onnx_prune::job::{load_pruner, write_json};
 
+/// How long the job fine-tunes, from `--finetune-epochs`/`--finetune-steps` (which clap
+/// keeps apart): 0 turns it off, a count forces it, neither leaves it to the job's plan.
+fn length(p: &PruneArgs) -> Length {
+    match (p.finetune_epochs, p.finetune_steps) {
+        (Some(e), _) if e <= 0.0 => Length::Off,
+        (_, Some(0)) => Length::Off,
+        (Some(e), _) => Length::Epochs(e),
+        (_, Some(n)) => Length::Steps(n),
+        _ => Length::Planned,
+    }
+}
+
 /// The flags that read training or calibration data, each with why: without `--data` they
-/// are refused by `check` (and `ignored` names what cannot act even so).
+/// are refused by `check`. (`--label-free` without `--data` is not refused: `ignored` notes
+/// it, since the data-free job simply reads no labels.)
 fn needs_data(p: &PruneArgs) -> [(bool, &'static str); 5] {
-    let forced =
-        p.finetune_epochs.is_some_and(|e| e > 0.0) || p.finetune_steps.is_some_and(|s| s > 0);
+    let forced = matches!(length(p), Length::Epochs(_) | Length::Steps(_));
     [
         (
             forced,
@@ -39,10 +51,17 @@ fn needs_data(p: &PruneArgs) -> [(bool, &'static str); 5] {
     ]
 }
 
-/// The main command's flags checked before anything is read: a target in (0, 1], the flags
-/// that need `--data` (`needs_data`), combinations that cannot work, and the output
-/// directories. Each refusal names the flag and what to do.
-pub(crate) fn check(p: &PruneArgs) -> Result<()> {
+/// The main command's flags checked before anything is read: an input and `-o`, a target in
+/// (0, 1], the flags that need `--data` (`needs_data`), combinations that cannot work, and the
+/// output directories. Each refusal names the flag and what to do. Returns the input and output
+/// paths.
+pub(crate) fn check(p: &PruneArgs) -> Result<(PathBuf, PathBuf)> {
+    let Some(input) = p.input.clone() else {
+        bail!("no input model given; see `onnx-prune --help`");
+    };
+    let Some(output) = p.output.clone() else {
+        bail!("missing -o OUT.onnx");
+    };
     match (p.target_flops, p.latency.target_latency) {
         (None, None) => bail!(
             "missing --target-flops R (fraction of MACs to keep, e.g. 0.5) or \
@@ -81,7 +100,7 @@ pub(crate) fn check(p: &PruneArgs) -> Result<()> {
             bail!("{}: directory {} does not exist", f.display(), d.display());
         }
     }
-    Ok(())
+    Ok((input, output))
 }
 
 /// Flags given that cannot act (the flags that need `--data` are refused without it, before):
@@ -119,13 +138,7 @@ fn options(
         },
         None => (onnx_prune::search::recover::Mode::Ls, 0),
     };
-    let finetune = match (args.finetune_epochs, args.finetune_steps) {
-        (Some(e), _) if e <= 0.0 => Length::Off,
-        (_, Some(0)) => Length::Off,
-        (Some(e), _) => Length::Epochs(e),
-        (_, Some(n)) => Length::Steps(n),
-        _ => Length::Planned,
-    };
+    let finetune = length(args);
     for note in ignored(args, finetune) {
         eprintln!("note: {note}");
     }
