@@ -404,7 +404,7 @@ pub fn fit(
     let counts = p.space_counts(&b.keep);
     let predicted = lm.predict(&counts);
     let report = report(&lm, &counts, l, predicted, Some(b.measured), &rows, here);
-    let budget_ms = search_budget(&lm, p, &b.keep, b.budget);
+    let budget_ms = search_budget(b.budget, predicted);
     Ok(Fitted {
         keep: b.keep,
         model: lm,
@@ -416,12 +416,12 @@ pub fn fit(
     })
 }
 
-/// The predicted latency budget the search fits after the measured rounds kept `keep`, asked
-/// for `asked`: that, or the plan's own prediction when higher. A round whose budget no plan
+/// The predicted latency budget the search fits after the measured rounds: the kept round's
+/// `asked` budget, or its plan's `predicted` latency when higher. A round whose budget no plan
 /// fits gets the smallest plan all the same (which may then measure under the target); below
 /// its prediction the search would find no plan at all.
-pub(crate) fn search_budget(lm: &dyn SpaceCost, p: &Pruner, keep: &[bool], asked: f64) -> f64 {
-    asked.max(lm.predict(&p.space_counts(keep)))
+pub(crate) fn search_budget(asked: f64, predicted: f64) -> f64 {
+    asked.max(predicted)
 }
 
 /// The original's and a plan's milliseconds, measured together.

@@ -13,10 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
 fn tiny() -> Pruner {
-    let proto = crate::onnx::builder::tiny_resnet(5);
-    let bytes = prost::Message::encode_to_vec(&proto);
-    let model = crate::onnx::decode_model(bytes.into(), None).unwrap();
-    Pruner::new(&model, &HashMap::new()).unwrap()
+    crate::search::datafree::tiny_pruner(5)
 }
 
 fn random_data(n: usize, seed: u64) -> Dataset {

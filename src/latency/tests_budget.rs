@@ -4,13 +4,9 @@
 use super::*;
 use crate::search::allocate::Budget;
 use crate::search::datafree::Allocation;
-use std::collections::HashMap;
 
 fn tiny() -> Pruner {
-    let proto = crate::onnx::builder::tiny_resnet(3);
-    let bytes = prost::Message::encode_to_vec(&proto);
-    let model = crate::onnx::decode_model(bytes.into(), None).unwrap();
-    Pruner::new(&model, &HashMap::new()).unwrap()
+    crate::search::datafree::tiny_pruner(3)
 }
 
 /// A profile whose layers cost `scale(layer) · cin · cout` µs with a staircase of 16 on the
@@ -173,7 +169,8 @@ fn the_search_can_fit_the_plan_a_measured_round_kept_below_its_budget() {
     };
     // At the asked budget the search has nothing; at the one it gets, the round's plan.
     assert!(!episode(asked));
-    let ms = crate::job::latency::search_budget(&lm, &p, &keep, asked);
+    let predicted = lm.predict(&p.space_counts(&keep));
+    let ms = crate::job::latency::search_budget(asked, predicted);
     assert!(ms > asked);
     assert!(episode(ms));
 }

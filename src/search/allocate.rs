@@ -126,23 +126,7 @@ impl Pruner {
 
     /// The rounding multiple of every group (`r.capped`: by its narrowest space).
     pub fn multiples(&self, r: Rounding) -> Vec<usize> {
-        self.ch
-            .groups
-            .iter()
-            .map(|g| {
-                if !r.capped {
-                    return r.multiple.max(1);
-                }
-                let width = g
-                    .atoms
-                    .iter()
-                    .flat_map(|&a| self.atom_spaces[a].iter())
-                    .map(|&(s, _)| self.ch.spaces[s].len)
-                    .min()
-                    .unwrap_or(1);
-                r.for_width(width)
-            })
-            .collect()
+        self.narrowest.iter().map(|&w| r.for_width(w)).collect()
     }
 
     fn keep_ratios(
@@ -435,13 +419,6 @@ mod tests {
     use super::*;
     use crate::search::datafree::Method;
 
-    fn tiny() -> Pruner {
-        let proto = crate::onnx::builder::tiny_resnet(3);
-        let bytes = prost::Message::encode_to_vec(&proto);
-        let model = crate::onnx::decode_model(bytes.into(), None).unwrap();
-        Pruner::new(&model, &Default::default()).unwrap()
-    }
-
     #[test]
     fn a_capped_multiple_halves_until_it_fits_twice() {
         let capped = |m| Rounding {
@@ -457,18 +434,10 @@ mod tests {
 
     #[test]
     fn capped_rounding_prunes_narrow_groups_in_smaller_blocks() {
-        let p = tiny();
+        let p = crate::search::datafree::tiny_pruner(3);
         let imp = p.importance(Method::L1, 0);
         let target = p.base_macs * 3 / 10;
-        let width = |gi: usize| {
-            p.ch.groups[gi]
-                .atoms
-                .iter()
-                .flat_map(|&a| p.atom_spaces[a].iter())
-                .map(|&(s, _)| p.ch.spaces[s].len)
-                .min()
-                .unwrap()
-        };
+        let width = |gi: usize| p.narrowest[gi];
         let capped = Rounding {
             multiple: 16,
             capped: true,

@@ -53,6 +53,9 @@ pub struct Pruner {
     terms: Vec<MacTerm>,
     /// (space, number of its slots) per atom.
     pub(super) atom_spaces: Vec<Vec<(SpaceId, usize)>>,
+    /// Per group, the channel count of the narrowest space its atoms reach (what a capped
+    /// `Rounding` is capped by).
+    pub(super) narrowest: Vec<usize>,
     pub shapes: HashMap<String, Vec<i64>>,
 }
 
@@ -99,6 +102,22 @@ impl Pruner {
                 *atom_spaces[ch.atom(s, i)].entry(s).or_default() += 1;
             }
         }
+        let atom_spaces: Vec<Vec<(SpaceId, usize)>> = atom_spaces
+            .into_iter()
+            .map(|h| h.into_iter().collect())
+            .collect();
+        let narrowest = ch
+            .groups
+            .iter()
+            .map(|g| {
+                g.atoms
+                    .iter()
+                    .flat_map(|&a| atom_spaces[a].iter())
+                    .map(|&(s, _)| ch.spaces[s].len)
+                    .min()
+                    .unwrap_or(1)
+            })
+            .collect();
         let mut p = Pruner {
             base_macs: cost.macs,
             base_params: cost.params,
@@ -106,10 +125,8 @@ impl Pruner {
             analysis: a,
             ch,
             terms,
-            atom_spaces: atom_spaces
-                .into_iter()
-                .map(|h| h.into_iter().collect())
-                .collect(),
+            atom_spaces,
+            narrowest,
             shapes: shapes.clone(),
         };
         p.decline_failing_surgery();
@@ -368,4 +385,14 @@ fn filter_scores(m: &Model, node: NodeId, method: Method) -> Option<Vec<f64>> {
         return None;
     }
     Some(scores)
+}
+
+/// The small option-A residual network of `onnx::builder::tiny_resnet(seed)` (16- and
+/// 32-channel stages), prepared for pruning: the unit tests' model.
+#[cfg(test)]
+pub(crate) fn tiny_pruner(seed: u64) -> Pruner {
+    let proto = crate::onnx::builder::tiny_resnet(seed);
+    let bytes = prost::Message::encode_to_vec(&proto);
+    let model = crate::onnx::decode_model(bytes.into(), None).unwrap();
+    Pruner::new(&model, &HashMap::new()).unwrap()
 }
