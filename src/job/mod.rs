@@ -371,18 +371,8 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
         std::sync::Arc::new(crate::budget::SystemClock::new());
     let (_, p) = load_pruner(input, &o.shapes)?;
     // `--round-to auto`: measured once, then the job runs with the multiple it chose.
-    let resolved;
-    let (o, staircase) = match o.round_to {
-        RoundTo::Auto => {
-            let st = latency::staircase(input, &p, o, out)?;
-            resolved = Options {
-                round_to: RoundTo::Fixed(st.round_to),
-                ..o.clone()
-            };
-            (&resolved, Some(st))
-        }
-        RoundTo::Fixed(_) | RoundTo::Capped(_) => (o, None),
-    };
+    let (resolved, staircase) = latency::resolve_auto(input, &p, o, out)?;
+    let o: &Options = &resolved;
     let mut job = phases::Phases::new(o, clock, o.stop());
     let method = match o.channels {
         Channels::L2 => Method::L2,
@@ -400,13 +390,6 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
     };
     let target = (p.base_macs as f64 * o.target_flops).floor() as u64;
     let mut extra = serde_json::Map::new();
-    let staircase_used = staircase.is_some();
-    if let Some(st) = staircase {
-        extra.insert(
-            "round_to".into(),
-            serde_json::json!({"auto": true, "multiple": st.round_to, "staircase": st}),
-        );
-    }
     let ctx = match &o.data {
         Some(d) => Some(DataCtx::load(&p, d, o, out)?),
         None => None,
@@ -419,71 +402,17 @@ pub fn run(input: &Path, o: &Options, out: &dyn Progress) -> Result<Outcome> {
         }
         _ => (p.importance(method, o.seed), None),
     };
-    // The unsearched plan: the allocation by `allocation`, within the latency budget if any.
-    // A staircase multiple that puts the latency target out of reach (whole blocks of channels
-    // are too coarse for it) gives way to finer ones.
-    let mut fitted = None;
-    let at;
-    let o = match &o.latency {
-        None => o,
-        Some(l) => {
-            let mut finer = o.clone();
-            loop {
-                let multiple = finer.round_to.multiple();
-                match latency::fit(input, &p, &finer, l, target, &imp, out) {
-                    Err(Error::Unreachable(msg)) if staircase_used && multiple > 1 => {
-                        // First the same multiple where groups are wide enough for two blocks
-                        // (ORT's blocks kept in wide layers), then half of it everywhere.
-                        // (Skipped where no group is that narrow: the same plans again.)
-                        let capped = RoundTo::Capped(multiple);
-                        finer.round_to = match finer.round_to {
-                            RoundTo::Fixed(_)
-                                if p.multiples(capped.rounding())
-                                    != p.multiples(finer.round_to.rounding()) =>
-                            {
-                                capped
-                            }
-                            _ => RoundTo::Fixed(multiple / 2),
-                        };
-                        out.line(&format!(
-                            "--round-to auto: {msg}; trying {}",
-                            match finer.round_to {
-                                RoundTo::Capped(m) => format!(
-                                    "multiples of {m} in groups of {} channels or more, \
-                                     smaller multiples in narrower ones",
-                                    2 * m
-                                ),
-                                r => format!("multiples of {}", r.multiple()),
-                            }
-                        ));
-                    }
-                    r => {
-                        fitted = Some(r?);
-                        break;
-                    }
-                }
-            }
-            if finer.round_to != o.round_to {
-                if let Some(serde_json::Value::Object(r)) = extra.get_mut("round_to") {
-                    r.insert("staircase_multiple".into(), r["multiple"].clone());
-                    r.insert("multiple".into(), finer.round_to.multiple().into());
-                    if let RoundTo::Capped(m) = finer.round_to {
-                        // The groups too narrow for the multiple, and theirs.
-                        let narrow: serde_json::Map<String, serde_json::Value> = p
-                            .multiples(finer.round_to.rounding())
-                            .into_iter()
-                            .zip(&p.ch.groups)
-                            .filter(|(g, _)| *g != m)
-                            .map(|(g, group)| (group.key.clone(), g.into()))
-                            .collect();
-                        r.insert("capped".into(), narrow.into());
-                    }
-                }
-            }
-            at = finer;
-            &at
-        }
-    };
+    // The unsearched plan: the allocation by `allocation`, within the latency budget if any
+    // (with `--round-to auto`, at the finest multiple it needs).
+    let (fitted_options, fitted) =
+        latency::fit_rounding(input, &p, o, target, &imp, staircase.is_some(), out)?;
+    let o: &Options = &fitted_options;
+    if let Some(st) = staircase {
+        extra.insert(
+            "round_to".into(),
+            latency::round_to_report(&p, st, o.round_to),
+        );
+    }
     let unsearched = match &fitted {
         Some(f) => f.keep.clone(),
         None => p.allocate(target, &imp, o.allocation, o.round_to.rounding()),

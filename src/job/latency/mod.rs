@@ -7,7 +7,7 @@
 //! runs, medians): while it misses the target, the predicted budget is tightened by the miss and
 //! the allocation repeats; a plan well under the target gets some slack back ([`CLOSE`]); at
 //! most [`ROUNDS`] rounds, and the least pruned plan that met the target is kept
-//! ([`measured_rounds`]). A target that cannot be met is an error, never a model over budget.
+//! (rounds.rs). A target that cannot be met is an error, never a model over budget.
 //! With a profile from another machine nothing here can measure the device, so the prediction
 //! is the promise, and the report says so.
 //!
@@ -15,75 +15,23 @@
 //! target, tightened by the measured rounds: the predictor calibrated on this model), and the
 //! written plan is measured again at the end ([`Fitted::finish`]); a miss is said, not hidden.
 
-use super::{Options, Progress};
+use super::{Options, Progress, RoundTo};
 use crate::error::{Error, Result};
-use crate::eval::{self, runtime};
+use crate::eval::runtime;
+use crate::latency::staircase::Staircase;
 use crate::latency::{measure, LatencyModel, Profile};
 use crate::search::allocate::{Budget, Rounding, SpaceCost};
 use crate::search::datafree::Pruner;
+use report::{layers, layers_checked, report};
+use rounds::{measure_pair, measured_rounds, unreachable};
 use serde_json::json;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-/// Measure-and-adjust rounds at most.
-pub const ROUNDS: usize = 8;
-/// Budget tightenings (3% each) tried after a miss for a plan that differs from the last.
-const NUDGES: usize = 60;
-/// A plan measured at or above this fraction of the target ends the rounds (one further below
-/// gives part of the slack back, since every channel removed costs accuracy).
-pub const CLOSE: f64 = 0.96;
+mod report;
+mod rounds;
 
-/// The next budget after the measured rounds (`rounds`: budget asked → measured latency ratio;
-/// the budget is predicted milliseconds or MACs, `base` the whole model's): the saving asked
-/// of the budget is scaled by how much of it the measurement showed (savings, not ratios,
-/// scale: a budget that asked a 50% saving that measured 38% is asked for 50·50/38 = 66%);
-/// from the second round on, the secant through the last two rounds (budget → measured ratio).
-/// After a miss the budget is always tighter than the last; after a plan well under the target,
-/// looser (never above the whole model); and always inside the bracket the rounds have found.
-pub fn next_budget(base: f64, target: f64, rounds: &[(f64, f64)]) -> f64 {
-    let Some(&(b1, m1)) = rounds.last() else {
-        return base * target;
-    };
-    let proportional = {
-        let asked = 1.0 - b1 / base;
-        let got = (1.0 - m1).max(1e-3);
-        base * (1.0 - (asked * (1.0 - target) / got).min(1.0))
-    };
-    let next = match rounds.len() {
-        n if n >= 2 => {
-            let (b0, m0) = rounds[n - 2];
-            let slope = (m1 - m0) / (b1 - b0);
-            if slope.is_finite() && slope > 1e-9 {
-                b1 + (target - m1) / slope
-            } else {
-                proportional
-            }
-        }
-        _ => proportional,
-    };
-    let next = if next.is_finite() { next } else { proportional };
-    let next = if m1 > target {
-        next.clamp(0.0, b1 * 0.995)
-    } else {
-        next.clamp(b1 * 1.005, base)
-    };
-    // Stay strictly between the largest budget that met the target and the smallest that did
-    // not (noisy measurements can send a secant far out): else their midpoint.
-    let lo = rounds
-        .iter()
-        .filter(|r| r.1 <= target)
-        .map(|r| r.0)
-        .fold(0.0, f64::max);
-    let hi = rounds
-        .iter()
-        .filter(|r| r.1 > target)
-        .map(|r| r.0)
-        .fold(base, f64::min);
-    if lo < hi && !(next > lo && next < hi) {
-        0.5 * (lo + hi)
-    } else {
-        next
-    }
-}
+pub use rounds::{next_budget, CLOSE, ROUNDS};
 
 /// The latency settings of a job (`--target-latency` and the flags beside it).
 #[derive(Clone, Debug)]
@@ -138,12 +86,7 @@ pub fn settings(l: &LatencyOptions, round_to: impl Into<Rounding>) -> Result<mea
 /// `--round-to auto`: the staircase of the deploy runtime, from the `--latency-profile` (one
 /// measured on the device with `onnx-prune profile --round-to auto`), else measured here on the
 /// latency runtime (`--latency-runtime`, default the job's; `--threads`, `--latency-batch`).
-pub fn staircase(
-    input: &Path,
-    p: &Pruner,
-    o: &Options,
-    out: &dyn Progress,
-) -> Result<crate::latency::staircase::Staircase> {
+pub fn staircase(input: &Path, p: &Pruner, o: &Options, out: &dyn Progress) -> Result<Staircase> {
     let l = o.latency.clone().unwrap_or_else(|| LatencyOptions {
         runtime: if o.runtime == "burn" {
             "auto".into()
@@ -424,268 +367,98 @@ pub(crate) fn search_budget(asked: f64, predicted: f64) -> f64 {
     asked.max(predicted)
 }
 
-/// The original's and a plan's milliseconds, measured together.
-type Pair = (f64, f64);
-
-/// One measured round: the budget asked, the plan it gave, and the plan's measured latency
-/// against the original's.
-#[derive(Clone)]
-struct Round {
-    budget: f64,
-    keep: Vec<bool>,
-    /// (original ms, plan ms).
-    measured: (f64, f64),
-    ratio: f64,
-}
-
-impl Round {
-    /// The report's row, with the plan's predicted latency.
-    fn json(&self, predicted_ms: f64) -> serde_json::Value {
-        let (a, b) = self.measured;
-        json!({
-            "budget_ms": self.budget, "predicted_ms": predicted_ms, "original_ms": a,
-            "measured_ms": b, "ratio": self.ratio,
-        })
-    }
-}
-
-/// Measure-and-adjust rounds (`plan` maps a predicted budget to a plan, `measure` a plan to the
-/// original's and its milliseconds): while a plan misses the target the budget is tightened
-/// ([`next_budget`], and by 3% steps until the plan changes); a plan well under it gets slack
-/// back; at most [`ROUNDS`]. `(base, start)`: the whole model's budget and the first asked.
-/// Returns the least pruned plan that met the target (the highest measured ratio), and every
-/// round.
-fn measured_rounds(
-    (base, start): (f64, f64),
-    target: f64,
-    plan: &dyn Fn(f64) -> Vec<bool>,
-    measure: &mut dyn FnMut(&[bool]) -> Result<Pair>,
-    line: &dyn Fn(usize, f64, &[bool]) -> String,
-    out: &dyn Progress,
-) -> Result<(Option<Round>, Vec<Round>)> {
-    let mut budget = start;
-    let mut rounds: Vec<Round> = vec![];
-    let mut best: Option<usize> = None;
-    for round in 1..=ROUNDS {
-        let mut keep = plan(budget);
-        // After a miss the plan must change: a budget tightened by less than one channel step
-        // is tightened further (3% at a time) until it does.
-        let missed = rounds.last().filter(|r| r.ratio > target);
-        let mut nudges = 0;
-        while let Some(last) = missed {
-            if last.keep != keep || nudges >= NUDGES {
-                break;
-            }
-            budget *= 0.97;
-            keep = plan(budget);
-            nudges += 1;
-        }
-        if rounds.last().is_some_and(|r| r.keep == keep) {
-            break; // a new budget no longer changes the plan
-        }
-        let (orig_ms, ms) = measure(&keep)?;
-        let ratio = ms / orig_ms.max(1e-9);
-        out.line(&format!(
-            "{} ({orig_ms:.3} -> {ms:.3} ms; target {target:.3}x)",
-            line(round, ratio, &keep)
-        ));
-        rounds.push(Round {
-            budget,
-            keep,
-            measured: (orig_ms, ms),
-            ratio,
-        });
-        if ratio <= target && best.is_none_or(|b| ratio > rounds[b].ratio) {
-            best = Some(rounds.len() - 1);
-        }
-        // Just under the target: done. Over it: tighten. Well under it: loosen.
-        if ratio <= target && ratio >= target * CLOSE {
-            break;
-        }
-        let pairs: Vec<(f64, f64)> = rounds.iter().map(|r| (r.budget, r.ratio)).collect();
-        budget = next_budget(base, target, &pairs);
-    }
-    let best = best.map(|b| rounds[b].clone());
-    Ok((best, rounds))
-}
-
-fn unreachable(target: f64, got: f64, how: &str) -> Error {
-    Error::Unreachable(format!(
-        "--target-latency {target} is out of reach: the best plan is {how} at {got:.3}x of the \
-         original's latency (the layers and ops that cannot be pruned take the rest; a larger \
-         target or a smaller --round-to may fit); nothing was written"
-    ))
-}
-
-/// Median ms of the original (the file `input`) and the candidate model, run alternately
-/// (≥ 20 timed runs each) at the profile's input shape.
-fn measure_pair(
-    s: &measure::Settings,
+/// The job's options with `--round-to auto` resolved: the staircase's multiple ([`staircase`],
+/// measured or read once), and the staircase itself; other `--round-to`s as given.
+pub(crate) fn resolve_auto<'a>(
     input: &Path,
-    cand: &crate::ir::Model,
-    profile: &Profile,
-) -> Result<(f64, f64)> {
-    let tmp = eval::TempDir::new("latency")?;
-    let path = tmp.save(cand, "candidate.onnx")?;
-    let shape = &profile.input_shape;
-    let chw = [shape[1] as usize, shape[2] as usize, shape[3] as usize];
-    let med = measure::time_all(s, &[input, &path], chw, s.runs.max(20))?;
-    Ok((med[0], med[1]))
-}
-
-/// Per profiled layer: its predicted and its full-size milliseconds.
-/// [`layers`] with each layer's time alone: the profile's (interpolated at the kept counts,
-/// and at full size) beside the one `timed` now.
-fn layers_checked(
-    lm: &LatencyModel,
-    counts: &[usize],
-    timed: &[(String, f64)],
-) -> serde_json::Value {
-    let mut v = layers(lm, counts);
-    let names: Vec<String> = lm.layer_names().into_iter().map(String::from).collect();
-    for ((row, name), (pred, full)) in v
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-        .zip(&names)
-        .zip(lm.alone(counts))
-    {
-        row["alone_full_ms"] = json!(full);
-        row["alone_predicted_ms"] = json!(pred);
-        row["alone_measured_ms"] = json!(timed.iter().find(|(n, _)| n == name).map(|t| t.1));
-    }
-    v
-}
-
-fn layers(lm: &LatencyModel, counts: &[usize]) -> serde_json::Value {
-    let v: Vec<_> = lm
-        .layer_names()
-        .into_iter()
-        .zip(lm.per_layer(counts))
-        .map(|(n, (ms, d))| json!({"node": n, "predicted_ms": ms, "full_ms": ms - d}))
-        .collect();
-    json!(v)
-}
-
-/// The report's `latency` object.
-fn report(
-    lm: &LatencyModel,
-    counts: &[usize],
-    l: &LatencyOptions,
-    predicted: f64,
-    measured: Option<(f64, f64)>,
-    rounds: &[serde_json::Value],
-    here: bool,
-) -> serde_json::Value {
-    let pr = &lm.profile;
-    json!({
-        "target": l.target,
-        "runtime": pr.runtime,
-        "threads": pr.threads,
-        "batch": pr.batch,
-        "profile": if here { "measured here" } else { "from --latency-profile (another machine: not measured here)" },
-        "original_ms": pr.model_ms,
-        "layer_scale": lm.scale,
-        "predicted_ms": predicted,
-        "predicted_ratio": predicted / pr.model_ms,
-        "measured": measured.map(|(a, b)| json!({"original_ms": a, "pruned_ms": b, "ratio": b / a.max(1e-9)})),
-        "rounds": rounds,
-        "layers": layers(lm, counts),
-        "unmatched_layers": lm.unmatched,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_budget as tighten;
-    use super::{measured_rounds, ROUNDS};
-
-    /// A plan of 100 channels keeping `budget` of them (the budget in channels).
-    fn plan(budget: f64) -> Vec<bool> {
-        let k = budget.clamp(0.0, 100.0).round() as usize;
-        (0..100).map(|i| i < k).collect()
-    }
-
-    fn kept(keep: &[bool]) -> f64 {
-        keep.iter().filter(|&&k| k).count() as f64
-    }
-
-    /// Measure-and-adjust on a synthetic runtime (no timing): a latency of 0.2 + 0.8·(kept
-    /// share)^1.5 of the original, which the budget (linear in channels) misjudges. The rounds
-    /// end on a plan within the target and no more than 4% under it, and a plan over the
-    /// target is never returned.
-    #[test]
-    fn measured_rounds_land_just_under_the_target() {
-        let ratio = |keep: &[bool]| 0.2 + 0.8 * (kept(keep) / 100.0).powf(1.5);
-        // From a plan well under the target (slack given back) and from one over it.
-        for start in [30.0, 80.0] {
-            let mut calls = 0;
-            let mut measure = |keep: &[bool]| {
-                calls += 1;
-                Ok((10.0, 10.0 * ratio(keep)))
+    p: &Pruner,
+    o: &'a Options,
+    out: &dyn Progress,
+) -> Result<(Cow<'a, Options>, Option<Staircase>)> {
+    match o.round_to {
+        RoundTo::Auto => {
+            let st = staircase(input, p, o, out)?;
+            let resolved = Options {
+                round_to: RoundTo::Fixed(st.round_to),
+                ..o.clone()
             };
-            let (best, rounds) = measured_rounds(
-                (100.0, start),
-                0.5,
-                &plan,
-                &mut measure,
-                &|r, x, _: &[bool]| format!("round {r}: {x:.3}"),
-                &crate::job::Quiet,
-            )
-            .unwrap();
-            let best = best.expect("a plan that meets 0.5 exists");
-            let r = best.ratio;
-            assert!((0.5 * super::CLOSE..=0.5).contains(&r), "from {start}: {r}");
-            assert_eq!(r, ratio(&best.keep));
-            assert_eq!(calls, rounds.len());
-            assert!(rounds.len() <= ROUNDS);
-            // The first plan is the start's; every round over the target is followed by a
-            // tighter budget, every one under it by a looser one.
-            assert_eq!(kept(&rounds[0].keep), start);
-            for w in rounds.windows(2) {
-                let (a, b) = (w[0].budget, w[1].budget);
-                match w[0].ratio > 0.5 {
-                    true => assert!(b < a, "from {start}: {a} -> {b}"),
-                    false => assert!(b > a, "from {start}: {a} -> {b}"),
-                }
-            }
+            Ok((Cow::Owned(resolved), Some(st)))
         }
-        // A target below what any plan measures: no plan, and the rounds stop.
-        let (none, rounds) = measured_rounds(
-            (100.0, 50.0),
-            0.1,
-            &plan,
-            &mut |k: &[bool]| Ok((10.0, 10.0 * ratio(k))),
-            &|r, x, _: &[bool]| format!("round {r}: {x:.3}"),
-            &crate::job::Quiet,
-        )
-        .unwrap();
-        assert!(none.is_none());
-        assert!(!rounds.is_empty() && rounds.iter().all(|r| r.ratio > 0.1));
+        RoundTo::Fixed(_) | RoundTo::Capped(_) => Ok((Cow::Borrowed(o), None)),
     }
+}
 
-    #[test]
-    fn a_miss_asks_the_prediction_for_proportionally_more_saving() {
-        // Predicted 50 of 100 ms; measured 0.62: asked 50% saving, got 38%, so ask 65.8%.
-        let r = vec![(50.0, 0.62)];
-        let b = tighten(100.0, 0.5, &r);
-        assert!((b - (100.0 - 50.0 * 50.0 / 38.0)).abs() < 1e-9, "{b}");
-        // Then the secant through both rounds: 0.62 at 50, 0.56 at 40 -> 0.5 at 30.
-        let r = vec![(50.0, 0.62), (40.0, 0.56)];
-        assert!((tighten(100.0, 0.5, &r) - 30.0).abs() < 1e-9);
-        // A flat or inverted secant falls back to the proportional step; never looser.
-        let r = vec![(50.0, 0.6), (45.0, 0.6)];
-        let b = tighten(100.0, 0.5, &r);
-        assert!(b < 45.0 && b > 0.0, "{b}");
-        // Well under the target: looser than the last budget, by the proportional step.
-        let r = vec![(40.0, 0.4)];
-        let b = tighten(100.0, 0.5, &r);
-        assert!((b - (100.0 - 60.0 * 50.0 / 60.0)).abs() < 1e-9, "{b}");
-        // A secant that leaves the bracket of a passing and a failing budget is replaced by
-        // the bracket's midpoint: 40 met (0.44), 50 missed (0.51), 45 missed (0.505): the
-        // nearly flat secant through the last two lands on 40, which already met the target.
-        let r = vec![(40.0, 0.44), (50.0, 0.51), (45.0, 0.505)];
-        let b = tighten(100.0, 0.5, &r);
-        assert!((b - 42.5).abs() < 1e-9, "{b}");
+/// The plan fitted to `--target-latency` ([`fit`]; `None` without one), and with `--round-to
+/// auto` (`auto`) its fallbacks: a staircase multiple that puts the latency target out of reach
+/// (whole blocks of channels are too coarse for it) gives way first to the same multiple where
+/// groups are wide enough for two blocks (ORT's blocks kept in wide layers; skipped where no
+/// group is that narrow, which would give the same plans again), then to half of it
+/// everywhere, halving again while it is out of reach. Returns the options with the
+/// `--round-to` that fitted.
+pub(crate) fn fit_rounding<'a>(
+    input: &Path,
+    p: &Pruner,
+    o: &'a Options,
+    macs: u64,
+    imp: &[f64],
+    auto: bool,
+    out: &dyn Progress,
+) -> Result<(Cow<'a, Options>, Option<Fitted>)> {
+    let Some(l) = &o.latency else {
+        return Ok((Cow::Borrowed(o), None));
+    };
+    let mut finer = o.clone();
+    loop {
+        let multiple = finer.round_to.multiple();
+        match fit(input, p, &finer, l, macs, imp, out) {
+            Err(Error::Unreachable(msg)) if auto && multiple > 1 => {
+                let capped = RoundTo::Capped(multiple);
+                finer.round_to = match finer.round_to {
+                    RoundTo::Fixed(_)
+                        if p.multiples(capped.rounding())
+                            != p.multiples(finer.round_to.rounding()) =>
+                    {
+                        capped
+                    }
+                    _ => RoundTo::Fixed(multiple / 2),
+                };
+                out.line(&format!(
+                    "--round-to auto: {msg}; trying {}",
+                    match finer.round_to {
+                        RoundTo::Capped(m) => format!(
+                            "multiples of {m} in groups of {} channels or more, \
+                             smaller multiples in narrower ones",
+                            2 * m
+                        ),
+                        r => format!("multiples of {}", r.multiple()),
+                    }
+                ));
+            }
+            r => return Ok((Cow::Owned(finer), Some(r?))),
+        }
     }
+}
+
+/// The report's `round_to` object of a job with `--round-to auto`: the staircase and its
+/// multiple; where the job fell back to `used` ([`fit_rounding`]), the staircase's multiple as
+/// `staircase_multiple`, the one used as `multiple`, and for a capped multiple the groups too
+/// narrow for it with theirs (`capped`: group key → multiple).
+pub(crate) fn round_to_report(p: &Pruner, st: Staircase, used: RoundTo) -> serde_json::Value {
+    let staircase_multiple = st.round_to;
+    let mut r = json!({"auto": true, "multiple": staircase_multiple, "staircase": st});
+    if used != RoundTo::Fixed(staircase_multiple) {
+        r["staircase_multiple"] = staircase_multiple.into();
+        r["multiple"] = used.multiple().into();
+        if let RoundTo::Capped(m) = used {
+            let narrow: serde_json::Map<String, serde_json::Value> = p
+                .multiples(used.rounding())
+                .into_iter()
+                .zip(&p.ch.groups)
+                .filter(|(g, _)| *g != m)
+                .map(|(g, group)| (group.key.clone(), g.into()))
+                .collect();
+            r["capped"] = narrow.into();
+        }
+    }
+    r
 }
