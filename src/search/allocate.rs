@@ -4,12 +4,15 @@
 //! and the repairs every plan gets (equal grouped-conv partitions, no empty space).
 
 use super::datafree::{Allocation, Pruner};
+use crate::analysis::channels::SpaceId;
 
 /// How a group's kept channel count is rounded (`--round-to`): up to a multiple of
 /// `multiple`; `capped`, to a multiple no more than half the group's narrowest space (halving
 /// `multiple` until it fits), so a 16-channel space can still keep 8 under a multiple of 16
 /// while wider spaces keep whole blocks of 16 (`--round-to auto`'s fallback when its multiple
-/// puts a latency target out of reach).
+/// puts a latency target out of reach); capped, every space a group reaches is also aligned to
+/// its own width's multiple (`Pruner::align_spaces`: a residual stream through 16-, 32- and
+/// 64-channel stages keeps 8s in the first and 16s in the others).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rounding {
     pub multiple: usize,
@@ -27,6 +30,13 @@ impl Rounding {
         }
         m
     }
+}
+
+/// A [`Rounding`] resolved for one pruner: each group's multiple, and for a capped rounding the
+/// rounding every space's own kept count is aligned to as well (`Pruner::align_spaces`).
+struct Rounded {
+    group: Vec<usize>,
+    spaces: Option<Rounding>,
 }
 
 impl From<usize> for Rounding {
@@ -93,7 +103,7 @@ impl Pruner {
         round_to: impl Into<Rounding>,
     ) -> Vec<bool> {
         let free = self.free_atoms();
-        let r = self.multiples(round_to.into());
+        let r = self.rounded(round_to.into());
         let mut keep = match alloc {
             Allocation::Uniform => self.uniform(target, imp, &free, &r),
             Allocation::Global => self.global(target, imp, &free, &r),
@@ -121,7 +131,7 @@ impl Pruner {
         round_to: impl Into<Rounding>,
     ) -> Vec<bool> {
         let free = self.free_atoms();
-        self.keep_ratios(ratio, imp, &free, &self.multiples(round_to.into()))
+        self.keep_ratios(ratio, imp, &free, &self.rounded(round_to.into()))
     }
 
     /// The rounding multiple of every group (`r.capped`: by its narrowest space).
@@ -129,13 +139,68 @@ impl Pruner {
         self.narrowest.iter().map(|&w| r.for_width(w)).collect()
     }
 
+    fn rounded(&self, r: Rounding) -> Rounded {
+        Rounded {
+            group: self.multiples(r),
+            spaces: r.capped.then_some(r),
+        }
+    }
+
+    /// With a capped rounding, a group whose atoms reach spaces of several widths (a residual
+    /// stream through stages of 16, 32 and 64 channels) is rounded by its narrowest space, so
+    /// its wider spaces would keep counts off the runtime's blocks. Each space's kept count is
+    /// rounded up to its own width's multiple, narrowest first, with the best removed atoms of
+    /// that space that no narrower space of the group holds (so a count already aligned stays
+    /// so); a space without such atoms is left as it is.
+    fn align_spaces(&self, keep: &mut [bool], imp: &[f64], free: &[Vec<usize>], r: &Rounded) {
+        let Some(rounding) = r.spaces else {
+            return;
+        };
+        let slots = |a: usize, s: SpaceId| {
+            self.atom_spaces[a]
+                .iter()
+                .find(|&&(t, _)| t == s)
+                .map_or(0, |&(_, n)| n)
+        };
+        for (gi, f) in free.iter().enumerate() {
+            let spaces = &self.group_spaces[gi];
+            if f.is_empty() || spaces.len() < 2 {
+                continue;
+            }
+            for (i, &s) in spaces.iter().enumerate() {
+                let len = self.ch.spaces[s].len;
+                let m = rounding.for_width(len);
+                let mut c = (0..len).filter(|&j| keep[self.ch.atom(s, j)]).count();
+                if m <= 1 || c % m == 0 || c >= len {
+                    continue;
+                }
+                let mut cand: Vec<usize> = f
+                    .iter()
+                    .copied()
+                    .filter(|&a| {
+                        !keep[a] && slots(a, s) > 0 && spaces[..i].iter().all(|&d| slots(a, d) == 0)
+                    })
+                    .collect();
+                cand.sort_by(|&a, &b| crate::order::fcmp(imp[b], imp[a]).then(a.cmp(&b)));
+                for a in cand {
+                    if c % m == 0 {
+                        break;
+                    }
+                    keep[a] = true;
+                    c += slots(a, s);
+                }
+            }
+        }
+    }
+
     fn keep_ratios(
         &self,
         ratio: &[f64],
         imp: &[f64],
         free: &[Vec<usize>],
-        round_to: &[usize],
+        r: &Rounded,
     ) -> Vec<bool> {
+        let round_to = &r.group;
         let mut keep = vec![true; self.ch.atoms.len()];
         for (gi, f) in free.iter().enumerate() {
             let rho = ratio.get(gi).copied().unwrap_or(1.0);
@@ -153,21 +218,16 @@ impl Pruner {
             self.keep_top(&mut keep, f, imp, k);
         }
         // The search must see the MACs of what will really be kept.
+        self.align_spaces(&mut keep, imp, free, r);
         self.fix_parts(&mut keep, imp);
         self.fix_empty_spaces(&mut keep, imp);
         keep
     }
 
-    fn uniform(
-        &self,
-        target: &Budget,
-        imp: &[f64],
-        free: &[Vec<usize>],
-        round_to: &[usize],
-    ) -> Vec<bool> {
+    fn uniform(&self, target: &Budget, imp: &[f64], free: &[Vec<usize>], r: &Rounded) -> Vec<bool> {
         let build = |rho: f64| {
             let ratio = vec![rho; free.len()];
-            self.keep_ratios(&ratio, imp, free, round_to)
+            self.keep_ratios(&ratio, imp, free, r)
         };
         let (mut lo, mut hi) = (0.0f64, 1.0f64);
         if self.fits_keep(&build(1.0), target) {
@@ -182,7 +242,7 @@ impl Pruner {
             }
         }
         let mut keep = build(lo);
-        self.fill(&mut keep, target, imp, free, round_to);
+        self.fill(&mut keep, target, imp, free, r);
         keep
     }
 
@@ -195,8 +255,9 @@ impl Pruner {
         target: &Budget,
         imp: &[f64],
         free: &[Vec<usize>],
-        chunk: &[usize],
+        r: &Rounded,
     ) {
+        let chunk = &r.group;
         let mut counts = self.counts(keep);
         loop {
             let mut order: Vec<(f64, usize)> = free
@@ -220,12 +281,14 @@ impl Pruner {
                 }
                 removed.sort_by(|&a, &b| crate::order::fcmp(imp[b], imp[a]).then(a.cmp(&b)));
                 let back = &removed[..chunk[gi]];
-                if !self.ch.equal_parts.is_empty() {
-                    // Grouped convs: evaluate the repaired trial (partitions kept equal).
+                if !self.ch.equal_parts.is_empty() || r.spaces.is_some() {
+                    // Grouped convs or aligned spaces: evaluate the repaired trial (partitions
+                    // kept equal, spaces aligned).
                     let mut trial = keep.to_vec();
                     for &a in back {
                         trial[a] = true;
                     }
+                    self.align_spaces(&mut trial, imp, free, r);
                     self.fix_parts(&mut trial, imp);
                     if self.fits_keep(&trial, target) {
                         keep.copy_from_slice(&trial);
@@ -261,15 +324,9 @@ impl Pruner {
 
     /// Global allocation; rounding and grouped-conv repairs can add channels back, so the
     /// greedy pass is repeated with its internal target lowered by the overshoot until it fits.
-    fn global(
-        &self,
-        target: &Budget,
-        imp: &[f64],
-        free: &[Vec<usize>],
-        round_to: &[usize],
-    ) -> Vec<bool> {
+    fn global(&self, target: &Budget, imp: &[f64], free: &[Vec<usize>], r: &Rounded) -> Vec<bool> {
         let mut t = *target;
-        let mut keep = self.global_once(&t, imp, free, round_to);
+        let mut keep = self.global_once(&t, imp, free, r);
         for _ in 0..40 {
             let counts = self.counts(&keep);
             if self.fits(&counts, target) || (t.macs == 0 && target.latency.is_none()) {
@@ -289,11 +346,11 @@ impl Pruner {
             if t.macs == 0 && t.latency.is_some_and(|(_, ms)| ms == 0.0) {
                 break;
             }
-            keep = self.global_once(&t, imp, free, round_to);
+            keep = self.global_once(&t, imp, free, r);
         }
         // Spend what the repairs left of the budget.
         if self.fits_keep(&keep, target) {
-            self.fill(&mut keep, target, imp, free, round_to);
+            self.fill(&mut keep, target, imp, free, r);
         }
         keep
     }
@@ -303,8 +360,9 @@ impl Pruner {
         target: &Budget,
         imp: &[f64],
         free: &[Vec<usize>],
-        round_to: &[usize],
+        r: &Rounded,
     ) -> Vec<bool> {
+        let round_to = &r.group;
         let mut keep = vec![true; self.ch.atoms.len()];
         // Normalise within each group so groups with larger weights are not favoured.
         let mut cand: Vec<(f64, usize, usize)> = vec![];
@@ -352,6 +410,7 @@ impl Pruner {
                 self.keep_top(&mut keep, f, imp, k);
             }
         }
+        self.align_spaces(&mut keep, imp, free, r);
         self.fix_parts(&mut keep, imp);
         self.fix_empty_spaces(&mut keep, imp);
         keep
@@ -472,5 +531,61 @@ mod tests {
             assert!(!cut16(&fixed), "{alloc:?}");
             assert!(cut16(&keep), "{alloc:?}");
         }
+    }
+
+    /// A capped rounding aligns every space of a group to its own width's multiple: the
+    /// residual stream of tiny_resnet reaches its 16- and 32-channel stages; rounded by its
+    /// narrowest space (8s) alone, its 32-channel spaces would keep counts off 16-blocks.
+    #[test]
+    fn capped_rounding_aligns_every_space_of_a_residual_stream() {
+        let p = crate::search::datafree::tiny_pruner(3);
+        let imp = p.importance(Method::L1, 0);
+        let capped = Rounding {
+            multiple: 16,
+            capped: true,
+        };
+        let mixed: Vec<usize> = (0..p.ch.groups.len())
+            .filter(|&gi| {
+                let w = &p.group_spaces[gi];
+                w.len() > 1 && p.ch.spaces[w[0]].len < p.ch.spaces[*w.last().unwrap()].len
+            })
+            .collect();
+        assert!(
+            !mixed.is_empty(),
+            "tiny_resnet has a residual stream across widths"
+        );
+        let counts_aligned = |keep: &[bool]| {
+            let counts = p.counts(keep);
+            mixed.iter().all(|&gi| {
+                p.group_spaces[gi].iter().all(|&s| {
+                    let len = p.ch.spaces[s].len;
+                    counts[s] == len || counts[s].is_multiple_of(capped.for_width(len))
+                })
+            })
+        };
+        let mut misaligned_before = false;
+        for share in [3, 4, 5, 6, 7] {
+            let target = p.base_macs * share / 10;
+            for alloc in [Allocation::Uniform, Allocation::Global] {
+                let keep = p.allocate(target, &imp, alloc, capped);
+                assert!(p.macs(&keep) <= target, "{alloc:?} {share}");
+                assert!(counts_aligned(&keep), "{alloc:?} {share}");
+            }
+            // The agents' plans (ratios per group) too; the same ratios rounded by the group
+            // alone (what the narrowest space allows) are what it mends.
+            let ratios = vec![share as f64 / 10.0; p.ch.groups.len()];
+            let keep = p.keep_from_ratios(&ratios, &imp, capped);
+            assert!(counts_aligned(&keep), "ratios {share}");
+            let free = p.free_atoms();
+            let unaligned = Rounded {
+                group: p.multiples(capped),
+                spaces: None,
+            };
+            misaligned_before |= !counts_aligned(&p.keep_ratios(&ratios, &imp, &free, &unaligned));
+        }
+        assert!(
+            misaligned_before,
+            "the group's rounding alone leaves some space off its blocks"
+        );
     }
 }

@@ -56,6 +56,9 @@ pub struct Pruner {
     /// Per group, the channel count of the narrowest space its atoms reach (what a capped
     /// `Rounding` is capped by).
     pub(super) narrowest: Vec<usize>,
+    /// Per group, the spaces its atoms reach, narrowest first (ties by id): the order a
+    /// capped `Rounding` aligns them in.
+    pub(super) group_spaces: Vec<Vec<SpaceId>>,
     pub shapes: HashMap<String, Vec<i64>>,
 }
 
@@ -106,17 +109,23 @@ impl Pruner {
             .into_iter()
             .map(|h| h.into_iter().collect())
             .collect();
-        let narrowest = ch
+        let group_spaces: Vec<Vec<SpaceId>> = ch
             .groups
             .iter()
             .map(|g| {
-                g.atoms
+                let mut spaces: Vec<SpaceId> = g
+                    .atoms
                     .iter()
-                    .flat_map(|&a| atom_spaces[a].iter())
-                    .map(|&(s, _)| ch.spaces[s].len)
-                    .min()
-                    .unwrap_or(1)
+                    .flat_map(|&a| atom_spaces[a].iter().map(|&(s, _)| s))
+                    .collect();
+                spaces.sort_by_key(|&s| (ch.spaces[s].len, s));
+                spaces.dedup();
+                spaces
             })
+            .collect();
+        let narrowest = group_spaces
+            .iter()
+            .map(|spaces| spaces.first().map_or(1, |&s| ch.spaces[s].len))
             .collect();
         let mut p = Pruner {
             base_macs: cost.macs,
@@ -127,6 +136,7 @@ impl Pruner {
             terms,
             atom_spaces,
             narrowest,
+            group_spaces,
             shapes: shapes.clone(),
         };
         p.decline_failing_surgery();

@@ -441,8 +441,8 @@ pub(crate) fn fit_rounding<'a>(
 
 /// The report's `round_to` object of a job with `--round-to auto`: the staircase and its
 /// multiple; where the job fell back to `used` ([`fit_rounding`]), the staircase's multiple as
-/// `staircase_multiple`, the one used as `multiple`, and for a capped multiple the groups too
-/// narrow for it with theirs (`capped`: group key → multiple).
+/// `staircase_multiple`, the one used as `multiple`, and for a capped multiple the prunable
+/// groups too narrow for it with theirs (`capped`: group key → multiple).
 pub(crate) fn round_to_report(p: &Pruner, st: Staircase, used: RoundTo) -> serde_json::Value {
     let staircase_multiple = st.round_to;
     let mut r = json!({"auto": true, "multiple": staircase_multiple, "staircase": st});
@@ -450,12 +450,15 @@ pub(crate) fn round_to_report(p: &Pruner, st: Staircase, used: RoundTo) -> serde
         r["staircase_multiple"] = staircase_multiple.into();
         r["multiple"] = used.multiple().into();
         if let RoundTo::Capped(m) = used {
+            // The prunable groups only (a declined group keeps all its channels anyway).
+            let prunable = p.prunable_groups();
             let narrow: serde_json::Map<String, serde_json::Value> = p
                 .multiples(used.rounding())
                 .into_iter()
                 .zip(&p.ch.groups)
-                .filter(|(g, _)| *g != m)
-                .map(|(g, group)| (group.key.clone(), g.into()))
+                .enumerate()
+                .filter(|&(gi, (g, _))| g != m && prunable.contains(&gi))
+                .map(|(_, (g, group))| (group.key.clone(), g.into()))
                 .collect();
             r["capped"] = narrow.into();
         }
