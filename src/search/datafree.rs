@@ -43,6 +43,15 @@ pub struct RemovalMask {
     pub mask: Vec<f32>,
 }
 
+/// One channel space a group reaches (`Pruner::group_spaces`), with the group's atoms that
+/// reach it and no space before it in the group's order (the atoms that can align its count
+/// without changing an earlier one's), each with its number of slots here.
+#[derive(Clone, Debug)]
+pub(super) struct GroupSpace {
+    pub(super) space: SpaceId,
+    pub(super) fresh: Vec<(usize, usize)>,
+}
+
 /// A model prepared for pruning: simplified, analysed, with its channel groups.
 pub struct Pruner {
     pub model: Model,
@@ -53,12 +62,9 @@ pub struct Pruner {
     terms: Vec<MacTerm>,
     /// (space, number of its slots) per atom.
     pub(super) atom_spaces: Vec<Vec<(SpaceId, usize)>>,
-    /// Per group, the channel count of the narrowest space its atoms reach (what a capped
-    /// `Rounding` is capped by).
-    pub(super) narrowest: Vec<usize>,
     /// Per group, the spaces its atoms reach, narrowest first (ties by id): the order a
-    /// capped `Rounding` aligns them in.
-    pub(super) group_spaces: Vec<Vec<SpaceId>>,
+    /// capped `Rounding` aligns them in (the first is what it is capped by).
+    pub(super) group_spaces: Vec<Vec<GroupSpace>>,
     pub shapes: HashMap<String, Vec<i64>>,
 }
 
@@ -109,7 +115,7 @@ impl Pruner {
             .into_iter()
             .map(|h| h.into_iter().collect())
             .collect();
-        let group_spaces: Vec<Vec<SpaceId>> = ch
+        let group_spaces = ch
             .groups
             .iter()
             .map(|g| {
@@ -120,12 +126,25 @@ impl Pruner {
                     .collect();
                 spaces.sort_by_key(|&s| (ch.spaces[s].len, s));
                 spaces.dedup();
+                // Each atom is fresh in the first of these spaces it reaches.
                 spaces
+                    .iter()
+                    .map(|&s| GroupSpace {
+                        space: s,
+                        fresh: g
+                            .atoms
+                            .iter()
+                            .filter_map(|&a| {
+                                let first = spaces
+                                    .iter()
+                                    .find(|&&t| atom_spaces[a].iter().any(|&(u, _)| u == t))?;
+                                let n = atom_spaces[a].iter().find(|&&(u, _)| u == s)?.1;
+                                (*first == s).then_some((a, n))
+                            })
+                            .collect(),
+                    })
+                    .collect()
             })
-            .collect();
-        let narrowest = group_spaces
-            .iter()
-            .map(|spaces| spaces.first().map_or(1, |&s| ch.spaces[s].len))
             .collect();
         let mut p = Pruner {
             base_macs: cost.macs,
@@ -135,7 +154,6 @@ impl Pruner {
             ch,
             terms,
             atom_spaces,
-            narrowest,
             group_spaces,
             shapes: shapes.clone(),
         };

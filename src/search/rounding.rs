@@ -4,7 +4,6 @@
 //! the agents' per-group ratios round through here.
 
 use super::datafree::Pruner;
-use crate::analysis::channels::SpaceId;
 
 /// How a group's kept channel count is rounded (`--round-to`): up to a multiple of
 /// `multiple`; `capped`, to a multiple no more than half the group's narrowest space (halving
@@ -52,7 +51,16 @@ impl From<usize> for Rounding {
 impl Pruner {
     /// The rounding multiple of every group (`r.capped`: by its narrowest space).
     pub fn multiples(&self, r: Rounding) -> Vec<usize> {
-        self.narrowest.iter().map(|&w| r.for_width(w)).collect()
+        (0..self.group_spaces.len())
+            .map(|gi| r.for_width(self.narrowest(gi)))
+            .collect()
+    }
+
+    /// The channel count of the narrowest space group `gi`'s atoms reach (1 for none).
+    pub(super) fn narrowest(&self, gi: usize) -> usize {
+        self.group_spaces[gi]
+            .first()
+            .map_or(1, |g| self.ch.spaces[g.space].len)
     }
 
     pub(super) fn rounded(&self, r: Rounding) -> Rounded {
@@ -78,38 +86,28 @@ impl Pruner {
         let Some(rounding) = r.spaces else {
             return;
         };
-        let slots = |a: usize, s: SpaceId| {
-            self.atom_spaces[a]
-                .iter()
-                .find(|&&(t, _)| t == s)
-                .map_or(0, |&(_, n)| n)
-        };
         for (gi, f) in free.iter().enumerate() {
             let spaces = &self.group_spaces[gi];
             if f.is_empty() || spaces.len() < 2 {
                 continue;
             }
-            for (i, &s) in spaces.iter().enumerate() {
-                let len = self.ch.spaces[s].len;
+            for g in spaces {
+                let len = self.ch.spaces[g.space].len;
                 let m = rounding.for_width(len);
-                let mut c = (0..len).filter(|&j| keep[self.ch.atom(s, j)]).count();
+                let mut c = (0..len).filter(|&j| keep[self.ch.atom(g.space, j)]).count();
                 if m <= 1 || c % m == 0 || c >= len {
                     continue;
                 }
-                let mut cand: Vec<usize> = f
-                    .iter()
-                    .copied()
-                    .filter(|&a| {
-                        !keep[a] && slots(a, s) > 0 && spaces[..i].iter().all(|&d| slots(a, d) == 0)
-                    })
-                    .collect();
-                cand.sort_by(|&a, &b| crate::order::fcmp(imp[b], imp[a]).then(a.cmp(&b)));
-                for a in cand {
+                // Removed atoms only (blocked ones are always kept).
+                let mut cand: Vec<(usize, usize)> =
+                    g.fresh.iter().copied().filter(|&(a, _)| !keep[a]).collect();
+                cand.sort_by(|&(a, _), &(b, _)| crate::order::fcmp(imp[b], imp[a]).then(a.cmp(&b)));
+                for (a, n) in cand {
                     if c % m == 0 {
                         break;
                     }
                     keep[a] = true;
-                    c += slots(a, s);
+                    c += n;
                 }
             }
         }
@@ -139,7 +137,7 @@ mod tests {
         let p = crate::search::datafree::tiny_pruner(3);
         let imp = p.importance(Method::L1, 0);
         let target = p.base_macs * 3 / 10;
-        let width = |gi: usize| p.narrowest[gi];
+        let width = |gi: usize| p.narrowest(gi);
         let capped = Rounding {
             multiple: 16,
             capped: true,
@@ -190,7 +188,8 @@ mod tests {
         let mixed: Vec<usize> = (0..p.ch.groups.len())
             .filter(|&gi| {
                 let w = &p.group_spaces[gi];
-                w.len() > 1 && p.ch.spaces[w[0]].len < p.ch.spaces[*w.last().unwrap()].len
+                w.len() > 1
+                    && p.ch.spaces[w[0].space].len < p.ch.spaces[w.last().unwrap().space].len
             })
             .collect();
         assert!(
@@ -200,7 +199,7 @@ mod tests {
         let counts_aligned = |keep: &[bool]| {
             let counts = p.counts(keep);
             mixed.iter().all(|&gi| {
-                p.group_spaces[gi].iter().all(|&s| {
+                p.group_spaces[gi].iter().map(|g| g.space).all(|s| {
                     let len = p.ch.spaces[s].len;
                     counts[s] == len || counts[s].is_multiple_of(capped.for_width(len))
                 })
