@@ -32,7 +32,7 @@ pub trait FastEw: Backend {
     fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-use super::fastconv::kernels::{map, relu_grad, zip_map};
+use super::fastconv::elementwise::{map, relu_grad, zip_map};
 
 use super::fastconv::{slice as host, tensor};
 

@@ -452,8 +452,8 @@ fn forward_tile(isa: Isa, k: &Fwd, t: usize, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::super::direct_grad::{backward, backward_w, backward_x_on};
-    use super::super::kernels;
     use super::super::kernels::tests::data;
+    use super::super::{elementwise, kernels};
     use super::*;
 
     /// (input channels, height, width, output channels, pads top/left/bottom/right)
@@ -541,7 +541,7 @@ mod tests {
                 // Both gradients in one pass, through a fused ReLU's mask (its output, zero
                 // at about half the positions), on the process's ISA.
                 if isa == super::isa().unwrap() {
-                    let masked = kernels::relu_grad(&relu, &dy);
+                    let masked = elementwise::relu_grad(&relu, &dy);
                     let want = kernels::im2col_backward(&g, Some(&x), &w, &masked, true);
                     let got = backward(&g, Some(&x), Some(&w), &dy, Some(&relu));
                     let dx = got.dx.expect("the adjoint fits");

@@ -21,6 +21,7 @@ mod avx2;
 mod avx512;
 pub mod direct;
 pub mod direct_grad;
+pub(crate) mod elementwise;
 pub mod kernels;
 pub(crate) mod simd;
 
