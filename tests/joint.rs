@@ -22,30 +22,31 @@ fn job(shared: &Path, out: &Path, rep: &Path, extra: &[&str]) -> Command {
     c
 }
 
-/// Twice the same joint job with fixed step counts: identical bytes; the report has every
-/// round (its plan's ratios, reward and the environment model's reconstruction error), the
+/// Twice the same joint job with fixed step counts: identical bytes (and other bytes with the
+/// decaying schedule, `--joint-lr cosine`); the report has every round (its plan's ratios, reward and the environment model's reconstruction error), the
 /// phases in order, and the written model keeps at most half the MACs.
 #[test]
 fn the_joint_job_is_reproducible_and_reports_its_rounds() {
     let Some(s) = common::shared() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let run = |name: &str| {
+    let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(format!("{name}.onnx"));
         let rep = dir.path().join(format!("{name}.json"));
-        let o = job(
-            &s,
-            &out,
-            &rep,
-            &["--joint-steps", "12", "--finetune-steps", "2"],
-        )
-        .output()
-        .unwrap();
+        let mut args = vec!["--joint-steps", "12", "--finetune-steps", "2"];
+        args.extend_from_slice(extra);
+        let o = job(&s, &out, &rep, &args).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         (std::fs::read(&out).unwrap(), report(&rep), out)
     };
-    let (a, r, out) = run("a");
-    let (b, _, _) = run("b");
+    let (a, r, out) = run("a", &[]);
+    let (b, _, _) = run("b", &[]);
     assert!(a == b, "same seed and steps, different output");
+    // The phase's schedule: the peak held to the cut by default; `--joint-lr cosine` decays
+    // it, so the same seed trains other weights.
+    let (c, rc, _) = run("c", &["--joint-lr", "cosine"]);
+    assert_eq!(r["joint"]["decay"], false, "{r}");
+    assert_eq!(rc["joint"]["decay"], true, "{rc}");
+    assert!(a != c, "--joint-lr cosine gave the held schedule's output");
     assert_eq!(
         phases(&r),
         ["prepare", "joint", "recover", "finetune"],

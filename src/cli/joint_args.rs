@@ -30,6 +30,12 @@ pub(crate) struct JointArgs {
     /// aligned to the structure it chose last
     #[arg(long, default_value_t = 0.75, value_parser = parse_share)]
     pub(crate) joint_explore: f64,
+    /// With --agent joint: the learning-rate schedule of the joint phase: `hold` keeps the
+    /// peak rate after the warm-up, so the cut model's fine-tuning makes the only decay (one
+    /// schedule across the cut); `cosine` decays to 0 by the cut, and the fine-tuning then warms
+    /// up and decays again
+    #[arg(long, value_enum, default_value_t = JointLr::Hold)]
+    pub(crate) joint_lr: JointLr,
     /// With --agent joint: re-initialise the weights first (the paper's setting) instead of
     /// starting from the input model's
     #[arg(long)]
@@ -45,11 +51,19 @@ impl JointArgs {
             align: self.align_strength,
             ramp: self.align_ramp,
             explore: self.joint_explore,
+            decay: self.joint_lr == JointLr::Cosine,
             steps: self.joint_steps,
             from_scratch: self.from_scratch,
             ..Default::default()
         }
     }
+}
+
+/// `--joint-lr`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub(crate) enum JointLr {
+    Cosine,
+    Hold,
 }
 
 /// A fraction in [0, 1].

@@ -128,6 +128,20 @@ pub struct TrainReport {
     pub loss_last: f32,
 }
 
+/// The schedule's rate at step `t` (0-based): a linear warm-up over `o.warmup` steps, then a
+/// cosine decay to 0 at `o.steps`, or (`hold`) the peak rate from then on.
+fn lr_at(o: &TrainOptions, hold: bool, t: usize) -> f64 {
+    if t < o.warmup {
+        return o.lr * (t + 1) as f64 / o.warmup as f64;
+    }
+    if hold {
+        return o.lr;
+    }
+    let span = o.steps.saturating_sub(o.warmup).max(1);
+    let p = (t - o.warmup) as f64 / span as f64;
+    o.lr * 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+}
+
 /// Steps not counted in the pace a deadline is checked against (the first are slower).
 const PACE_SKIP: usize = 10;
 
@@ -149,6 +163,9 @@ pub struct Trainer {
     /// weights to be removed, so the cut at the end loses little.
     pub align: Vec<(usize, Tensor<6>)>,
     pub align_strength: f64,
+    /// After the warm-up the rate stays at its peak (no cosine decay): a run that another
+    /// continues with its own decay (`--agent joint`'s phase before the cut's fine-tuning).
+    pub hold: bool,
     /// Feature distillation (`--feature-kd`): the student's and the teacher's networks return
     /// the matched maps after their first output.
     pub features: Option<FeatureKd>,
@@ -175,6 +192,7 @@ impl Trainer {
             pause_at: None,
             align: vec![],
             align_strength: 0.0,
+            hold: false,
             features: None,
             state,
         }
@@ -182,13 +200,7 @@ impl Trainer {
 
     /// Learning rate at step `t` (0-based).
     pub fn lr_at(&self, t: usize) -> f64 {
-        let o = &self.o;
-        if t < o.warmup {
-            return o.lr * (t + 1) as f64 / o.warmup as f64;
-        }
-        let span = o.steps.saturating_sub(o.warmup).max(1);
-        let p = (t - o.warmup) as f64 / span as f64;
-        o.lr * 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+        lr_at(&self.o, self.hold, t)
     }
 
     /// Runs steps until `o.steps` (or `stop`), calling `on_step` after each and `on_checkpoint`
@@ -372,6 +384,34 @@ impl Trainer {
                 _ => w,
             };
             net.set_param(i, w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lr_at, TrainOptions};
+
+    #[test]
+    fn the_schedule_warms_up_then_decays_or_holds_the_peak() {
+        let o = TrainOptions {
+            lr: 0.1,
+            warmup: 10,
+            steps: 110,
+            ..Default::default()
+        };
+        for hold in [false, true] {
+            // The warm-up is the same either way: linear up to the peak at its last step.
+            assert!((lr_at(&o, hold, 0) - 0.01).abs() < 1e-12);
+            assert!((lr_at(&o, hold, 9) - 0.1).abs() < 1e-12);
+        }
+        // Cosine: the peak right after the warm-up, half way at the middle, 0 at the end.
+        assert!((lr_at(&o, false, 10) - 0.1).abs() < 1e-12);
+        assert!((lr_at(&o, false, 60) - 0.05).abs() < 1e-12);
+        assert!(lr_at(&o, false, 110).abs() < 1e-12);
+        // Held: the peak to the end and past it (a run that another continues).
+        for t in [10, 60, 109, 110, 500] {
+            assert_eq!(lr_at(&o, true, t), 0.1);
         }
     }
 }
