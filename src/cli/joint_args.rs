@@ -2,6 +2,7 @@
 
 use clap::Args;
 use onnx_prune::job::JointOptions;
+use onnx_prune::learn::train::Schedule;
 
 #[derive(Args)]
 pub(crate) struct JointArgs {
@@ -51,7 +52,10 @@ impl JointArgs {
             align: self.align_strength,
             ramp: self.align_ramp,
             explore: self.joint_explore,
-            decay: self.joint_lr == JointLr::Cosine,
+            schedule: match self.joint_lr {
+                JointLr::Hold => Schedule::Hold,
+                JointLr::Cosine => Schedule::Cosine,
+            },
             steps: self.joint_steps,
             from_scratch: self.from_scratch,
             ..Default::default()

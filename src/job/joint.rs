@@ -20,7 +20,7 @@ use crate::budget;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::learn::joint::{Config, JointAgent, GROUP_FEATURES};
-use crate::learn::train::Trainer;
+use crate::learn::train::{Schedule, Trainer};
 use crate::net::{Dt, Net};
 use crate::search::datafree::Pruner;
 use crate::search::env::Env;
@@ -47,11 +47,11 @@ pub struct JointOptions {
     /// The agent explores for this fraction of the phase; the rest trains aligned to the
     /// structure it chose last.
     pub explore: f64,
-    /// The phase's learning rate decays (cosine) to 0 by the cut, and the cut's fine-tuning
-    /// warms up and decays again; off (the default, `--joint-lr hold`): the phase holds the
-    /// peak rate after its warm-up and the fine-tuning's decay is the only one (one schedule
-    /// across the cut; docs/benchmarks.md: resnet56 at 60 minutes 0.8674 → 0.8778).
-    pub decay: bool,
+    /// The phase's rate after its warm-up: held at the peak (the default, `--joint-lr hold`),
+    /// so the cut's fine-tuning makes the only decay (one schedule across the cut;
+    /// docs/benchmarks.md: resnet56 at 60 minutes 0.8674 → 0.8778), or a cosine decay to 0
+    /// by the cut, after which the fine-tuning warms up and decays again.
+    pub schedule: Schedule,
     /// A fixed length of the phase in steps (else planned from the time).
     pub steps: Option<usize>,
     /// Re-initialise the weights first (the paper's setting; off: start from the input's).
@@ -69,7 +69,7 @@ impl Default for JointOptions {
             align: 0.01,
             ramp: 0.5,
             explore: 0.75,
-            decay: false,
+            schedule: Schedule::Hold,
             steps: None,
             from_scratch: false,
             probe: 500,
@@ -297,7 +297,7 @@ pub(crate) fn run(
         reinit(&mut net, o.seed);
     }
     let mut trainer = Trainer::new(&net, to.clone());
-    trainer.hold = !jo.decay;
+    trainer.schedule = jo.schedule;
     let round_steps = jo.round_steps.max(1);
     let candidates = jo.candidates.max(1);
     if jo.steps.is_none() {
@@ -489,7 +489,7 @@ pub(crate) fn run(
             "align": jo.align,
             "ramp": jo.ramp,
             "explore": jo.explore,
-            "decay": jo.decay,
+            "decay": jo.schedule == Schedule::Cosine,
             "share": jo.share,
             "from_scratch": jo.from_scratch,
             "reward": reward,

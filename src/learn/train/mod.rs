@@ -128,13 +128,24 @@ pub struct TrainReport {
     pub loss_last: f32,
 }
 
-/// The schedule's rate at step `t` (0-based): a linear warm-up over `o.warmup` steps, then a
-/// cosine decay to 0 at `o.steps`, or (`hold`) the peak rate from then on.
-fn lr_at(o: &TrainOptions, hold: bool, t: usize) -> f64 {
+/// What the learning rate does after its linear warm-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// Cosine decay to 0 at `TrainOptions::steps`.
+    #[default]
+    Cosine,
+    /// The peak rate from then on: a run that another continues with its own decay
+    /// (`--agent joint`'s phase before the cut's fine-tuning).
+    Hold,
+}
+
+/// The schedule's rate at step `t` (0-based): a linear warm-up over `o.warmup` steps, then
+/// what `schedule` says.
+fn lr_at(o: &TrainOptions, schedule: Schedule, t: usize) -> f64 {
     if t < o.warmup {
         return o.lr * (t + 1) as f64 / o.warmup as f64;
     }
-    if hold {
+    if schedule == Schedule::Hold {
         return o.lr;
     }
     let span = o.steps.saturating_sub(o.warmup).max(1);
@@ -163,9 +174,8 @@ pub struct Trainer {
     /// weights to be removed, so the cut at the end loses little.
     pub align: Vec<(usize, Tensor<6>)>,
     pub align_strength: f64,
-    /// After the warm-up the rate stays at its peak (no cosine decay): a run that another
-    /// continues with its own decay (`--agent joint`'s phase before the cut's fine-tuning).
-    pub hold: bool,
+    /// What the rate does after the warm-up.
+    pub schedule: Schedule,
     /// Feature distillation (`--feature-kd`): the student's and the teacher's networks return
     /// the matched maps after their first output.
     pub features: Option<FeatureKd>,
@@ -192,7 +202,7 @@ impl Trainer {
             pause_at: None,
             align: vec![],
             align_strength: 0.0,
-            hold: false,
+            schedule: Schedule::Cosine,
             features: None,
             state,
         }
@@ -200,7 +210,7 @@ impl Trainer {
 
     /// Learning rate at step `t` (0-based).
     pub fn lr_at(&self, t: usize) -> f64 {
-        lr_at(&self.o, self.hold, t)
+        lr_at(&self.o, self.schedule, t)
     }
 
     /// Runs steps until `o.steps` (or `stop`), calling `on_step` after each and `on_checkpoint`
@@ -390,7 +400,7 @@ impl Trainer {
 
 #[cfg(test)]
 mod tests {
-    use super::{lr_at, TrainOptions};
+    use super::{lr_at, Schedule, TrainOptions};
 
     #[test]
     fn the_schedule_warms_up_then_decays_or_holds_the_peak() {
@@ -400,18 +410,18 @@ mod tests {
             steps: 110,
             ..Default::default()
         };
-        for hold in [false, true] {
+        for sch in [Schedule::Cosine, Schedule::Hold] {
             // The warm-up is the same either way: linear up to the peak at its last step.
-            assert!((lr_at(&o, hold, 0) - 0.01).abs() < 1e-12);
-            assert!((lr_at(&o, hold, 9) - 0.1).abs() < 1e-12);
+            assert!((lr_at(&o, sch, 0) - 0.01).abs() < 1e-12);
+            assert!((lr_at(&o, sch, 9) - 0.1).abs() < 1e-12);
         }
         // Cosine: the peak right after the warm-up, half way at the middle, 0 at the end.
-        assert!((lr_at(&o, false, 10) - 0.1).abs() < 1e-12);
-        assert!((lr_at(&o, false, 60) - 0.05).abs() < 1e-12);
-        assert!(lr_at(&o, false, 110).abs() < 1e-12);
+        assert!((lr_at(&o, Schedule::Cosine, 10) - 0.1).abs() < 1e-12);
+        assert!((lr_at(&o, Schedule::Cosine, 60) - 0.05).abs() < 1e-12);
+        assert!(lr_at(&o, Schedule::Cosine, 110).abs() < 1e-12);
         // Held: the peak to the end and past it (a run that another continues).
         for t in [10, 60, 109, 110, 500] {
-            assert_eq!(lr_at(&o, true, t), 0.1);
+            assert_eq!(lr_at(&o, Schedule::Hold, t), 0.1);
         }
     }
 }
