@@ -1,7 +1,7 @@
 //! The flags of `--agent joint` (joint training and pruning, Ganjdanesh et al. 2024).
 
 use clap::Args;
-use onnx_prune::job::JointOptions;
+use onnx_prune::job::{JointOptions, JointTraining};
 use onnx_prune::learn::train::Schedule;
 
 #[derive(Args)]
@@ -37,6 +37,12 @@ pub(crate) struct JointArgs {
     /// up and decays again
     #[arg(long, value_enum, default_value_t = JointLr::Hold)]
     pub(crate) joint_lr: JointLr,
+    /// With --agent joint: what trains between the agent's rounds: `full`, the whole network
+    /// with the weights the current structure removes shrinking; `sub`, that structure's cut
+    /// network (made by the surgery, at its own cost), written back into the whole network
+    /// after each round's steps
+    #[arg(long, value_enum, default_value_t = JointTrain::Full)]
+    pub(crate) joint_train: JointTrain,
     /// With --agent joint: re-initialise the weights first (the paper's setting) instead of
     /// starting from the input model's
     #[arg(long)]
@@ -56,6 +62,10 @@ impl JointArgs {
                 JointLr::Hold => Schedule::Hold,
                 JointLr::Cosine => Schedule::Cosine,
             },
+            training: match self.joint_train {
+                JointTrain::Full => JointTraining::Whole,
+                JointTrain::Sub => JointTraining::Sub,
+            },
             steps: self.joint_steps,
             from_scratch: self.from_scratch,
             ..Default::default()
@@ -68,6 +78,13 @@ impl JointArgs {
 pub(crate) enum JointLr {
     Cosine,
     Hold,
+}
+
+/// `--joint-train`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub(crate) enum JointTrain {
+    Full,
+    Sub,
 }
 
 /// A fraction in [0, 1].

@@ -15,6 +15,7 @@
 
 use super::flow::Cx;
 use super::phases::Phases;
+use super::subnet::SubNet;
 use super::usage;
 use crate::budget;
 use crate::data::Dataset;
@@ -52,6 +53,9 @@ pub struct JointOptions {
     /// docs/benchmarks.md: resnet56 at 60 minutes 0.8674 → 0.8778), or a cosine decay to 0
     /// by the cut, after which the fine-tuning warms up and decays again.
     pub schedule: Schedule,
+    /// What trains between the agent's rounds: the whole network with the removed weights
+    /// shrinking, or the cut network of the current structure (`subnet.rs`).
+    pub training: JointTraining,
     /// A fixed length of the phase in steps (else planned from the time).
     pub steps: Option<usize>,
     /// Re-initialise the weights first (the paper's setting; off: start from the input's).
@@ -70,11 +74,23 @@ impl Default for JointOptions {
             ramp: 0.5,
             explore: 0.75,
             schedule: Schedule::Hold,
+            training: JointTraining::Whole,
             steps: None,
             from_scratch: false,
             probe: 500,
         }
     }
+}
+
+/// `--joint-train`: what trains between the agent's rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JointTraining {
+    /// The whole network; the weights the current structure removes shrink each step
+    /// (`--joint-train full`).
+    Whole,
+    /// The current structure's cut network, at its own cost, written back into the whole
+    /// network after each stretch (`--joint-train sub`).
+    Sub,
 }
 
 /// What the joint phase hands to the recovery: the structure, the pruner of the trained model
@@ -185,6 +201,45 @@ pub(crate) fn masked_logits(
         net.set_param(i, t);
     }
     res.map(|_| out)
+}
+
+/// `--joint-train sub`'s cut network of `keep` from `net`'s weights, if its outputs on the
+/// probe are the masked whole network's (within 1e-3 of the largest logit); else, or when the
+/// surgery's weights cannot be mapped back, a note and `None`: the whole network trains.
+fn sub_checked(
+    p: &Pruner,
+    net: &Net,
+    keep: &[bool],
+    device: &Device,
+    probe: &Dataset,
+    out: &dyn super::Progress,
+) -> Result<Option<SubNet>> {
+    let mut s = match SubNet::cut(p, net, keep, device) {
+        Ok(s) => s,
+        Err(Error::Invalid(why)) => {
+            out.line(&format!("note: {why}; the whole network trains"));
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut ev = eval_net(net)?;
+    let m = masks(p, &ev, keep)?;
+    let n = probe.n.min(128);
+    let x = probe.subset(&(0..n).collect::<Vec<_>>());
+    let want = masked_logits(&mut ev, &m, &x)?;
+    let got = masked_logits(&mut s.net, &[], &x)?;
+    let scale = want.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+    let diff = want
+        .iter()
+        .zip(&got)
+        .fold(0.0f32, |a, (w, g)| a.max((w - g).abs()));
+    if got.len() != want.len() || diff > 1e-3 * scale {
+        out.line(&format!(
+            "note: --joint-train sub: the cut network's outputs differ from the masked whole network's by {diff:.2e} (of {scale:.2e}); the whole network trains"
+        ));
+        return Ok(None);
+    }
+    Ok(Some(s))
 }
 
 /// The network's current weights on the inference device (no autodiff): what plans are
@@ -300,9 +355,30 @@ pub(crate) fn run(
     trainer.schedule = jo.schedule;
     let round_steps = jo.round_steps.max(1);
     let candidates = jo.candidates.max(1);
+    // `--joint-train sub`: the cut network of the fair plan, checked against the masked whole
+    // network; its step (and the cut before each stretch) is what the plan is made from.
+    let sub = match jo.training {
+        JointTraining::Sub => {
+            let fair = vec![0.5; env.groups.len()];
+            let (keep, _) = play(&mut env, &fair);
+            let tc = job.clock.now();
+            let s = sub_checked(p, &net, &keep, &device, &probe, out)?;
+            s.map(|s| (s, job.clock.now().saturating_sub(tc)))
+        }
+        JointTraining::Whole => None,
+    };
     if jo.steps.is_none() {
         // Planned: a step and a plan's evaluation measured, the rounds' evaluations counted in.
-        let per = trainer.time_step(&net, teacher, &data, 3)?;
+        let per = match &sub {
+            Some((s, cut)) => {
+                let full = trainer.swap_state(vec![]);
+                trainer.swap_state(s.gather_state(&full));
+                let per = trainer.time_step(&s.net, teacher, &data, 3);
+                trainer.swap_state(full);
+                per? + cut.div_f64(round_steps.max(1) as f64)
+            }
+            None => trainer.time_step(&net, teacher, &data, 3)?,
+        };
         let te = job.clock.now();
         let mut ev = eval_net(&net)?;
         let m0 = masks(p, &ev, &env.keep())?;
@@ -411,8 +487,19 @@ pub(crate) fn run(
         {
             break;
         }
-        // Train to the next round, aligned to the current structure.
-        trainer.align = masks(p, &net, keep)?;
+        // Train to the next round, aligned to the current structure: the whole network, or
+        // the structure's cut network with the optimiser's state cut alike.
+        let align = masks(p, &net, keep)?;
+        let mut stretch = None;
+        if sub.is_some() {
+            let s = SubNet::cut(p, &net, keep, &device)?;
+            let full = trainer.swap_state(vec![]);
+            trainer.swap_state(s.gather_state(&full));
+            stretch = Some((s, full));
+            trainer.align = vec![];
+        } else {
+            trainer.align = align.clone();
+        }
         trainer.align_strength = jo.align * (frac / jo.ramp.max(1e-9)).min(1.0);
         trainer.pause_at = Some(trainer.step + round_steps);
         let before = trainer.step;
@@ -420,7 +507,10 @@ pub(crate) fn run(
         // About 20 progress lines over the phase where the terminal does not redraw.
         let every = (steps / 20).max(10);
         let rep = trainer.run(
-            &mut net,
+            match &mut stretch {
+                Some((s, _)) => &mut s.net,
+                None => &mut net,
+            },
             teacher,
             &data,
             job.stop,
@@ -438,6 +528,18 @@ pub(crate) fn run(
             },
             &mut |_, _| Ok(()),
         )?;
+        if let Some((s, mut full)) = stretch {
+            let state = trainer.swap_state(vec![]);
+            s.write_back(&mut net, &state, &mut full);
+            trainer.swap_state(full);
+            // The alignment of the steps run, at once: (1 − s)^steps on the removed weights.
+            let done = (trainer.step - before) as i32;
+            let shrink = 1.0 - (1.0 - trainer.align_strength).powi(done);
+            for (i, m) in align {
+                let w = net.param(i).t.inner();
+                net.set_param(i, w.clone() - w * m * shrink);
+            }
+        }
         steps_between += trainer.step - before;
         if rep.interrupted || rep.deadline_hit {
             interrupted = rep.interrupted;
@@ -490,6 +592,7 @@ pub(crate) fn run(
             "ramp": jo.ramp,
             "explore": jo.explore,
             "decay": jo.schedule == Schedule::Cosine,
+            "train": if sub.is_some() { "sub" } else { "full" },
             "share": jo.share,
             "from_scratch": jo.from_scratch,
             "reward": reward,

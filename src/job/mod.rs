@@ -42,12 +42,13 @@ mod joint;
 pub mod latency;
 mod phases;
 mod search;
+mod subnet;
 #[cfg(test)]
 mod tests_joint;
 mod write;
 
 pub use data::DataCtx;
-pub use joint::JointOptions;
+pub use joint::{JointOptions, JointTraining};
 pub use latency::LatencyOptions;
 pub use phases::{Length, SCORE_FIELDS};
 pub use write::{write_json, write_pruned, Files, Written};

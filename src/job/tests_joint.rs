@@ -149,3 +149,95 @@ fn masking_the_burn_network_equals_the_cut() {
     let mut full = full;
     assert_eq!(masked_logits(&mut full, &[], &test).unwrap(), full_again);
 }
+
+/// `--joint-train sub` on the tiny ResNet: the cut network computes what the masked whole
+/// network does; after training the cut network and writing it back, the whole network's
+/// masked outputs are the trained cut network's, the weights the structure removes are
+/// unchanged, and the optimiser state comes back where it was cut from.
+#[test]
+fn the_trained_cut_network_writes_back_into_the_whole_one() {
+    use super::subnet::SubNet;
+    let p = tiny();
+    let keep = p.allocate(
+        p.base_macs * 2 / 5,
+        &p.importance(Method::L1, 0),
+        Allocation::Uniform,
+        1,
+    );
+    let data = random_data(64, 21);
+    let test = random_data(8, 22);
+    let (device, _) = crate::net::device();
+    let stop = AtomicBool::new(false);
+    let close = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        let scale = a.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+        let diff = a.iter().zip(b).fold(0f32, |s, (x, y)| s.max((x - y).abs()));
+        diff / scale
+    };
+    let mut net = Net::new(&p.model, &device).unwrap();
+    let o = TrainOptions {
+        lr: 1e-2,
+        batch: 16,
+        steps: 20,
+        augment: false,
+        ..Default::default()
+    };
+    let mut tr = Trainer::new(&net, o);
+    let mut sub = SubNet::cut(&p, &net, &keep, &device).unwrap();
+    let m = masks(&p, &net, &keep).unwrap();
+    let before: Vec<Vec<f32>> = (0..net.params().len())
+        .map(|i| net.param(i).to_vec())
+        .collect();
+    let masked0 = masked_logits(&mut net, &m, &test).unwrap();
+    let sub0 = masked_logits(&mut sub.net, &[], &test).unwrap();
+    assert!(
+        close(&masked0, &sub0) < 1e-4,
+        "cut vs masked before training"
+    );
+
+    let mut full = tr.swap_state(vec![]);
+    tr.swap_state(sub.gather_state(&full));
+    tr.run(
+        &mut sub.net,
+        None,
+        &data,
+        &stop,
+        &mut |_| {},
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
+    let state = tr.swap_state(vec![]);
+    sub.write_back(&mut net, &state, &mut full);
+
+    let sub1 = masked_logits(&mut sub.net, &[], &test).unwrap();
+    let masked1 = masked_logits(&mut net, &m, &test).unwrap();
+    assert!(close(&sub0, &sub1) > 1e-3, "training changed nothing");
+    assert!(close(&masked1, &sub1) < 1e-4, "written back vs trained cut");
+    // The removed consumers' weights did not move; the kept ones did.
+    let mut moved = 0;
+    for (i, mask) in &m {
+        let mk = mask.to_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let now = net.param(*i).to_vec();
+        for ((w0, w1), r) in before[*i].iter().zip(&now).zip(&mk) {
+            if *r > 0.5 {
+                assert_eq!(w0, w1, "a removed weight of parameter {i} changed");
+            } else if w0 != w1 {
+                moved += 1;
+            }
+        }
+    }
+    assert!(moved > 0, "no kept weight was written back");
+    // The optimiser's state round-trips: cut again from the written-back state.
+    let again = sub.gather_state(&full);
+    for (a, b) in again.iter().flatten().zip(state.iter().flatten()) {
+        let (a, b) = (
+            a.to_data().convert::<f32>().to_vec::<f32>().unwrap(),
+            b.to_data().convert::<f32>().to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(a, b);
+    }
+    assert!(state
+        .iter()
+        .flatten()
+        .any(|t| t.clone().abs().sum().into_scalar::<f32>() > 0.0));
+}

@@ -253,7 +253,13 @@ impl Pruner {
 
     /// The pruned model.
     pub fn apply(&self, keep: &[bool]) -> Result<Model> {
-        let mut m = self.model.clone();
+        self.apply_to(&self.model, keep)
+    }
+
+    /// `model` pruned: `model` is this pruner's model with other constant values (the same
+    /// graph), e.g. trained weights.
+    pub fn apply_to(&self, model: &Model, keep: &[bool]) -> Result<Model> {
+        let mut m = model.clone();
         rewrite::prune::apply(&mut m, &self.analysis, &self.ch, keep)?;
         rewrite::simplify(&mut m, &PassOptions::default())?;
         m.graph

@@ -208,6 +208,12 @@ impl Trainer {
         }
     }
 
+    /// The optimiser's state (per parameter, its buffers), replaced by `state`: for a network
+    /// with other parameters between stretches of one run (`--joint-train sub`).
+    pub fn swap_state(&mut self, state: Vec<Vec<Tensor<6>>>) -> Vec<Vec<Tensor<6>>> {
+        std::mem::replace(&mut self.state, state)
+    }
+
     /// Learning rate at step `t` (0-based).
     pub fn lr_at(&self, t: usize) -> f64 {
         lr_at(&self.o, self.schedule, t)
