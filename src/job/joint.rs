@@ -14,15 +14,15 @@
 //! fixed by `steps`), so a seed and a step count give the same bytes.
 
 use super::flow::Cx;
+use super::masked::{eval_net, masked_logits, masks};
 use super::phases::Phases;
-use super::subnet::SubNet;
+use super::subnet::{sub_checked, SubNet};
 use super::usage;
 use crate::budget;
-use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::learn::joint::{Config, JointAgent, GROUP_FEATURES};
 use crate::learn::train::{Schedule, Trainer};
-use crate::net::{Dt, Net};
+use crate::net::Net;
 use crate::search::datafree::Pruner;
 use crate::search::env::Env;
 use crate::search::rl::{Episode, FAIR_SPAN};
@@ -139,113 +139,6 @@ fn play(env: &mut Env, actions: &[f64]) -> (Vec<bool>, Vec<f64>) {
             .push(((used / fair.max(1e-9) - 1.0 + FAIR_SPAN) / (2.0 * FAIR_SPAN)).clamp(0.0, 1.0));
     }
     (env.keep(), applied)
-}
-
-/// Per parameter of `net` a plan cuts into: its index and the removal mask (1 on the weights
-/// the surgery removes) on the network's inner device.
-pub(crate) fn masks(p: &Pruner, net: &Net, keep: &[bool]) -> Result<Vec<(usize, Tensor<6>)>> {
-    let inner = net.device().clone().inner();
-    p.removal_masks(keep)?
-        .into_iter()
-        .map(|r| {
-            let (name, mask) = (r.weight, r.mask);
-            let i = net
-                .params()
-                .iter()
-                .position(|s| s.name == name)
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "--agent joint: the weight {name} is not a parameter of the burn network"
-                    ))
-                })?;
-            let dims = net.param(i).t.dims();
-            Ok((
-                i,
-                Tensor::<6>::from_data(TensorData::new(mask, dims), &inner),
-            ))
-        })
-        .collect()
-}
-
-/// The network's outputs on `x` with the weights under `masks` zeroed (the sub-network of a
-/// plan), in batches of 128; the network is left as it was.
-pub(crate) fn masked_logits(
-    net: &mut Net,
-    masks: &[(usize, Tensor<6>)],
-    x: &Dataset,
-) -> Result<Vec<f32>> {
-    let saved: Vec<(usize, Tensor<6>)> = masks.iter().map(|(i, _)| (*i, net.param(*i).t)).collect();
-    for (i, m) in masks {
-        let w = net.param(*i).t.inner();
-        net.set_param(*i, w.clone() - w * m.clone());
-    }
-    let mut out = vec![];
-    let l = x.sample_len();
-    let mut res = Ok(());
-    for s in (0..x.n).step_by(128) {
-        let b = (x.n - s).min(128);
-        let xb = Dt::from_vec(
-            x.x[s * l..(s + b) * l].to_vec(),
-            &[b, x.c, x.h, x.w],
-            net.device(),
-        );
-        match net.infer(xb) {
-            Ok(o) => out.extend(o.into_iter().next().map(|d| d.to_vec()).unwrap_or_default()),
-            Err(e) => {
-                res = Err(e);
-                break;
-            }
-        }
-    }
-    for (i, t) in saved {
-        net.set_param(i, t);
-    }
-    res.map(|_| out)
-}
-
-/// `--joint-train sub`'s cut network of `keep` from `net`'s weights, if its outputs on the
-/// probe are the masked whole network's (within 1e-3 of the largest logit); else, or when the
-/// surgery's weights cannot be mapped back, a note and `None`: the whole network trains.
-fn sub_checked(
-    p: &Pruner,
-    net: &Net,
-    keep: &[bool],
-    device: &Device,
-    probe: &Dataset,
-    out: &dyn super::Progress,
-) -> Result<Option<SubNet>> {
-    let mut s = match SubNet::cut(p, net, keep, device) {
-        Ok(s) => s,
-        Err(Error::Invalid(why)) => {
-            out.line(&format!("note: {why}; the whole network trains"));
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
-    let mut ev = eval_net(net)?;
-    let m = masks(p, &ev, keep)?;
-    let n = probe.n.min(128);
-    let x = probe.subset(&(0..n).collect::<Vec<_>>());
-    let want = masked_logits(&mut ev, &m, &x)?;
-    let got = masked_logits(&mut s.net, &[], &x)?;
-    let scale = want.iter().fold(1.0f32, |a, v| a.max(v.abs()));
-    let diff = want
-        .iter()
-        .zip(&got)
-        .fold(0.0f32, |a, (w, g)| a.max((w - g).abs()));
-    if got.len() != want.len() || diff > 1e-3 * scale {
-        out.line(&format!(
-            "note: --joint-train sub: the cut network's outputs differ from the masked whole network's by {diff:.2e} (of {scale:.2e}); the whole network trains"
-        ));
-        return Ok(None);
-    }
-    Ok(Some(s))
-}
-
-/// The network's current weights on the inference device (no autodiff): what plans are
-/// measured on, once per round.
-fn eval_net(net: &Net) -> Result<Net> {
-    Net::new(&net.write_back(), &crate::net::infer_device().0)
 }
 
 /// Re-initialises the weights (`--from-scratch`): He-normal for weights of rank ≥ 2 (fan-in:

@@ -40,6 +40,7 @@ mod finetune;
 mod flow;
 mod joint;
 pub mod latency;
+mod masked;
 mod phases;
 mod search;
 mod subnet;

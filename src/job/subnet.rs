@@ -11,12 +11,14 @@
 //! f32), so every op the surgery supports maps back without a rule of its own. A weight the
 //! surgery computes rather than selects fails the check (one source tensor, increasing
 //! positions), and the job then trains the whole network; the first cut is also run against
-//! the masked whole network on the probe (`joint.rs`).
+//! the masked whole network on the probe ([`sub_checked`]).
 //!
 //! Invariant: the whole network's weights outside the structure do not change during a stretch
 //! (the alignment shrinks the removed consumers' weights once per stretch, by what its per-step
 //! strength would over the steps run).
 
+use super::masked::{eval_net, masked_logits, masks};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::ir::{Model, Tensor as IrTensor, ValueDef, ValueId};
 use crate::net::Net;
@@ -235,6 +237,45 @@ impl SubNet {
             whole.set_buffer(o.slot, b);
         }
     }
+}
+
+/// `--joint-train sub`'s cut network of `keep` from `net`'s weights, if its outputs on the
+/// probe are the masked whole network's (within 1e-3 of the largest logit); else, or when the
+/// surgery's weights cannot be mapped back, a note and `None`: the whole network trains.
+pub(crate) fn sub_checked(
+    p: &Pruner,
+    net: &Net,
+    keep: &[bool],
+    device: &Device,
+    probe: &Dataset,
+    out: &dyn super::Progress,
+) -> Result<Option<SubNet>> {
+    let mut s = match SubNet::cut(p, net, keep, device) {
+        Ok(s) => s,
+        Err(Error::Invalid(why)) => {
+            out.line(&format!("note: {why}; the whole network trains"));
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut ev = eval_net(net)?;
+    let m = masks(p, &ev, keep)?;
+    let n = probe.n.min(128);
+    let x = probe.subset(&(0..n).collect::<Vec<_>>());
+    let want = masked_logits(&mut ev, &m, &x)?;
+    let got = masked_logits(&mut s.net, &[], &x)?;
+    let scale = want.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+    let diff = want
+        .iter()
+        .zip(&got)
+        .fold(0.0f32, |a, (w, g)| a.max((w - g).abs()));
+    if got.len() != want.len() || diff > 1e-3 * scale {
+        out.line(&format!(
+            "note: --joint-train sub: the cut network's outputs differ from the masked whole network's by {diff:.2e} (of {scale:.2e}); the whole network trains"
+        ));
+        return Ok(None);
+    }
+    Ok(Some(s))
 }
 
 fn host(t: &Tensor<6>) -> Vec<f32> {

@@ -1,7 +1,7 @@
 //! `--agent joint` on the tiny ResNet: the masked network computes the cut, and the alignment
 //! does what it is for (no timing).
 
-use super::joint::{masked_logits, masks};
+use super::masked::{masked_logits, masks};
 use crate::data::Dataset;
 use crate::learn::train::TrainOptions;
 use crate::learn::train::Trainer;
@@ -216,7 +216,7 @@ fn the_trained_cut_network_writes_back_into_the_whole_one() {
     // The removed consumers' weights did not move; the kept ones did.
     let mut moved = 0;
     for (i, mask) in &m {
-        let mk = mask.to_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let mk = mask.to_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         let now = net.param(*i).to_vec();
         for ((w0, w1), r) in before[*i].iter().zip(&now).zip(&mk) {
             if *r > 0.5 {
@@ -231,8 +231,8 @@ fn the_trained_cut_network_writes_back_into_the_whole_one() {
     let again = sub.gather_state(&full);
     for (a, b) in again.iter().flatten().zip(state.iter().flatten()) {
         let (a, b) = (
-            a.to_data().convert::<f32>().to_vec::<f32>().unwrap(),
-            b.to_data().convert::<f32>().to_vec::<f32>().unwrap(),
+            a.to_data().convert::<f32>().try_to_vec::<f32>().unwrap(),
+            b.to_data().convert::<f32>().try_to_vec::<f32>().unwrap(),
         );
         assert_eq!(a, b);
     }
