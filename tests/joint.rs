@@ -47,16 +47,17 @@ fn the_joint_job_is_reproducible_and_reports_its_rounds() {
     assert_eq!(r["joint"]["decay"], false, "{r}");
     assert_eq!(rc["joint"]["decay"], true, "{rc}");
     assert!(a != c, "--joint-lr cosine gave the held schedule's output");
-    // `--joint-train sub`: the cut network trains between rounds; reproducible, other bytes.
-    let (d, rd, _) = run("d", &["--joint-train", "sub"]);
-    let (e, _, _) = run("e", &["--joint-train", "sub"]);
-    assert_eq!(r["joint"]["train"], "full", "{r}");
-    assert_eq!(rd["joint"]["train"], "sub", "{rd}");
+    // The cut network trains between rounds by default; `--joint-train full` trains the
+    // whole network: reproducible too, other bytes.
+    let (d, rd, _) = run("d", &["--joint-train", "full"]);
+    let (e, _, _) = run("e", &["--joint-train", "full"]);
+    assert_eq!(r["joint"]["train"], "sub", "{r}");
+    assert_eq!(rd["joint"]["train"], "full", "{rd}");
     assert!(
         d == e,
-        "--joint-train sub: same seed and steps, different output"
+        "--joint-train full: same seed and steps, different output"
     );
-    assert!(a != d, "--joint-train sub gave the whole network's output");
+    assert!(a != d, "--joint-train full gave the cut network's output");
     assert_eq!(
         phases(&r),
         ["prepare", "joint", "recover", "finetune"],

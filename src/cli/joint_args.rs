@@ -37,11 +37,11 @@ pub(crate) struct JointArgs {
     /// up and decays again
     #[arg(long, value_enum, default_value_t = JointLr::Hold)]
     pub(crate) joint_lr: JointLr,
-    /// With --agent joint: what trains between the agent's rounds: `full`, the whole network
-    /// with the weights the current structure removes shrinking; `sub`, that structure's cut
-    /// network (made by the surgery, at its own cost), written back into the whole network
-    /// after each round's steps
-    #[arg(long, value_enum, default_value_t = JointTrain::Full)]
+    /// With --agent joint: what trains between the agent's rounds: `sub`, the current
+    /// structure's cut network (made by the surgery, at its own cost), written back into the
+    /// whole network after each round's steps; `full`, the whole network with the weights the
+    /// structure removes shrinking (the paper's way, the first version)
+    #[arg(long, value_enum, default_value_t = JointTrain::Sub)]
     pub(crate) joint_train: JointTrain,
     /// With --agent joint: re-initialise the weights first (the paper's setting) instead of
     /// starting from the input model's

@@ -74,7 +74,7 @@ impl Default for JointOptions {
             ramp: 0.5,
             explore: 0.75,
             schedule: Schedule::Hold,
-            training: JointTraining::Whole,
+            training: JointTraining::Sub,
             steps: None,
             from_scratch: false,
             probe: 500,
@@ -250,7 +250,7 @@ pub(crate) fn run(
     let candidates = jo.candidates.max(1);
     // `--joint-train sub`: the cut network of the fair plan, checked against the masked whole
     // network; its step (and the cut before each stretch) is what the plan is made from.
-    let sub = match jo.training {
+    let mut sub = match jo.training {
         JointTraining::Sub => {
             let fair = vec![0.5; env.groups.len()];
             let (keep, _) = play(&mut env, &fair);
@@ -385,14 +385,25 @@ pub(crate) fn run(
         let align = masks(p, &net, keep)?;
         let mut stretch = None;
         if sub.is_some() {
-            let s = SubNet::cut(p, &net, keep, &device)?;
-            let full = trainer.swap_state(vec![]);
-            trainer.swap_state(s.gather_state(&full));
-            stretch = Some((s, full));
-            trainer.align = vec![];
-        } else {
-            trainer.align = align.clone();
+            // A plan whose cut cannot be mapped back (checked on the fair plan's only):
+            // the whole network trains from here on.
+            match SubNet::cut(p, &net, keep, &device) {
+                Ok(s) => {
+                    let full = trainer.swap_state(vec![]);
+                    trainer.swap_state(s.gather_state(&full));
+                    stretch = Some((s, full));
+                }
+                Err(Error::Invalid(why)) => {
+                    out.line(&format!("note: {why}; the whole network trains"));
+                    sub = None;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        trainer.align = match stretch {
+            Some(_) => vec![],
+            None => align.clone(),
+        };
         trainer.align_strength = jo.align * (frac / jo.ramp.max(1e-9)).min(1.0);
         trainer.pause_at = Some(trainer.step + round_steps);
         let before = trainer.step;
