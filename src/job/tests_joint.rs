@@ -30,6 +30,41 @@ fn random_data(n: usize, seed: u64) -> Dataset {
     }
 }
 
+/// A plan of the tiny ResNet at two fifths of its MACs (uniform, L1 order).
+fn two_fifths(p: &Pruner) -> Vec<bool> {
+    p.allocate(
+        p.base_macs * 2 / 5,
+        &p.importance(Method::L1, 0),
+        Allocation::Uniform,
+        1,
+    )
+}
+
+/// The largest difference of `a` and `b` relative to the largest magnitude of `a`.
+fn rel_max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |s, (x, y)| s.max((x - y).abs())) / scale
+}
+
+/// Plain SGD at 1e-2 on batches of 16 for `steps`, no augmentation.
+fn options(steps: usize) -> TrainOptions {
+    TrainOptions {
+        lr: 1e-2,
+        batch: 16,
+        steps,
+        augment: false,
+        ..Default::default()
+    }
+}
+
+/// Runs `tr` on `net` to its step count, quietly.
+fn train(tr: &mut Trainer, net: &mut Net, data: &Dataset) {
+    let stop = AtomicBool::new(false);
+    tr.run(net, None, data, &stop, &mut |_| {}, &mut |_, _| Ok(()))
+        .unwrap();
+}
+
 /// Sum of squares of the masked (`removed`) and the other weights of the masked parameters.
 fn norms(net: &Net, m: &[(usize, Tensor<6>)]) -> (f64, f64) {
     let (mut r, mut k) = (0.0, 0.0);
@@ -63,31 +98,15 @@ fn alignment_drives_the_removed_weights_to_zero_and_the_cut_changes_less() {
     let data = random_data(64, 11);
     let test = random_data(16, 12);
     let (device, _) = crate::net::device();
-    let stop = AtomicBool::new(false);
     let mut cut_error = vec![];
     for strength in [0.0, 0.1] {
         let mut net = Net::new(&p.model, &device).unwrap();
         let m = masks(&p, &net, &keep).unwrap();
         let (r0, k0) = norms(&net, &m);
-        let o = TrainOptions {
-            lr: 1e-2,
-            batch: 16,
-            steps: 60,
-            augment: false,
-            ..Default::default()
-        };
-        let mut tr = Trainer::new(&net, o);
+        let mut tr = Trainer::new(&net, options(60));
         tr.align = m.clone();
         tr.align_strength = strength;
-        tr.run(
-            &mut net,
-            None,
-            &data,
-            &stop,
-            &mut |_| {},
-            &mut |_, _| Ok(()),
-        )
-        .unwrap();
+        train(&mut tr, &mut net, &data);
         let (r1, k1) = norms(&net, &m);
         eprintln!(
             "alignment {strength}: removed weights' norm² {r0:.3} -> {r1:.3e}, kept {k0:.3} -> {k1:.3}"
@@ -124,12 +143,7 @@ fn alignment_drives_the_removed_weights_to_zero_and_the_cut_changes_less() {
 #[test]
 fn masking_the_burn_network_equals_the_cut() {
     let p = tiny();
-    let keep = p.allocate(
-        p.base_macs * 2 / 5,
-        &p.importance(Method::L1, 0),
-        Allocation::Uniform,
-        1,
-    );
+    let keep = two_fifths(&p);
     let test = random_data(8, 13);
     let (device, _) = crate::net::device();
     let mut net = Net::new(&p.model, &device).unwrap();
@@ -138,12 +152,8 @@ fn masking_the_burn_network_equals_the_cut() {
     let full_again = masked_logits(&mut net, &[], &test).unwrap();
     let mut cut = Net::new(&p.apply(&keep).unwrap(), &device).unwrap();
     let out = masked_logits(&mut cut, &[], &test).unwrap();
-    let scale = out.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
-    let diff = masked
-        .iter()
-        .zip(&out)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    assert!(diff / scale < 1e-4, "masked vs cut: {diff} (scale {scale})");
+    let diff = rel_max_diff(&out, &masked);
+    assert!(diff < 1e-4, "masked vs cut: {diff} of the largest output");
     // The network is restored after the masked pass.
     let full = Net::new(&p.model, &device).unwrap();
     let mut full = full;
@@ -158,31 +168,12 @@ fn masking_the_burn_network_equals_the_cut() {
 fn the_trained_cut_network_writes_back_into_the_whole_one() {
     use super::subnet::SubNet;
     let p = tiny();
-    let keep = p.allocate(
-        p.base_macs * 2 / 5,
-        &p.importance(Method::L1, 0),
-        Allocation::Uniform,
-        1,
-    );
+    let keep = two_fifths(&p);
     let data = random_data(64, 21);
     let test = random_data(8, 22);
     let (device, _) = crate::net::device();
-    let stop = AtomicBool::new(false);
-    let close = |a: &[f32], b: &[f32]| {
-        assert_eq!(a.len(), b.len());
-        let scale = a.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
-        let diff = a.iter().zip(b).fold(0f32, |s, (x, y)| s.max((x - y).abs()));
-        diff / scale
-    };
     let mut net = Net::new(&p.model, &device).unwrap();
-    let o = TrainOptions {
-        lr: 1e-2,
-        batch: 16,
-        steps: 20,
-        augment: false,
-        ..Default::default()
-    };
-    let mut tr = Trainer::new(&net, o);
+    let mut tr = Trainer::new(&net, options(20));
     let mut sub = SubNet::cut(&p, &net, &keep, &device).unwrap();
     let m = masks(&p, &net, &keep).unwrap();
     let before: Vec<Vec<f32>> = (0..net.params().len())
@@ -191,28 +182,26 @@ fn the_trained_cut_network_writes_back_into_the_whole_one() {
     let masked0 = masked_logits(&mut net, &m, &test).unwrap();
     let sub0 = masked_logits(&mut sub.net, &[], &test).unwrap();
     assert!(
-        close(&masked0, &sub0) < 1e-4,
+        rel_max_diff(&masked0, &sub0) < 1e-4,
         "cut vs masked before training"
     );
 
     let mut full = tr.swap_state(vec![]);
     tr.swap_state(sub.gather_state(&full));
-    tr.run(
-        &mut sub.net,
-        None,
-        &data,
-        &stop,
-        &mut |_| {},
-        &mut |_, _| Ok(()),
-    )
-    .unwrap();
+    train(&mut tr, &mut sub.net, &data);
     let state = tr.swap_state(vec![]);
     sub.write_back(&mut net, &state, &mut full);
 
     let sub1 = masked_logits(&mut sub.net, &[], &test).unwrap();
     let masked1 = masked_logits(&mut net, &m, &test).unwrap();
-    assert!(close(&sub0, &sub1) > 1e-3, "training changed nothing");
-    assert!(close(&masked1, &sub1) < 1e-4, "written back vs trained cut");
+    assert!(
+        rel_max_diff(&sub0, &sub1) > 1e-3,
+        "training changed nothing"
+    );
+    assert!(
+        rel_max_diff(&masked1, &sub1) < 1e-4,
+        "written back vs trained cut"
+    );
     // The removed consumers' weights did not move; the kept ones did.
     let mut moved = 0;
     for (i, mask) in &m {
