@@ -250,7 +250,7 @@ pub(crate) fn run(
     let candidates = jo.candidates.max(1);
     // `--joint-train sub`: the cut network of the fair plan, checked against the masked whole
     // network; its step (and the cut before each stretch) is what the plan is made from.
-    let mut sub = match jo.training {
+    let checked = match jo.training {
         JointTraining::Sub => {
             let fair = vec![0.5; env.groups.len()];
             let (keep, _) = play(&mut env, &fair);
@@ -260,12 +260,13 @@ pub(crate) fn run(
         }
         JointTraining::Whole => None,
     };
+    // Whether the cut network trains (until a plan's cut cannot be mapped back).
+    let mut sub = checked.is_some();
     if jo.steps.is_none() {
         // Planned: a step and a plan's evaluation measured, the rounds' evaluations counted in.
-        let per = match &sub {
+        let per = match &checked {
             Some((s, cut)) => {
-                let full = trainer.swap_state(vec![]);
-                trainer.swap_state(s.gather_state(&full));
+                let full = s.enter(&mut trainer);
                 let per = trainer.time_step(&s.net, teacher, &data, 3);
                 trainer.swap_state(full);
                 per? + cut.div_f64(round_steps.max(1) as f64)
@@ -296,6 +297,8 @@ pub(crate) fn run(
     } else {
         trainer.deadline = Some(deadline.clone());
     }
+    // The checked cut network served the plan; each stretch cuts its own.
+    drop(checked);
     out.line(&format!(
         "joint training and pruning: {} groups, a round every {round_steps} steps with {candidates} plans on {} validation images (reward {}), alignment up to {} per step over the first {:.0}% of the phase, exploring for {:.0}%{}; {line}",
         env.steps(),
@@ -384,18 +387,17 @@ pub(crate) fn run(
         // the structure's cut network with the optimiser's state cut alike.
         let align = masks(p, &net, keep)?;
         let mut stretch = None;
-        if sub.is_some() {
+        if sub {
             // A plan whose cut cannot be mapped back (checked on the fair plan's only):
             // the whole network trains from here on.
             match SubNet::cut(p, &net, keep, &device) {
                 Ok(s) => {
-                    let full = trainer.swap_state(vec![]);
-                    trainer.swap_state(s.gather_state(&full));
+                    let full = s.enter(&mut trainer);
                     stretch = Some((s, full));
                 }
                 Err(Error::Invalid(why)) => {
                     out.line(&format!("note: {why}; the whole network trains"));
-                    sub = None;
+                    sub = false;
                 }
                 Err(e) => return Err(e),
             }
@@ -432,10 +434,8 @@ pub(crate) fn run(
             },
             &mut |_, _| Ok(()),
         )?;
-        if let Some((s, mut full)) = stretch {
-            let state = trainer.swap_state(vec![]);
-            s.write_back(&mut net, &state, &mut full);
-            trainer.swap_state(full);
+        if let Some((s, full)) = stretch {
+            s.leave(&mut trainer, full, &mut net);
             // The alignment of the steps run, at once: (1 − s)^steps on the removed weights.
             let done = (trainer.step - before) as i32;
             let shrink = 1.0 - (1.0 - trainer.align_strength).powi(done);
@@ -496,7 +496,7 @@ pub(crate) fn run(
             "ramp": jo.ramp,
             "explore": jo.explore,
             "decay": jo.schedule == Schedule::Cosine,
-            "train": if sub.is_some() { "sub" } else { "full" },
+            "train": if sub { "sub" } else { "full" },
             "share": jo.share,
             "from_scratch": jo.from_scratch,
             "reward": reward,

@@ -21,6 +21,7 @@ use super::masked::{eval_net, masked_logits, masks};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::ir::{Model, Tensor as IrTensor, ValueDef, ValueId};
+use crate::learn::train::Trainer;
 use crate::net::Net;
 use crate::search::datafree::Pruner;
 use burn::prelude::*;
@@ -187,6 +188,27 @@ impl SubNet {
         })
     }
 
+    /// Points `trainer`'s optimiser state at this network's share of it; returns the whole
+    /// network's state for [`SubNet::leave`].
+    pub(crate) fn enter(&self, trainer: &mut Trainer) -> Vec<Vec<Tensor<6>>> {
+        let full = trainer.swap_state(vec![]);
+        trainer.swap_state(self.gather_state(&full));
+        full
+    }
+
+    /// After a stretch on this network: its weights, running statistics and `trainer`'s state
+    /// written back into `whole` and `full`, which `trainer` holds again.
+    pub(crate) fn leave(
+        &self,
+        trainer: &mut Trainer,
+        mut full: Vec<Vec<Tensor<6>>>,
+        whole: &mut Net,
+    ) {
+        let state = trainer.swap_state(vec![]);
+        self.write_back(whole, &state, &mut full);
+        trainer.swap_state(full);
+    }
+
     /// The cut network's share of the whole network's optimiser state (per parameter, its
     /// buffers), on the cut network's inner device.
     pub(crate) fn gather_state(&self, full: &[Vec<Tensor<6>>]) -> Vec<Vec<Tensor<6>>> {
@@ -279,8 +301,5 @@ pub(crate) fn sub_checked(
 }
 
 fn host(t: &Tensor<6>) -> Vec<f32> {
-    t.to_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
+    crate::learn::nets::values(t.clone())
 }
