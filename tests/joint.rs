@@ -58,6 +58,13 @@ fn the_joint_job_is_reproducible_and_reports_its_rounds() {
         "--joint-train full: same seed and steps, different output"
     );
     assert!(a != d, "--joint-train full gave the cut network's output");
+    // The time spent cutting is reported: within the phase's under `sub`, none under `full`.
+    let cut = r["joint"]["cut_seconds"].as_f64().unwrap();
+    assert!(
+        cut >= 0.0 && cut <= r["joint"]["seconds"].as_f64().unwrap(),
+        "{r}"
+    );
+    assert_eq!(rd["joint"]["cut_seconds"].as_f64(), Some(0.0), "{rd}");
     assert_eq!(
         phases(&r),
         ["prepare", "joint", "recover", "finetune"],

@@ -254,16 +254,15 @@ pub(crate) fn run(
         JointTraining::Sub => {
             let fair = vec![0.5; env.groups.len()];
             let (keep, _) = play(&mut env, &fair);
-            let tc = job.clock.now();
-            let s = sub_checked(p, &net, &keep, &device, &probe, out)?;
-            s.map(|s| (s, job.clock.now().saturating_sub(tc)))
+            sub_checked(p, &net, &keep, &device, &probe, out, job.clock.as_ref())?
         }
         JointTraining::Whole => None,
     };
     // Whether the cut network trains (until a plan's cut cannot be mapped back).
     let mut sub = checked.is_some();
     if jo.steps.is_none() {
-        // Planned: a step and a plan's evaluation measured, the rounds' evaluations counted in.
+        // Planned: a step and a plan's evaluation measured, the rounds' evaluations counted in
+        // (and under `sub` a cut per round, timed without the first cut's check).
         let per = match &checked {
             Some((s, cut)) => {
                 let full = s.enter(&mut trainer);
@@ -318,6 +317,8 @@ pub(crate) fn run(
     let mut round = 0usize;
     let mut steps_between = 0usize;
     let mut interrupted = false;
+    // `sub`: the time spent cutting.
+    let mut cutting = std::time::Duration::ZERO;
     loop {
         let frac = trainer.step as f64 / trainer.o.steps.max(1) as f64;
         if round == 0 || (frac < jo.explore && !interrupted && !job.stopped()) {
@@ -388,10 +389,13 @@ pub(crate) fn run(
         let align = masks(p, &net, keep)?;
         let mut stretch = None;
         if sub {
+            let tc = job.clock.now();
+            let s = SubNet::cut(p, &net, keep, &device);
             // A plan whose cut cannot be mapped back (checked on the fair plan's only):
             // the whole network trains from here on.
-            match SubNet::cut(p, &net, keep, &device) {
+            match s {
                 Ok(s) => {
+                    cutting += job.clock.now().saturating_sub(tc);
                     let full = s.enter(&mut trainer);
                     stretch = Some((s, full));
                 }
@@ -476,9 +480,10 @@ pub(crate) fn run(
         ));
     }
     out.line(&format!(
-        "joint: {} round(s), {steps_between} training step(s) in {:.1}s; the structure of round {} ({:.4}, {:.1}% MACs) is cut; its removed weights hold {:.2e} of the consumers' weight norm",
+        "joint: {} round(s), {steps_between} training step(s) in {:.1}s ({:.2}s of it cutting); the structure of round {} ({:.4}, {:.1}% MACs) is cut; its removed weights hold {:.2e} of the consumers' weight norm",
         round,
         t0.elapsed().as_secs_f64(),
+        cutting.as_secs_f64(),
         rounds.len(),
         reward,
         100.0 * p.macs(&keep) as f64 / p.base_macs.max(1) as f64,
@@ -504,6 +509,7 @@ pub(crate) fn run(
             "removed_weight_norm": removed_norm,
             "reconstruction_error": agent.reconstruction_error(None),
             "seconds": t0.elapsed().as_secs_f64(),
+            "cut_seconds": cutting.as_secs_f64(),
             "interrupted": interrupted,
         }),
     );

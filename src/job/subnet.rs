@@ -18,6 +18,7 @@
 //! strength would over the steps run).
 
 use super::masked::{eval_net, masked_logits, masks};
+use crate::budget::Clock;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::ir::{Model, Tensor as IrTensor, ValueDef, ValueId};
@@ -27,6 +28,7 @@ use crate::search::datafree::Pruner;
 use burn::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The digits of a position: each pass's tags stay below this, exact in f32.
 const BASE: usize = 1 << 22;
@@ -261,9 +263,10 @@ impl SubNet {
     }
 }
 
-/// `--joint-train sub`'s cut network of `keep` from `net`'s weights, if its outputs on the
-/// probe are the masked whole network's (within 1e-3 of the largest logit); else, or when the
-/// surgery's weights cannot be mapped back, a note and `None`: the whole network trains.
+/// `--joint-train sub`'s cut network of `keep` from `net`'s weights and the time the cut took
+/// (the check not counted), if its outputs on the probe are the masked whole network's (within
+/// 1e-3 of the largest logit); else, or when the surgery's weights cannot be mapped back, a
+/// note and `None`: the whole network trains.
 pub(crate) fn sub_checked(
     p: &Pruner,
     net: &Net,
@@ -271,8 +274,12 @@ pub(crate) fn sub_checked(
     device: &Device,
     probe: &Dataset,
     out: &dyn super::Progress,
-) -> Result<Option<SubNet>> {
-    let mut s = match SubNet::cut(p, net, keep, device) {
+    clock: &dyn Clock,
+) -> Result<Option<(SubNet, Duration)>> {
+    let t0 = clock.now();
+    let cut = SubNet::cut(p, net, keep, device);
+    let took = clock.now().saturating_sub(t0);
+    let mut s = match cut {
         Ok(s) => s,
         Err(Error::Invalid(why)) => {
             out.line(&format!("note: {why}; the whole network trains"));
@@ -297,7 +304,7 @@ pub(crate) fn sub_checked(
         ));
         return Ok(None);
     }
-    Ok(Some(s))
+    Ok(Some((s, took)))
 }
 
 fn host(t: &Tensor<6>) -> Vec<f32> {
