@@ -16,7 +16,7 @@
 use super::flow::Cx;
 use super::masked::{eval_net, masked_logits, masks};
 use super::phases::Phases;
-use super::subnet::{sub_checked, SubNet};
+use super::subnet::{sub_checked, try_cut};
 use super::usage;
 use crate::budget;
 use crate::error::{Error, Result};
@@ -389,21 +389,15 @@ pub(crate) fn run(
         let align = masks(p, &net, keep)?;
         let mut stretch = None;
         if sub {
-            let tc = job.clock.now();
-            let s = SubNet::cut(p, &net, keep, &device);
             // A plan whose cut cannot be mapped back (checked on the fair plan's only):
             // the whole network trains from here on.
-            match s {
-                Ok(s) => {
-                    cutting += job.clock.now().saturating_sub(tc);
+            match try_cut(p, &net, keep, &device, out, job.clock.as_ref())? {
+                Some((s, took)) => {
+                    cutting += took;
                     let full = s.enter(&mut trainer);
                     stretch = Some((s, full));
                 }
-                Err(Error::Invalid(why)) => {
-                    out.line(&format!("note: {why}; the whole network trains"));
-                    sub = false;
-                }
-                Err(e) => return Err(e),
+                None => sub = false,
             }
         }
         trainer.align = match stretch {

@@ -263,6 +263,27 @@ impl SubNet {
     }
 }
 
+/// [`SubNet::cut`] and the time it took; a cut whose weights cannot be mapped back gives a note
+/// and `None`: the whole network trains.
+pub(crate) fn try_cut(
+    p: &Pruner,
+    net: &Net,
+    keep: &[bool],
+    device: &Device,
+    out: &dyn super::Progress,
+    clock: &dyn Clock,
+) -> Result<Option<(SubNet, Duration)>> {
+    let t0 = clock.now();
+    match SubNet::cut(p, net, keep, device) {
+        Ok(s) => Ok(Some((s, clock.now().saturating_sub(t0)))),
+        Err(Error::Invalid(why)) => {
+            out.line(&format!("note: {why}; the whole network trains"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `--joint-train sub`'s cut network of `keep` from `net`'s weights and the time the cut took
 /// (the check not counted), if its outputs on the probe are the masked whole network's (within
 /// 1e-3 of the largest logit); else, or when the surgery's weights cannot be mapped back, a
@@ -276,16 +297,8 @@ pub(crate) fn sub_checked(
     out: &dyn super::Progress,
     clock: &dyn Clock,
 ) -> Result<Option<(SubNet, Duration)>> {
-    let t0 = clock.now();
-    let cut = SubNet::cut(p, net, keep, device);
-    let took = clock.now().saturating_sub(t0);
-    let mut s = match cut {
-        Ok(s) => s,
-        Err(Error::Invalid(why)) => {
-            out.line(&format!("note: {why}; the whole network trains"));
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
+    let Some((mut s, took)) = try_cut(p, net, keep, device, out, clock)? else {
+        return Ok(None);
     };
     let mut ev = eval_net(net)?;
     let m = masks(p, &ev, keep)?;
